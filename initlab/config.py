@@ -1,0 +1,327 @@
+"""The typed schema every composed config is checked against before anything trains.
+
+Each YAML option in ``conf/<group>/`` names the arguments of the callable in its
+``_target_``; the dataclass registered here for that target says what type and range each
+argument may take. A config that breaks the schema stops with one line, for example::
+
+    lr.value=-0.1: must be a number > 0
+
+We check after Hydra composes instead of registering these dataclasses in Hydra's
+ConfigStore: ConfigStore validation errors span several lines, stop with exit code 1, and
+the schema entries show up as choices in Hydra's "Available options" lists.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, ClassVar, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "identity")
+GROUPS = ("init", "model", "lr", "optim", "data", "trainer")
+
+
+class ConfigError(ValueError):
+    """A config value that the schema does not allow; its message is one readable line."""
+
+
+# --- rules: a predicate and the words that say what it allows -------------------------------
+
+
+def _rule(ok: Callable[[Any], bool], allowed: str) -> dict:
+    return {"ok": ok, "allowed": allowed}
+
+
+POSITIVE = _rule(lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = _rule(lambda v: v >= 0, "a number >= 0")
+AT_LEAST_ONE = _rule(lambda v: v >= 1, "an integer >= 1")
+AT_LEAST_TWO = _rule(lambda v: v >= 2, "an integer >= 2")
+FRACTION = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)")
+DECAY = _rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
+ANY = _rule(lambda v: True, "")
+DEVICE = _rule(
+    lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+    "auto, cpu, cuda, cuda:N or mps",
+)
+BIAS = _rule(
+    lambda v: v == "torch_default" or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "a number (every bias set to it) or torch_default",
+)
+BETAS = _rule(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")
+
+
+def one_of(*choices: str) -> dict:
+    return _rule(lambda v: v in choices, "one of " + ", ".join(choices))
+
+
+def arg(rule: dict = ANY) -> Any:
+    """A schema field: required (the YAML must give it) and checked by `rule`."""
+    return field(default=MISSING, metadata=rule)
+
+
+# --- the schema: one dataclass per callable a YAML option can name ---------------------------
+
+
+@dataclass
+class Schema:
+    targets: ClassVar[tuple[str, ...]] = ()
+    # Checks across fields: (message, predicate on the values dict).
+    relations: ClassVar[tuple[tuple[str, Callable[[dict], bool]], ...]] = ()
+
+
+@dataclass
+class NormalInit(Schema):
+    targets = ("initlab.init.normal_",)
+    mean: float = arg()
+    std: float = arg(NON_NEGATIVE)
+    bias: Any = arg(BIAS)
+
+
+@dataclass
+class UniformInit(Schema):
+    targets = ("initlab.init.uniform_",)
+    relations = (("a must be less than b", lambda c: c["a"] < c["b"]),)
+    a: float = arg()
+    b: float = arg()
+    bias: Any = arg(BIAS)
+
+
+@dataclass
+class GainInit(Schema):
+    targets = ("initlab.init.xavier_uniform_", "initlab.init.xavier_normal_", "initlab.init.orthogonal_")
+    gain: Optional[float] = arg(POSITIVE)
+    bias: Any = arg(BIAS)
+
+
+@dataclass
+class KaimingInit(Schema):
+    targets = ("initlab.init.kaiming_uniform_", "initlab.init.kaiming_normal_")
+    a: Optional[float] = arg(NON_NEGATIVE)
+    mode: str = arg(one_of("fan_in", "fan_out"))
+    nonlinearity: Optional[str] = arg(one_of(*ACTIVATIONS, "linear"))
+    bias: Any = arg(BIAS)
+
+
+@dataclass
+class TruncNormalInit(Schema):
+    targets = ("initlab.init.trunc_normal_",)
+    relations = (("a must be less than b", lambda c: c["a"] < c["b"]),)
+    mean: float = arg()
+    std: float = arg(POSITIVE)
+    a: float = arg()
+    b: float = arg()
+    bias: Any = arg(BIAS)
+
+
+@dataclass
+class PlainInit(Schema):
+    targets = ("initlab.init.lecun_normal_", "initlab.init.torch_default_", "initlab.init.zeros_")
+    bias: Any = arg(BIAS)
+
+
+@dataclass
+class MLPModel(Schema):
+    targets = ("initlab.model.MLP",)
+    depth: int = arg(AT_LEAST_ONE)
+    width: int = arg(AT_LEAST_ONE)
+    activation: str = arg(one_of(*ACTIVATIONS))
+    output_activation: Optional[str] = arg(one_of(*ACTIVATIONS))
+    negative_slope: float = arg(NON_NEGATIVE)
+
+
+@dataclass
+class ConstantLR(Schema):
+    targets = ("initlab.schedule.constant",)
+    value: float = arg(POSITIVE)
+
+
+@dataclass
+class StepLR(Schema):
+    targets = ("initlab.schedule.step",)
+    value: float = arg(POSITIVE)
+    gamma: float = arg(DECAY)
+    step_epochs: int = arg(AT_LEAST_ONE)
+
+
+@dataclass
+class CosineLR(Schema):
+    targets = ("initlab.schedule.cosine",)
+    relations = (("min_value must not exceed value", lambda c: c["min_value"] <= c["value"]),)
+    value: float = arg(POSITIVE)
+    min_value: float = arg(NON_NEGATIVE)
+
+
+@dataclass
+class WarmupLR(Schema):
+    targets = ("initlab.schedule.warmup",)
+    relations = (("min_value must not exceed value", lambda c: c["min_value"] <= c["value"]),)
+    value: float = arg(POSITIVE)
+    warmup_epochs: float = arg(POSITIVE)
+    then: str = arg(one_of("constant", "cosine"))
+    min_value: float = arg(NON_NEGATIVE)
+
+
+@dataclass
+class SGDOptim(Schema):
+    targets = ("torch.optim.SGD",)
+    relations = (("nesterov needs momentum > 0", lambda c: not c.get("nesterov") or c.get("momentum", 0) > 0),)
+    weight_decay: float = arg(NON_NEGATIVE)
+    # momentum and nesterov may be left out, so that `sgd` (plain) and `momentum` share a target.
+    momentum: float = field(default=0.0, metadata=FRACTION)
+    nesterov: bool = field(default=False, metadata=ANY)
+
+
+@dataclass
+class AdamOptim(Schema):
+    targets = ("torch.optim.Adam", "torch.optim.AdamW")
+    betas: list[float] = arg(BETAS)
+    eps: float = arg(POSITIVE)
+    weight_decay: float = arg(NON_NEGATIVE)
+
+
+@dataclass
+class TorchvisionSource(Schema):
+    targets = ("torchvision.datasets.MNIST", "torchvision.datasets.FashionMNIST", "torchvision.datasets.KMNIST")
+    root: str = arg()
+    download: bool = arg()
+
+
+@dataclass
+class SyntheticSource(Schema):
+    targets = ("initlab.data.Synthetic",)
+    num_train: int = arg(AT_LEAST_ONE)
+    num_test: int = arg(AT_LEAST_ONE)
+    in_features: int = arg(AT_LEAST_ONE)
+    num_classes: int = arg(AT_LEAST_TWO)
+    separation: float = arg(POSITIVE)
+    data_seed: int = arg()
+
+
+@dataclass
+class Data(Schema):
+    name: str = arg()
+    source: dict = arg()  # checked against the source's own schema
+    mean: float = arg()
+    std: float = arg(POSITIVE)
+    cache: bool = arg()
+    cache_dir: str = arg()
+
+
+@dataclass
+class Trainer(Schema):
+    epochs: int = arg(AT_LEAST_ONE)
+    batch_size: int = arg(AT_LEAST_ONE)
+    seed: int = arg(_rule(lambda v: 0 <= v < 2**63, "an integer >= 0"))
+    device: str = arg(DEVICE)
+    log_every: int = arg(AT_LEAST_ONE)
+    max_steps: Optional[int] = arg(AT_LEAST_ONE)
+    progress: bool = arg()
+
+
+# The group nodes whose schema follows their `_target_`.
+TARGETED = {
+    "init": (NormalInit, UniformInit, GainInit, KaimingInit, TruncNormalInit, PlainInit),
+    "model": (MLPModel,),
+    "lr": (ConstantLR, StepLR, CosineLR, WarmupLR),
+    "optim": (SGDOptim, AdamOptim),
+    "data.source": (TorchvisionSource, SyntheticSource),
+}
+FIXED = {"data": Data, "trainer": Trainer}
+
+
+# --- checking -----------------------------------------------------------------------------------
+
+
+def _type_words(tp: Any) -> str:
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        return _type_words(inner) + " or null"
+    if typing.get_origin(tp) is list:
+        return "a list"
+    return words.get(tp, "a value")
+
+
+def _has_type(value: Any, tp: Any) -> bool:
+    if typing.get_origin(tp) is typing.Union:
+        return value is None or any(_has_type(value, a) for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is list:
+        return isinstance(value, list) and all(_has_type(v, typing.get_args(tp)[0]) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (bool, str, dict):
+        return isinstance(value, tp)
+    return True
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, ...] = ()) -> None:
+    hints = typing.get_type_hints(schema)
+    known = {f.name: f for f in fields(schema)}
+    for key in node:
+        if key not in known and key not in ignore:
+            raise ConfigError(f"{path}.{key}: not a setting of {path} (allowed: {', '.join(known)})")
+    for name, f in known.items():
+        if name not in node:
+            if f.default is MISSING:
+                raise ConfigError(f"{path}.{name} is missing")
+            continue
+        value, rule = node[name], f.metadata
+        if value is None and typing.get_origin(hints[name]) is typing.Union:
+            continue
+        allowed = rule.get("allowed") or _type_words(hints[name])
+        if hints[name] is not Any and not _has_type(value, hints[name]):
+            raise ConfigError(f"{path}.{name}={_show(value)}: must be {allowed}")
+        if not rule["ok"](value):
+            raise ConfigError(f"{path}.{name}={_show(value)}: must be {allowed}")
+    for message, holds in schema.relations:
+        if not holds(node):
+            shown = ", ".join(f"{path}.{k}={_show(v)}" for k, v in node.items() if k in message.split())
+            raise ConfigError(f"{shown}: {message}")
+
+
+def _schema_for(path: str, node: dict, schemas: tuple[type[Schema], ...]) -> type[Schema]:
+    target = node.get("_target_")
+    for schema in schemas:
+        if target in schema.targets:
+            return schema
+    known = [t for s in schemas for t in s.targets]
+    raise ConfigError(f"{path}._target_={_show(target)}: must be one of {', '.join(known)}")
+
+
+def _node(container: dict, path: str) -> dict:
+    node: Any = container
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{path} is missing: choose one with {path}=<option>")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}={_show(node)}: must be a config group, chosen with {path}=<option>")
+    return node
+
+
+def validate(cfg: DictConfig) -> dict:
+    """Check a composed config against the schema; return it resolved, as plain containers.
+
+    Raises ConfigError with a one-line message for the first value that is not allowed.
+    """
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or "config"
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+    for path, schema in FIXED.items():
+        _check_node(path, _node(container, path), schema)
+    for path, schemas in TARGETED.items():
+        node = _node(container, path)
+        _check_node(path, node, _schema_for(path, node, schemas), ignore=("_target_",))
+    return container

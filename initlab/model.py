@@ -1,0 +1,57 @@
+"""The MLP that initlab studies. It builds its layers and never initializes them (see init.py)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+def activation_module(name: Optional[str], negative_slope: float = 0.01) -> nn.Module:
+    """The nn.Module for an activation name from config.ACTIVATIONS (None = identity)."""
+    modules = {
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "gelu": nn.GELU,
+        "selu": nn.SELU,
+        "identity": nn.Identity,
+    }
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope)
+    return modules[name or "identity"]()
+
+
+class MLP(nn.Module):
+    """in_features -> `depth` hidden layers of `width` units -> num_classes.
+
+    `activation` follows every hidden layer; `output_activation` (default none) follows the
+    output layer. The founding failure puts a ReLU there: every logit <= 0 becomes exactly 0,
+    and no gradient flows back through it.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        depth: int = 2,
+        width: int = 200,
+        activation: str = "relu",
+        output_activation: Optional[str] = None,
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        sizes = [in_features] + [width] * depth + [num_classes]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        acts = [activation] * depth + [output_activation]
+        self.activations = nn.ModuleList(activation_module(a, negative_slope) for a in acts)
+
+    def forward(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
+        """The network's output; with `taps`, also append each layer's (pre-, post-activation)."""
+        for linear, act in zip(self.linears, self.activations):
+            pre = linear(x)
+            x = act(pre)
+            if taps is not None:
+                taps.append((pre, x))
+        return x

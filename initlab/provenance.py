@@ -1,0 +1,78 @@
+"""What a run's summary.json says about the run besides its numbers: config, choices, versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any, Optional
+
+import torch
+
+# Settings that change where or how visibly a run happens, not what it computes.
+_NOT_IDENTITY = {("trainer", "progress"), ("data", "cache"), ("data", "cache_dir")}
+_PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
+
+
+def config_hash(settings: dict) -> str:
+    """A digest of the resolved config that identifies a run's computation (for resume, dedup)."""
+    ident = {group: {k: v for k, v in node.items() if (group, k) not in _NOT_IDENTITY}
+             if isinstance(node, dict) else node for group, node in settings.items()}
+    source = dict(ident["data"]["source"])
+    source.pop("root", None), source.pop("download", None)
+    ident["data"] = {**ident["data"], "source": source}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, Optional[str]]:
+    found: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def finite_or_none(value: Any) -> Any:
+    # summary.json stays strict JSON: a non-finite number (a diverged run) is written as null.
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def describe(metrics: dict) -> str:
+    """The final metrics as one readable fragment of a log line."""
+    def show(key: str, fmt: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else format(value, fmt)
+    return (f"train_loss {show('train_loss', '.6f')} | test_loss {show('test_loss', '.4f')} | "
+            f"test_acc {show('test_accuracy', '.2%')}")
+
+
+def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], settings: dict, choices: dict,
+            overrides: list, device: torch.device, started_at: datetime, wall_time_s: float,
+            error: Optional[BaseException]) -> dict:
+    """The content of summary.json (records.save_run adds the schema version)."""
+    return {
+        "status": status,
+        "metrics": {k: finite_or_none(v) for k, v in metrics.items()},
+        "diverged_at_step": diverged_at_step,
+        "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
+        "choices": choices,
+        "overrides": overrides,
+        "config": settings,
+        "config_hash": config_hash(settings),
+        "device": device_name(device),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(wall_time_s, 3),
+        "versions": versions(),
+    }

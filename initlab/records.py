@@ -1,0 +1,77 @@
+"""The on-disk format of one run, and reading it back.
+
+A run directory holds:
+  layers.parquet  per-layer statistics, one row per (step, layer, metric)
+  curves.parquet  training curves, one row per (step, metric)
+  error.txt       the traceback, only when the run failed
+  summary.json    status, final metrics, config and provenance; written last
+
+Every file is written to a temporary name and renamed, so a reader never sees half a file,
+and summary.json is written last: a directory without it is a run that never finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+SUMMARY, LAYERS, CURVES, ERROR = "summary.json", "layers.parquet", "curves.parquet", "error.txt"
+STATUSES = ("completed", "diverged", "failed")
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    _atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def save_run(folder: Path, summary: dict, layers: pd.DataFrame, curves: pd.DataFrame) -> None:
+    """Write a run's tables, then its summary (the marker that the run is finished)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(folder / LAYERS, layers)
+    write_table(folder / CURVES, curves)
+    write_json(folder / SUMMARY, {"schema_version": SCHEMA_VERSION, **summary})
+
+
+@dataclass
+class RunRecord:
+    """A finished run read back from disk."""
+
+    folder: Path
+    summary: dict
+    layers: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def is_finished(folder: Path) -> bool:
+    return (Path(folder) / SUMMARY).is_file()
+
+
+def load_run(folder: str | Path) -> RunRecord:
+    """Read a run directory written by `save_run`."""
+    folder = Path(folder)
+    if not is_finished(folder):
+        raise FileNotFoundError(f"{folder} holds no {SUMMARY}: the run did not finish")
+    summary = json.loads((folder / SUMMARY).read_text())
+    if summary.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{folder / SUMMARY}: schema_version {summary.get('schema_version')}, "
+                         f"this initlab reads {SCHEMA_VERSION}")
+    return RunRecord(folder, summary, pd.read_parquet(folder / LAYERS), pd.read_parquet(folder / CURVES))

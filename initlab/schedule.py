@@ -1,0 +1,57 @@
+"""Learning-rate schedules: pure functions of the step, one per option in ``conf/lr/``.
+
+Each returns the learning rate for optimizer step `step` (0-based) of a run of `total_steps`
+steps with `steps_per_epoch` steps an epoch; the other keywords are the option's YAML keys.
+Pure functions (no scheduler object) so a schedule is easy to test and to evaluate for many
+runs at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+from hydra.utils import get_method
+
+
+def constant(step: int, *, total_steps: int, steps_per_epoch: int, value: float) -> float:
+    """The same rate throughout."""
+    return value
+
+
+def step(step: int, *, total_steps: int, steps_per_epoch: int, value: float, gamma: float, step_epochs: int) -> float:
+    """`value` times `gamma` for every `step_epochs` full epochs done (torch's StepLR, by epoch)."""
+    return value * gamma ** ((step // steps_per_epoch) // step_epochs)
+
+
+def cosine(step: int, *, total_steps: int, steps_per_epoch: int, value: float, min_value: float) -> float:
+    """Cosine decay from `value` at step 0 to `min_value` at the last step (Loshchilov & Hutter 2017)."""
+    progress = step / max(total_steps - 1, 1)
+    return min_value + 0.5 * (value - min_value) * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup(
+    step: int,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    value: float,
+    warmup_epochs: float,
+    then: str,
+    min_value: float,
+) -> float:
+    """Linear warm-up to `value` over `warmup_epochs` (Goyal et al. 2017), then `then`."""
+    warm = max(1, round(warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return value * (step + 1) / warm
+    if then == "cosine":
+        return cosine(step - warm, total_steps=total_steps - warm, steps_per_epoch=steps_per_epoch,
+                      value=value, min_value=min_value)
+    return value
+
+
+def build(lr_cfg: dict) -> Callable[..., float]:
+    """The schedule `lr_cfg` names, with its settings bound: call it as f(step, total_steps=, steps_per_epoch=)."""
+    settings = {k: v for k, v in lr_cfg.items() if k != "_target_"}
+    return functools.partial(get_method(lr_cfg["_target_"]), **settings)

@@ -1,0 +1,201 @@
+"""`run(cfg) -> RunResult`: seed, build, initialize, train, evaluate and record one configuration."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from initlab import data as datasets
+from initlab import provenance, records, schedule
+from initlab.config import validate
+from initlab.init import apply_init
+from initlab.probes import Recorder
+
+log = logging.getLogger("initlab")
+
+
+@dataclass
+class RunResult:
+    """What one run produced: the same content as its directory's files."""
+
+    status: str  # completed, diverged or failed
+    metrics: dict
+    folder: Path
+    summary: dict
+    layers: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on (x, y)."""
+    loss, correct = x.new_zeros(()), x.new_zeros(())
+    for xs, ys in zip(x.split(chunk), y.split(chunk)):
+        out = model(xs)
+        loss += F.cross_entropy(out, ys, reduction="sum")
+        correct += (out.argmax(1) == ys).sum()
+    return (loss / len(y)).item(), (correct / len(y)).item()
+
+
+class Training:
+    """The state of one training run; `fit()` runs it, and the tables hold what it recorded so far."""
+
+    def __init__(self, settings: dict, device: torch.device) -> None:
+        t, m = settings["trainer"], settings["model"]
+        self.settings, self.device, self.trainer = settings, device, t
+        self.data = datasets.load(settings["data"], device)
+        torch.manual_seed(t["seed"])
+        self.shuffle = torch.Generator().manual_seed(t["seed"])
+        self.model = instantiate(m, in_features=self.data.in_features, num_classes=self.data.num_classes).to(device)
+        apply_init(self.model, settings["init"], m["activation"], m["negative_slope"])
+        self.optimizer = instantiate(settings["optim"], params=self.model.parameters(),
+                                     lr=settings["lr"]["value"], _convert_="all")
+        self.lr_at = schedule.build(settings["lr"])
+        self.steps_per_epoch = math.ceil(len(self.data.train_y) / t["batch_size"])
+        self.total_steps = t["epochs"] * self.steps_per_epoch
+        if t["max_steps"] is not None:
+            self.total_steps = min(self.total_steps, t["max_steps"])
+        self.recorder = Recorder()
+        self.curves: list[tuple[int, int, str, float]] = []
+        self.step = 0
+        self.diverged_at: Optional[int] = None
+        self.metrics: dict = {}
+
+    def fit(self) -> str:
+        """Train until the last epoch, `max_steps`, or a non-finite loss; return the status."""
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        for epoch in range(1, epochs + 1):
+            started, first_log = time.perf_counter(), self.recorder.count()
+            losses = self._epoch(epoch)
+            epoch_loss = losses.mean().item() if len(losses) else float("nan")
+            if not math.isfinite(epoch_loss):
+                bad = (~torch.isfinite(losses)).nonzero()
+                self.diverged_at = self.step - len(losses) + int(bad[0]) if len(bad) else self.step
+                self.metrics = {"train_loss": epoch_loss, "test_loss": float("nan"),
+                                "test_accuracy": float("nan"), "steps": self.step}
+                log.info(f"epoch {epoch}/{epochs} | loss not finite at step {self.diverged_at}: diverged")
+                return "diverged"
+            test_loss, test_acc = evaluate(self.model, self.data.test_x, self.data.test_y)
+            self.curves += [(self.step, epoch, "epoch_train_loss", epoch_loss),
+                            (self.step, epoch, "test_loss", test_loss),
+                            (self.step, epoch, "test_accuracy", test_acc)]
+            self.metrics = {"train_loss": epoch_loss, "test_loss": test_loss, "test_accuracy": test_acc,
+                            "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 4)}
+            log.info(f"epoch {epoch}/{epochs} | train_loss {epoch_loss:.4f} | test_loss {test_loss:.4f} | "
+                     f"test_acc {100 * test_acc:.2f}% | {self._grad_range(first_log)} | "
+                     f"{time.perf_counter() - started:.1f}s")
+        return "completed"
+
+    def _epoch(self, epoch: int) -> torch.Tensor:
+        """One pass over the shuffled training set (or what is left of `max_steps`); the batch losses."""
+        t, x_all, y_all = self.trainer, self.data.train_x, self.data.train_y
+        order = torch.randperm(len(y_all), generator=self.shuffle).to(self.device)
+        batches = order.split(t["batch_size"])[: self.total_steps - self.step]
+        losses = []
+        show = t["progress"] and sys.stderr.isatty()
+        for idx in tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False, disable=not show):
+            lr = self.lr_at(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            record = self.step % t["log_every"] == 0
+            taps = [] if record else None
+            loss = F.cross_entropy(self.model(x_all[idx], taps), y_all[idx])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if record:
+                self.recorder.before_step(self.model, taps)
+            self.optimizer.step()
+            losses.append(loss.detach())
+            self.step += 1
+            if record:
+                self.recorder.after_step(self.model, self.step - 1, epoch)
+                self.curves.append((self.step - 1, epoch, "lr", lr))
+                # Checking the loss syncs with the device, so only at log steps; fit() finds
+                # the exact first non-finite step afterwards.
+                if not torch.isfinite(loss):
+                    break
+        losses = torch.stack(losses) if losses else torch.empty(0)
+        first = self.step - len(losses)
+        self.curves += [(first + i, epoch, "train_loss", v) for i, v in enumerate(losses.tolist())]
+        return losses
+
+    def _grad_range(self, first_log: int) -> str:
+        """Smallest and largest per-layer weight-gradient norm, averaged over this epoch's log steps."""
+        per_layer = self.recorder.mean_since(first_log, "weight_grad_norm")
+        if per_layer is None:
+            return "grad_norm n/a"
+        lo, hi = int(per_layer.argmin()), int(per_layer.argmax())
+        return f"grad_norm min {per_layer[lo]:.2e} (layer {lo}) max {per_layer[hi]:.2e} (layer {hi})"
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(layers, curves) as recorded so far."""
+        curves = pd.DataFrame(self.curves, columns=["step", "epoch", "metric", "value"])
+        curves = curves.astype({"step": "int64", "epoch": "int64", "value": "float64"})
+        return self.recorder.table(), curves.sort_values(["metric", "step"], kind="stable", ignore_index=True)
+
+
+def _hydra_context(output_dir: Optional[str | Path]) -> tuple[Path, dict, list]:
+    """(run folder, group choices, overrides) from Hydra when it launched us."""
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+        folder = Path(output_dir or hc.runtime.output_dir)
+        return folder, choices, list(hc.overrides.task)
+    if output_dir is None:
+        raise ValueError("run() outside Hydra needs an output_dir")
+    return Path(output_dir), {}, []
+
+
+def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
+    """Train the configuration `cfg` and write its records into `output_dir` (Hydra's job dir by default).
+
+    A bad config value raises ConfigError and a missing dataset DataError before anything is
+    written. A non-finite loss ends the run with status `diverged`; any other exception is
+    recorded as `failed` (summary.json and error.txt) and then raised again.
+    """
+    settings = validate(cfg)
+    folder, choices, overrides = _hydra_context(output_dir)
+    device = resolve_device(settings["trainer"]["device"])
+    started_at, started = datetime.now(timezone.utc), time.perf_counter()
+    training = Training(settings, device)
+    error = None
+    try:
+        status = training.fit()
+    except Exception as e:  # a crash is a result too: record it, then let it propagate
+        status, error = "failed", e
+        folder.mkdir(parents=True, exist_ok=True)
+        records.write_text(folder / records.ERROR, traceback.format_exc())
+    layers, curves = training.tables()
+    summary = provenance.summary(
+        status=status, metrics=training.metrics, diverged_at_step=training.diverged_at, settings=settings,
+        choices=choices, overrides=overrides, device=device, started_at=started_at,
+        wall_time_s=time.perf_counter() - started, error=error,
+    )
+    records.save_run(folder, summary, layers, curves)
+    log.info(f"{status} | {provenance.describe(summary['metrics'])} | {training.step} steps | "
+             f"{summary['wall_time_s']:.1f}s | {folder}")
+    if error is not None:
+        raise error
+    return RunResult(status, summary["metrics"], folder, summary, layers, curves)
