@@ -1,0 +1,143 @@
+"""Every option composes, validates and instantiates; bad values stop with one clear line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import get_class, get_method, instantiate
+
+from initlab import schedule
+from initlab.config import ConfigError, validate
+from initlab.data import DataError, load
+from initlab.init import apply_init
+from initlab.model import MLP
+
+from conftest import CONF, REPO, make_config
+
+OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+           for group in ("init", "model", "lr", "optim", "data", "trainer")}
+
+
+def test_every_group_has_its_options():
+    assert set(OPTIONS["init"]) == {"normal", "uniform", "xavier_uniform", "xavier_normal", "kaiming_uniform",
+                                    "kaiming_normal", "orthogonal", "lecun_normal", "trunc_normal",
+                                    "torch_default", "zeros"}
+    assert set(OPTIONS["lr"]) == {"constant", "step", "cosine", "warmup"}
+    assert set(OPTIONS["optim"]) == {"sgd", "momentum", "adam"}
+    assert set(OPTIONS["data"]) == {"mnist", "fashion_mnist", "kmnist", "synthetic"}
+
+
+@pytest.mark.parametrize("option", OPTIONS["init"])
+def test_init_options_instantiate(option):
+    settings = validate(make_config(f"init={option}"))
+    model = MLP(30, 10, depth=2, width=20)
+    apply_init(model, settings["init"], "relu")
+    assert all(torch.isfinite(layer.weight).all() for layer in model.linears)
+
+
+@pytest.mark.parametrize("option", OPTIONS["lr"])
+def test_lr_options_instantiate(option):
+    settings = validate(make_config(f"lr={option}"))
+    lr_at = schedule.build(settings["lr"])
+    rates = [lr_at(s, total_steps=3000, steps_per_epoch=300) for s in range(0, 3000, 50)]
+    assert all(0 <= r <= settings["lr"]["value"] for r in rates) and max(rates) > 0
+
+
+@pytest.mark.parametrize("option", OPTIONS["optim"])
+def test_optim_options_instantiate(option):
+    settings = validate(make_config(f"optim={option}"))
+    optimizer = instantiate(settings["optim"], params=MLP(4, 2, 1, 3).parameters(), lr=0.01, _convert_="all")
+    assert isinstance(optimizer, torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("option", OPTIONS["data"])
+def test_data_options_validate_and_name_a_real_loader(option):
+    settings = validate(make_config(f"data={option}"))
+    target = settings["data"]["source"]["_target_"]
+    assert callable(get_class(target))
+
+
+@pytest.mark.parametrize("option", OPTIONS["model"] + ["mlp model.activation=tanh model.output_activation=relu"])
+def test_model_options_instantiate(option):
+    first, *rest = option.split()
+    settings = validate(make_config(f"model={first}", *rest))
+    model = instantiate(settings["model"], in_features=784, num_classes=10)
+    assert model(torch.zeros(3, 784)).shape == (3, 10)
+
+
+def test_lr_value_sweeps_every_schedule():
+    for option in OPTIONS["lr"]:
+        assert validate(make_config(f"lr={option}", "lr.value=0.3"))["lr"]["value"] == 0.3
+
+
+def test_mnist_loads_from_the_shared_files():
+    data = load(validate(make_config("data=mnist"))["data"], torch.device("cpu"))
+    assert data.train_x.shape == (60000, 784) and data.test_x.shape == (10000, 784)
+    assert data.num_classes == 10
+    # Normalized with MNIST's own mean and std, so the training set is ~N(0, 1) overall.
+    assert data.train_x.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert data.train_x.std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    cfg = make_config("data=kmnist", f"data.source.root={tmp_path}", "data.source.download=false")
+    with pytest.raises(DataError) as info:
+        load(validate(cfg)["data"], torch.device("cpu"))
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path) in message and "KMNIST" in message
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("lr.value=-0.1", "lr.value=-0.1: must be a number > 0"),
+    ("lr.value=0", "lr.value=0: must be a number > 0"),
+    ("lr.value=abc", "lr.value='abc': must be a number > 0"),
+    ("model.depth=0", "model.depth=0: must be an integer >= 1"),
+    ("model.width=0", "model.width=0: must be an integer >= 1"),
+    ("model.depth=2.5", "model.depth=2.5: must be an integer >= 1"),
+    ("trainer.batch_size=0", "trainer.batch_size=0: must be an integer >= 1"),
+    ("trainer.epochs=0", "trainer.epochs=0: must be an integer >= 1"),
+    ("model.activation=swish", "model.activation='swish': must be one of relu, leaky_relu, tanh, sigmoid"),
+    ("model.output_activation=softmax", "model.output_activation='softmax': must be one of relu"),
+    ("trainer.device=gpu", "trainer.device='gpu': must be auto, cpu, cuda, cuda:N or mps"),
+    ("init=kaiming_normal init.mode=fan_avg", "init.mode='fan_avg': must be one of fan_in, fan_out"),
+    ("init=uniform init.a=1 init.b=0", "init.a=1, init.b=0: a must be less than b"),
+    ("init=normal init.bias=small", "init.bias='small': must be a number (every bias set to it) or torch_default"),
+    ("optim=momentum optim.momentum=1.5", "optim.momentum=1.5: must be a number in [0, 1)"),
+    ("optim=adam optim.betas=[0.9]", "optim.betas=[0.9]: must be two numbers in [0, 1)"),
+    ("+init.gian=2", "init.gian: not a setting of init"),
+])
+def test_bad_values_name_key_value_and_what_is_allowed(override, expected):
+    with pytest.raises(ConfigError) as info:
+        validate(make_config(*override.split()))
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "initlab", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_value_is_one_line_and_exit_2(tmp_path):
+    result = _cli("lr.value=-1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "initlab: lr.value=-1: must be a number > 0"
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("summary.json"))
+
+
+def test_cli_missing_data_is_one_line_and_exit_2(tmp_path):
+    result = _cli("data.source.root=" + str(tmp_path / "nowhere"), "data.source.download=false",
+                  "data.cache=false", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MNIST could not be loaded from" in lines[0] and "nowhere" in lines[0]
+
+
+def test_cli_unknown_option_lists_the_valid_ones(tmp_path):
+    result = _cli("init=kaiming", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Available options in 'init'" in result.stderr and "kaiming_normal" in result.stderr
