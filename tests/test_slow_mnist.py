@@ -20,7 +20,7 @@ def test_founding_failure_full_run_stays_stuck_and_kaiming_fixes_it(tmp_path):
     fixed = run(make_config("model.output_activation=relu"), output_dir=tmp_path / "b")
     assert fixed.metrics["train_loss"] < 1.0  # Kaiming + output ReLU: it trains (some classes may die)
     default = run(make_config(), output_dir=tmp_path / "c")
-    assert default.metrics["test_accuracy"] > 0.95
+    assert default.metrics["test_accuracy"] > 0.94  # measured: 95.26% (seed 0, CPU)
 
 
 def test_issue_sweep_on_mnist(tmp_path):
