@@ -22,7 +22,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "identity")
-GROUPS = ("init", "model", "lr", "optim", "data", "trainer")
+GROUPS = ("init", "model", "lr", "optim", "data", "trainer", "diagnose")
+STOPPABLE = ("stuck", "diverged")  # findings that can end a run early
 
 
 class ConfigError(ValueError):
@@ -220,6 +221,22 @@ class Trainer(Schema):
     log_every: int = arg(AT_LEAST_ONE)
     max_steps: Optional[int] = arg(AT_LEAST_ONE)
     progress: bool = arg()
+    stop_on: list[str] = arg(_rule(lambda v: set(v) <= set(STOPPABLE), "a list of " + ", ".join(STOPPABLE)))
+
+
+@dataclass
+class Diagnose(Schema):
+    window: int = arg(AT_LEAST_TWO)
+    flat_tol: float = arg(NON_NEGATIVE)
+    zero_grad: float = arg(NON_NEGATIVE)
+    vanishing_ratio: float = arg(POSITIVE)
+    vanishing_norm: float = arg(POSITIVE)
+    high_loss: float = arg(NON_NEGATIVE)
+    exploding_growth: float = arg(POSITIVE)
+    exploding_norm: float = arg(POSITIVE)
+    exploding_min_norm: float = arg(NON_NEGATIVE)
+    dead_fraction: float = arg(FRACTION)
+    saturation: float = arg(FRACTION)
 
 
 # The group nodes whose schema follows their `_target_`.
@@ -230,7 +247,7 @@ TARGETED = {
     "optim": (SGDOptim, AdamOptim),
     "data.source": (TorchvisionSource, SyntheticSource),
 }
-FIXED = {"data": Data, "trainer": Trainer}
+FIXED = {"data": Data, "trainer": Trainer, "diagnose": Diagnose}
 
 
 # --- checking -----------------------------------------------------------------------------------

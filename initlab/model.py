@@ -45,13 +45,20 @@ class MLP(nn.Module):
         sizes = [in_features] + [width] * depth + [num_classes]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         acts = [activation] * depth + [output_activation]
+        self.activation_names = [a or "identity" for a in acts]  # per linear layer, for the probes
         self.activations = nn.ModuleList(activation_module(a, negative_slope) for a in acts)
 
     def forward(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
-        """The network's output; with `taps`, also append each layer's (pre-, post-activation)."""
+        """The network's output; with `taps`, also append each layer's (pre-, post-activation).
+
+        Tapped pre-activations keep their gradient after backward() (retain_grad), so the
+        probes can read the back-propagated signal dL/dz of every layer.
+        """
         for linear, act in zip(self.linears, self.activations):
             pre = linear(x)
             x = act(pre)
             if taps is not None:
+                if pre.requires_grad:
+                    pre.retain_grad()
                 taps.append((pre, x))
         return x

@@ -54,6 +54,20 @@ class GradNorms(Probe):
                             _norms([l.bias.grad if l.bias is not None else None for l in layers], w)], 1)
 
 
+class BackpropGrads(Probe):
+    """L2 norm of dL/dz, the gradient reaching each layer's pre-activation for this batch.
+
+    This is the "back-propagated gradient" of Glorot & Bengio 2010 (Sec. 4.2.2): it can shrink
+    towards the input even when the weight gradients do not.
+    """
+
+    metrics = ("backprop_grad_norm",)
+
+    def before_step(self, model, taps):
+        pre = [p for p, _ in taps]
+        return _norms([p.grad for p in pre], pre[0])[:, None]
+
+
 class WeightNorms(Probe):
     """L2 norm of each layer's weight matrix (the weights that produced this batch's gradient)."""
 
@@ -80,23 +94,44 @@ class UpdateRatio(Probe):
         return (change / _norms(self._before, after[0]))[:, None]
 
 
+# Where a bounded activation is flat: its derivative there is below ~0.02 (tanh) or ~0.01
+# (sigmoid) of its maximum, so almost no gradient passes (Glorot & Bengio 2010, Sec. 3).
+SATURATED = {
+    "tanh": lambda h: h.abs() > 0.99,
+    "sigmoid": lambda h: (h < 0.01) | (h > 0.99),
+}
+
+
+def saturated(name: str, post: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of saturated outputs; all False for activations that do not saturate."""
+    rule = SATURATED.get(name)
+    return rule(post) if rule else torch.zeros_like(post, dtype=torch.bool)
+
+
+def dead_units(post: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of units whose output is exactly zero for every sample (rows) given."""
+    return (post == 0).all(0)
+
+
 class Activations(Probe):
-    """Each layer's output over the batch: mean, std, pre-activation std and dead-unit fraction.
+    """Each layer's output over the batch: mean, std, pre-activation std, dead and saturated fractions.
 
     A unit is dead for this batch when its output is exactly zero for every sample (a ReLU whose
     input is never positive). For the output layer with an output ReLU, a dead unit is a class
-    logit that is always zero: a class the model cannot predict and whose gradient is zero.
+    logit that is always zero: a class whose logit gets no gradient. The saturated fraction is
+    the share of outputs in the flat region of tanh or sigmoid (0 for other activations).
     """
 
-    metrics = ("act_mean", "act_std", "preact_std", "dead_fraction")
+    metrics = ("act_mean", "act_std", "preact_std", "dead_fraction", "saturated_fraction")
 
     def before_step(self, model, taps):
-        rows = [torch.stack([post.mean(), post.std(), pre.std(), (post == 0).all(0).float().mean()])
-                for pre, post in taps]
+        rows = [torch.stack([post.mean(), post.std(), pre.std(), dead_units(post).float().mean(),
+                             saturated(name, post).float().mean()])
+                for (pre, post), name in zip(taps, model.activation_names)]
         return torch.stack(rows).detach()
 
 
-DEFAULT_PROBES = (GradNorms, WeightNorms, UpdateRatio, Activations)
+DEFAULT_PROBES = (GradNorms, BackpropGrads, WeightNorms, UpdateRatio, Activations)
 
 
 class Recorder:

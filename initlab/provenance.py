@@ -14,13 +14,15 @@ import torch
 
 # Settings that change where or how visibly a run happens, not what it computes.
 _NOT_IDENTITY = {("trainer", "progress"), ("data", "cache"), ("data", "cache_dir")}
+_NOT_IDENTITY_GROUPS = {"diagnose"}  # thresholds change the verdict, not the training
 _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
 
 
 def config_hash(settings: dict) -> str:
     """A digest of the resolved config that identifies a run's computation (for resume, dedup)."""
     ident = {group: {k: v for k, v in node.items() if (group, k) not in _NOT_IDENTITY}
-             if isinstance(node, dict) else node for group, node in settings.items()}
+             if isinstance(node, dict) else node for group, node in settings.items()
+             if group not in _NOT_IDENTITY_GROUPS}
     source = dict(ident["data"]["source"])
     source.pop("root", None), source.pop("download", None)
     ident["data"] = {**ident["data"], "source": source}
@@ -59,12 +61,14 @@ def describe(metrics: dict) -> str:
 
 def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], settings: dict, choices: dict,
             overrides: list, device: torch.device, started_at: datetime, wall_time_s: float,
-            error: Optional[BaseException]) -> dict:
+            error: Optional[BaseException], diagnosis: dict, stopped: Optional[dict]) -> dict:
     """The content of summary.json (records.save_run adds the schema version)."""
     return {
         "status": status,
         "metrics": {k: finite_or_none(v) for k, v in metrics.items()},
         "diverged_at_step": diverged_at_step,
+        "stopped_early": stopped,
+        "diagnosis": diagnosis,
         "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
         "choices": choices,
         "overrides": overrides,

@@ -24,9 +24,13 @@ from initlab import data as datasets
 from initlab import provenance, records, schedule
 from initlab.config import validate
 from initlab.init import apply_init
-from initlab.probes import Recorder
+from initlab.diagnose import Context, Evidence, describe, diagnose, stuck
+from initlab.model import MLP
+from initlab.probes import Recorder, dead_units, saturated
 
 log = logging.getLogger("initlab")
+EVAL_COLUMNS = ["step", "epoch", "layer", "metric", "value"]
+LAYER_TYPES = {"step": "int64", "epoch": "int64", "layer": "int64", "value": "float64"}
 
 
 @dataclass
@@ -48,15 +52,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass
+class Evaluation:
+    """One pass over a dataset: loss, accuracy, and per layer the dead and saturated fractions."""
+
+    loss: float
+    accuracy: float
+    dead_fraction: list[float]  # units that output 0 for every sample of the pass
+    saturated_fraction: list[float]  # outputs in tanh/sigmoid's flat region
+    dead_outputs: list[int]  # classes whose output is 0 for every sample
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on (x, y)."""
+def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> Evaluation:
+    """Evaluate `model` on (x, y) in chunks, with the per-layer evaluation-pass statistics."""
     loss, correct = x.new_zeros(()), x.new_zeros(())
+    alive: list[torch.Tensor] = []
+    saturated_count: list[torch.Tensor] = []
     for xs, ys in zip(x.split(chunk), y.split(chunk)):
-        out = model(xs)
+        taps: list = []
+        out = model(xs, taps)
         loss += F.cross_entropy(out, ys, reduction="sum")
         correct += (out.argmax(1) == ys).sum()
-    return (loss / len(y)).item(), (correct / len(y)).item()
+        for i, ((_, post), name) in enumerate(zip(taps, model.activation_names)):
+            live, sat = ~dead_units(post), saturated(name, post).sum()
+            if i == len(alive):
+                alive.append(live), saturated_count.append(sat)
+            else:
+                alive[i] |= live
+                saturated_count[i] += sat
+    dead = [(~a).float().mean().item() for a in alive]
+    sat = [(c / (len(y) * len(a))).item() for c, a in zip(saturated_count, alive)]
+    dead_outputs = (~alive[-1]).nonzero().flatten().tolist()
+    return Evaluation((loss / len(y)).item(), (correct / len(y)).item(), dead, sat, dead_outputs)
 
 
 class Training:
@@ -82,6 +110,10 @@ class Training:
         self.step = 0
         self.diverged_at: Optional[int] = None
         self.metrics: dict = {}
+        self.eval_rows: list[tuple[int, int, int, str, float]] = []
+        self.last_eval: Optional[Evaluation] = None
+        self.stopped: Optional[dict] = None  # {'reason': ..., 'step': ...} when trainer.stop_on ended the run
+        self.diagnose_cfg = settings["diagnose"]
 
     def fit(self) -> str:
         """Train until the last epoch, `max_steps`, or a non-finite loss; return the status."""
@@ -97,15 +129,21 @@ class Training:
                                 "test_accuracy": float("nan"), "steps": self.step}
                 log.info(f"epoch {epoch}/{epochs} | loss not finite at step {self.diverged_at}: diverged")
                 return "diverged"
-            test_loss, test_acc = evaluate(self.model, self.data.test_x, self.data.test_y)
+            self.last_eval = ev = evaluate(self.model, self.data.test_x, self.data.test_y)
             self.curves += [(self.step, epoch, "epoch_train_loss", epoch_loss),
-                            (self.step, epoch, "test_loss", test_loss),
-                            (self.step, epoch, "test_accuracy", test_acc)]
-            self.metrics = {"train_loss": epoch_loss, "test_loss": test_loss, "test_accuracy": test_acc,
+                            (self.step, epoch, "test_loss", ev.loss),
+                            (self.step, epoch, "test_accuracy", ev.accuracy)]
+            for layer, (dead, sat) in enumerate(zip(ev.dead_fraction, ev.saturated_fraction)):
+                self.eval_rows += [(self.step, epoch, layer, "eval_dead_fraction", dead),
+                                   (self.step, epoch, layer, "eval_saturated_fraction", sat)]
+            self.metrics = {"train_loss": epoch_loss, "test_loss": ev.loss, "test_accuracy": ev.accuracy,
                             "steps": self.step, "epochs": round(self.step / self.steps_per_epoch, 4)}
-            log.info(f"epoch {epoch}/{epochs} | train_loss {epoch_loss:.4f} | test_loss {test_loss:.4f} | "
-                     f"test_acc {100 * test_acc:.2f}% | {self._grad_range(first_log)} | "
+            log.info(f"epoch {epoch}/{epochs} | train_loss {epoch_loss:.4f} | test_loss {ev.loss:.4f} | "
+                     f"test_acc {100 * ev.accuracy:.2f}% | {self._grad_range(first_log)} | "
                      f"{time.perf_counter() - started:.1f}s")
+            if self.stopped is not None:
+                log.info(f"stopped early at step {self.stopped['step']}: {self.stopped['reason']}")
+                break
         return "completed"
 
     def _epoch(self, epoch: int) -> torch.Tensor:
@@ -136,10 +174,33 @@ class Training:
                 # the exact first non-finite step afterwards.
                 if not torch.isfinite(loss):
                     break
+            if self._stuck(epoch, losses):
+                break
         losses = torch.stack(losses) if losses else torch.empty(0)
         first = self.step - len(losses)
         self.curves += [(first + i, epoch, "train_loss", v) for i, v in enumerate(losses.tolist())]
         return losses
+
+    def context(self, status: str = "completed") -> Context:
+        m = self.settings["model"]
+        return Context(num_classes=self.data.num_classes, activation=m["activation"],
+                       output_activation=m["output_activation"], status=status, diverged_at_step=self.diverged_at,
+                       dead_outputs=self.last_eval.dead_outputs if self.last_eval else [])
+
+    def _stuck(self, epoch: int, losses: list) -> bool:
+        """With trainer.stop_on=[stuck], every `diagnose.window` steps: has the run been stuck a window long?"""
+        window = self.diagnose_cfg["window"]
+        if "stuck" not in self.trainer["stop_on"] or self.step % window or self.step < window:
+            return False
+        layers, curves = self.tables()
+        first = self.step - len(losses)  # this epoch's losses are not in the curves yet
+        now = pd.DataFrame({"step": range(first, self.step), "epoch": epoch, "metric": "train_loss",
+                            "value": torch.stack(losses).tolist()})
+        finding = stuck(Evidence(layers, pd.concat([curves, now]), self.context()), self.diagnose_cfg)
+        if finding is None:
+            return False
+        self.stopped = {"reason": "stuck", "step": self.step, "finding": finding.message}
+        return True
 
     def _grad_range(self, first_log: int) -> str:
         """Smallest and largest per-layer weight-gradient norm, averaged over this epoch's log steps."""
@@ -153,7 +214,9 @@ class Training:
         """(layers, curves) as recorded so far."""
         curves = pd.DataFrame(self.curves, columns=["step", "epoch", "metric", "value"])
         curves = curves.astype({"step": "int64", "epoch": "int64", "value": "float64"})
-        return self.recorder.table(), curves.sort_values(["metric", "step"], kind="stable", ignore_index=True)
+        layers = pd.concat([self.recorder.table(), pd.DataFrame(self.eval_rows, columns=EVAL_COLUMNS)],
+                           ignore_index=True).astype(LAYER_TYPES)
+        return layers, curves.sort_values(["metric", "step"], kind="stable", ignore_index=True)
 
 
 def _hydra_context(output_dir: Optional[str | Path]) -> tuple[Path, dict, list]:
@@ -188,12 +251,16 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
         folder.mkdir(parents=True, exist_ok=True)
         records.write_text(folder / records.ERROR, traceback.format_exc())
     layers, curves = training.tables()
+    diagnosis = diagnose(layers, curves, training.context(status), settings["diagnose"])
     summary = provenance.summary(
         status=status, metrics=training.metrics, diverged_at_step=training.diverged_at, settings=settings,
+        diagnosis=diagnosis, stopped=training.stopped,
         choices=choices, overrides=overrides, device=device, started_at=started_at,
         wall_time_s=time.perf_counter() - started, error=error,
     )
     records.save_run(folder, summary, layers, curves)
+    for line in describe(diagnosis):
+        log.info(line)
     log.info(f"{status} | {provenance.describe(summary['metrics'])} | {training.step} steps | "
              f"{summary['wall_time_s']:.1f}s | {folder}")
     if error is not None:

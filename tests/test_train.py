@@ -23,6 +23,10 @@ def small(*overrides):
     return make_config(*SMALL, *overrides)
 
 
+def i_last(i, layers):
+    return i == len(layers) - 1
+
+
 def table(layers, metric, step):
     rows = layers[(layers.metric == metric) & (layers.step == step)].sort_values("layer")
     return torch.tensor(rows.value.to_numpy(), dtype=torch.float64)
@@ -50,6 +54,7 @@ def test_recorded_statistics_equal_an_independent_computation(tmp_path, activati
         outputs, pres = [], []
         for i, layer in enumerate(twin.linears):
             pre = h @ layer.weight.T + layer.bias
+            pre.retain_grad()
             last = i == len(twin.linears) - 1
             h = (act[output_activation] if output_activation else (lambda t: t))(pre) if last else act[activation](pre)
             pres.append(pre), outputs.append(h)
@@ -64,6 +69,9 @@ def test_recorded_statistics_equal_an_independent_computation(tmp_path, activati
             "act_mean": [o.mean() for o in outputs],
             "act_std": [o.std() for o in outputs],
             "preact_std": [p.std() for p in pres],
+            "backprop_grad_norm": [p.grad.norm() for p in pres],
+            "saturated_fraction": [(o.abs() > 0.99).double().mean() if activation == "tanh" and not i_last(i, layers)
+                                   else torch.zeros((), dtype=torch.float64) for i, o in enumerate(outputs)],
             "dead_fraction": [(o == 0).all(0).double().mean() for o in outputs],
         }
         for metric, values in expected.items():
@@ -79,11 +87,14 @@ def test_layers_table_is_tidy_and_complete(tmp_path):
     result = run(small("trainer.max_steps=25", "trainer.log_every=5", "model.depth=2"), output_dir=tmp_path)
     layers = result.layers
     assert list(layers.columns) == ["step", "epoch", "layer", "metric", "value"]
-    assert sorted(layers.step.unique()) == [0, 5, 10, 15, 20]
+    assert sorted(layers[layers.metric == "weight_grad_norm"].step.unique()) == [0, 5, 10, 15, 20]
     assert sorted(layers.layer.unique()) == [0, 1, 2]
-    assert set(layers.metric) == {"weight_grad_norm", "bias_grad_norm", "weight_norm", "update_ratio",
-                                  "act_mean", "act_std", "preact_std", "dead_fraction"}
+    assert set(layers.metric) == {"weight_grad_norm", "bias_grad_norm", "backprop_grad_norm", "weight_norm",
+                                  "update_ratio", "act_mean", "act_std", "preact_std", "dead_fraction",
+                                  "saturated_fraction", "eval_dead_fraction", "eval_saturated_fraction"}
     assert not layers.duplicated(["step", "layer", "metric"]).any()
+    evals = layers[layers.metric.str.startswith("eval_")]
+    assert sorted(evals.step.unique()) == [5, 10, 15, 20, 25]  # an evaluation pass after every epoch
     curves = result.curves
     assert list(curves.columns) == ["step", "epoch", "metric", "value"]
     assert sorted(curves[curves.metric == "train_loss"].step) == list(range(25))
