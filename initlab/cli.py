@@ -26,3 +26,21 @@ def main(cfg: DictConfig) -> None:
         # One readable line and exit 2, before anything trains (Hydra would print a traceback).
         print(f"initlab: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """`initlab-report PATH [PATH ...] [--out DIR]`: tables, figures and report.md for some sweeps."""
+    import argparse
+
+    from initlab.report_page import write_report
+
+    parser = argparse.ArgumentParser(prog="initlab-report", description=report_main.__doc__)
+    parser.add_argument("paths", nargs="+", help="a sweep folder, a run folder, or a folder of sweeps")
+    parser.add_argument("--out", help="where to write (default: <first PATH>/report)")
+    args = parser.parse_args(argv)
+    try:
+        write_report(args.paths, args.out)
+    except FileNotFoundError as e:
+        print(f"initlab-report: {e}", file=sys.stderr)
+        return 2
+    return 0

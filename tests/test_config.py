@@ -141,3 +141,18 @@ def test_cli_unknown_option_lists_the_valid_ones(tmp_path):
     result = _cli("init=kaiming", cwd=tmp_path)
     assert result.returncode != 0
     assert "Available options in 'init'" in result.stderr and "kaiming_normal" in result.stderr
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_named_studies_compose_and_validate(study):
+    settings = validate(make_config(f"experiment={study}"))
+    assert settings["data"]["name"] == "mnist" and settings["model"]["activation"] == "relu" or study == "glorot_tanh"
+
+
+def test_stuck_loss_study_is_the_founding_example():
+    s = validate(make_config("experiment=stuck_loss"))
+    assert s["init"]["_target_"] == "initlab.init.normal_" and (s["init"]["mean"], s["init"]["std"], s["init"]["bias"]) == (0.0, 1.0, 0.0)
+    assert (s["model"]["depth"], s["model"]["width"], s["model"]["output_activation"]) == (2, 200, "relu")
+    assert s["optim"]["_target_"] == "torch.optim.SGD" and s["lr"]["value"] == 0.01
+    assert (s["trainer"]["epochs"], s["trainer"]["batch_size"]) == (10, 200)
+    assert (s["data"]["mean"], s["data"]["std"]) == (0.1307, 0.3081)

@@ -1,0 +1,190 @@
+"""Sweep folders -> tidy pandas tables: one row per run, and the per-step tables of all runs.
+
+    from initlab.report import load
+    sweep = load(["outputs/studies/depth_study"])
+    sweep.runs          # one row per run: config columns, final metrics, status, diagnosis
+    sweep.layers        # per-layer statistics of every run, with the swept config columns joined
+    sweep.curves        # training curves of every run, likewise
+    sweep.summary()     # mean ± std over seeds per swept configuration, and diagnosis counts
+
+A run is any folder holding a summary.json (a finished run: completed, diverged or failed) or a
+Hydra `.hydra/config.yaml` without one (a run that never finished). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from initlab import records
+
+# Config keys that say where or how a run happened, not what it computed: never "swept".
+IGNORED_KEYS = ("data.source.root", "data.source.download", "data.cache", "data.cache_dir", "trainer.progress")
+SEED = "trainer.seed"
+GROUPS = ("init", "model", "lr", "optim", "data", "trainer", "diagnose", "experiment")
+METRICS = ("test_accuracy", "test_loss", "train_loss")
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Every run folder at or below `paths` (a run, a sweep, or a folder of sweeps), sorted, once each."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        for marker in [path / records.SUMMARY, path / ".hydra"] + list(path.rglob(records.SUMMARY)) + list(
+                path.rglob(".hydra")):
+            if marker.exists() and "report" not in marker.relative_to(path).parts[:-1]:
+                found.add(marker.parent.resolve())
+    return sorted(found, key=_natural)
+
+
+def _natural(path: Path) -> tuple:
+    # Job folders are numbered: 2 before 10.
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+
+
+def _flatten(node: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        elif key != "_target_":
+            # Tidy tables hold no list-valued cells: a list becomes its text.
+            flat[name] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def _unfinished(folder: Path) -> dict:
+    """What a run that never wrote summary.json still tells: its config and choices, from .hydra/."""
+    cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that cannot be resolved here (e.g. a missing env var)
+        config = OmegaConf.to_container(cfg, resolve=False)
+    choices = {}
+    hydra_file = folder / ".hydra" / "hydra.yaml"
+    if hydra_file.exists():
+        runtime = OmegaConf.load(hydra_file).hydra.runtime
+        choices = {k: v for k, v in OmegaConf.to_container(runtime.choices).items() if not k.startswith("hydra")}
+    return {"status": "unfinished", "config": config, "choices": choices, "metrics": {}}
+
+
+def _run_row(folder: Path, name: str) -> dict:
+    if records.is_finished(folder):
+        summary = json.loads((folder / records.SUMMARY).read_text())
+    else:
+        summary = _unfinished(folder)
+    row = {"run": name, "path": str(folder), "status": summary["status"],
+           "diagnosis": (summary.get("diagnosis") or {}).get("label"),
+           "wall_time_s": summary.get("wall_time_s"),
+           "error": (summary.get("error") or {}).get("message"),
+           "stopped_early": (summary.get("stopped_early") or {}).get("reason")}
+    row.update({m: summary["metrics"].get(m) for m in METRICS})
+    row["steps"] = summary["metrics"].get("steps")
+    row.update({g: c for g, c in summary.get("choices", {}).items() if c is not None})
+    if "init" not in row:  # run outside Hydra: name the scheme by its function
+        target = summary.get("config", {}).get("init", {}).get("_target_", "")
+        row["init"] = target.rsplit(".", 1)[-1].rstrip("_") or None
+    row.update({k: v for k, v in _flatten(summary.get("config", {})).items() if k not in IGNORED_KEYS})
+    return row
+
+
+@dataclass
+class Sweep:
+    """All runs found under some folders, as tidy tables."""
+
+    runs: pd.DataFrame
+    layers: pd.DataFrame
+    curves: pd.DataFrame
+    swept: list[str] = field(default_factory=list)  # config columns that differ between runs, seed last
+
+    @property
+    def keys(self) -> list[str]:
+        """The swept configuration columns other than the seed: what a figure compares."""
+        return [k for k in self.swept if k != SEED]
+
+    def summary(self) -> pd.DataFrame:
+        """Per swept configuration (seeds pooled): runs, mean and std of the final metrics, diagnosis counts."""
+        runs = self.runs.assign(diagnosis=self.runs.diagnosis.fillna(self.runs.status))
+        keys = self.keys or ["all"]
+        if not self.keys:
+            runs = runs.assign(all="all runs")
+        # A run that lacks a key (NaN) still belongs in the table: group it under "n/a".
+        runs[keys] = runs[keys].astype(object).where(runs[keys].notna(), "n/a")
+        grouped = runs.groupby(keys, sort=False, dropna=False)
+        table = grouped.agg(runs=("run", "size"), **{
+            f"{m}_{stat}": (m, stat) for m in ("test_accuracy", "test_loss") for stat in ("mean", "std")})
+        labels = pd.crosstab([runs[k] for k in keys], runs.diagnosis)
+        labels.columns = [f"n_{c}" for c in labels.columns]
+        return table.join(labels).reset_index()
+
+
+def _join(tables: list[pd.DataFrame], runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    if not tables:
+        return pd.DataFrame(columns=["run", "step", "epoch", "layer", "metric", "value"])
+    table = pd.concat(tables, ignore_index=True)
+    table["metric"] = table["metric"].astype("category")
+    table = table.merge(runs[["run", *columns]], on="run", how="left")
+    for column in ("run", *columns):
+        if table[column].dtype == object:
+            table[column] = table[column].astype("category")
+    return table
+
+
+def swept_keys(runs: pd.DataFrame) -> list[str]:
+    """Config columns whose value differs between runs (group choices first, the seed last)."""
+    config = [c for c in runs.columns if c in GROUPS or "." in c]
+    # A value missing in some runs (a run outside Hydra has no choices) does not make a key swept.
+    varying = [c for c in config if runs[c].dropna().astype(str).nunique() > 1]
+    choice_first = sorted(varying, key=lambda c: (c == SEED, c not in GROUPS, varying.index(c)))
+    # A choice and the keys it brings (init=normal brings init.std) vary together: keep the choice.
+    return [c for c in choice_first
+            if c in GROUPS or c == SEED or c.split(".")[0] not in choice_first
+            or runs.groupby(c.split(".")[0])[c].nunique().max() > 1]
+
+
+def load(paths: Iterable[str | Path]) -> Sweep:
+    """Load every run under `paths` into a Sweep (runs, layers and curves tables)."""
+    paths = [Path(p) for p in paths]
+    folders = find_runs(paths)
+    if not folders:
+        raise FileNotFoundError(f"no runs (summary.json or .hydra/) under {', '.join(map(str, paths))}")
+    base = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
+    names = [str(f.relative_to(base)) for f in folders]
+    runs = pd.DataFrame([_run_row(f, n) for f, n in zip(folders, names)])
+    swept = swept_keys(runs)
+    layers, curves = [], []
+    for folder, name in zip(folders, names):
+        if records.is_finished(folder) and (folder / records.LAYERS).exists():
+            layers.append(pd.read_parquet(folder / records.LAYERS).assign(run=name))
+            curves.append(pd.read_parquet(folder / records.CURVES).assign(run=name))
+    joined = list(dict.fromkeys(["init", *swept, "status", "diagnosis"]))
+    joined = [c for c in joined if c in runs.columns]
+    return Sweep(runs, _join(layers, runs, joined), _join(curves, runs, joined), swept)
+
+
+def init_palette(sweep: Sweep) -> dict[str, tuple]:
+    """One colour per init scheme, the same in every figure of a report."""
+    import seaborn as sns
+
+    names = sorted(sweep.runs["init"].dropna().astype(str).unique()) if "init" in sweep.runs else []
+    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "tab20", len(names))))
+
+
+def markdown_table(table: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A DataFrame as a GitHub markdown table (no extra dependency)."""
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "" if pd.isna(v) else format(v, floatfmt)
+        return "" if v is None else str(v)
+    head = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([head, rule, *body])

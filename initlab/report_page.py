@@ -1,0 +1,76 @@
+"""Write a report: tables (CSV, parquet, markdown), figures (PNG) and one report.md page."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+
+from initlab import plots
+from initlab.report import Sweep, init_palette, load, markdown_table
+
+log = logging.getLogger("initlab")
+
+
+def _runs_view(sweep: Sweep) -> pd.DataFrame:
+    columns = ["run", "status", "diagnosis", *dict.fromkeys(["init", *sweep.swept]),
+               "test_accuracy", "test_loss", "train_loss", "steps", "wall_time_s"]
+    return sweep.runs[[c for c in columns if c in sweep.runs]]
+
+
+def _findings(sweep: Sweep) -> list[str]:
+    """One line per run that is not healthy: its first finding, or its error."""
+    import json
+
+    lines = []
+    for row in sweep.runs.itertuples():
+        if row.status == "unfinished":
+            lines.append(f"- `{row.run}`: never finished (no summary.json)")
+            continue
+        if row.status == "failed":
+            lines.append(f"- `{row.run}`: **failed**: {row.error}")
+            continue
+        summary = json.loads((Path(row.path) / "summary.json").read_text())
+        findings = (summary.get("diagnosis") or {}).get("findings") or []
+        if findings:
+            lines.append(f"- `{row.run}` (**{findings[0]['kind']}**): {findings[0]['message']}")
+    return lines
+
+
+def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) -> Path:
+    """Load every run under `paths` and write the report into `out` (default: <first path>/report)."""
+    paths = [Path(p) for p in paths]
+    sweep = load(paths)
+    out = Path(out) if out else paths[0] / "report"
+    figures_dir = out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    sweep.runs.to_csv(out / "runs.csv", index=False)
+    sweep.runs.to_parquet(out / "runs.parquet", index=False)
+    summary = sweep.summary()
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(markdown_table(summary) + "\n")
+
+    figures = plots.all_figures(sweep, init_palette(sweep), figures_dir)
+    counts = sweep.runs.status.value_counts()
+    status_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("completed", "diverged", "failed", "unfinished"))
+    diagnoses = sweep.runs.diagnosis.fillna(sweep.runs.status).value_counts().rename_axis("diagnosis").reset_index()
+    page = [
+        "# initlab report", "",
+        f"Runs from {', '.join(f'`{p}`' for p in paths)}: **{len(sweep.runs)} runs** ({status_line}).",
+        f"Swept: {', '.join(f'`{k}`' for k in sweep.swept) or 'nothing (a single configuration)'}.", "",
+        "## Summary (mean ± std over seeds)", "", markdown_table(summary), "",
+        "## Diagnoses", "", markdown_table(diagnoses), "", *(_findings(sweep) or ["Every run is healthy."]), "",
+        "## Figures", "",
+    ]
+    for title, path in figures.items():
+        page += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
+    page += ["## Runs", "", markdown_table(_runs_view(sweep)), ""]
+    (out / "report.md").write_text("\n".join(page))
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
+        print(f"{len(sweep.runs)} runs: {status_line}")
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"report: {out / 'report.md'}")
+    return out

@@ -1,0 +1,113 @@
+"""initlab-report on real (small, synthetic) sweeps: tables equal the runs' own records, figures exist."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from initlab import train as train_module
+from initlab.report import load
+from initlab.report_page import write_report
+from initlab.train import run
+
+from conftest import make_config
+from test_cli import SMALL, initlab
+
+FIGURES = ("curves.png", "gradient_flow.png", "backprop_flow.png", "grad_heatmap.png", "accuracy_heatmap.png",
+           "dead_units.png")
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    """2 inits x 2 learning rates, run by the real command, with the report callback enabled."""
+    root = tmp_path_factory.mktemp("sweep")
+    initlab("-m", *SMALL, "trainer.max_steps=12", "trainer.log_every=2", "init=xavier_uniform,kaiming_normal",
+            "lr.value=0.1,0.01", "hydra/callbacks=report", "hydra.sweep.dir=sweep", cwd=root)
+    return root / "sweep"
+
+
+def test_runs_table_equals_each_runs_summary(sweep_dir):
+    sweep = load([sweep_dir])
+    assert len(sweep.runs) == 4
+    assert sweep.swept == ["init", "lr.value"]
+    for row in sweep.runs.itertuples():
+        summary = json.loads((sweep_dir / row.run / "summary.json").read_text())
+        assert row.status == summary["status"] and row.diagnosis == summary["diagnosis"]["label"]
+        assert row.init == summary["choices"]["init"]
+        assert sweep.runs.loc[row.Index, "lr.value"] == summary["config"]["lr"]["value"]
+        for metric in ("test_accuracy", "test_loss", "train_loss"):
+            assert getattr(row, metric) == summary["metrics"][metric]
+
+
+def test_layers_and_curves_carry_the_swept_columns(sweep_dir):
+    sweep = load([sweep_dir])
+    one = sweep.runs.iloc[0]
+    own = pd.read_parquet(sweep_dir / one.run / "layers.parquet")
+    mine = sweep.layers[sweep.layers.run == one.run]
+    assert len(mine) == len(own) and np.allclose(mine.value.to_numpy(), own.value.to_numpy())
+    assert (mine["init"].astype(str) == one["init"]).all() and (mine["lr.value"] == one["lr.value"]).all()
+    assert set(sweep.curves.run.astype(str)) == set(sweep.runs.run)
+
+
+def test_summary_mean_equals_a_direct_pandas_computation(sweep_dir):
+    sweep = load([sweep_dir])
+    summary = sweep.summary()
+    direct = sweep.runs.groupby(["init", "lr.value"]).test_accuracy.mean()
+    for _, row in summary.iterrows():
+        assert row["test_accuracy_mean"] == pytest.approx(direct[(row["init"], row["lr.value"])])
+    assert summary.runs.sum() == 4
+    assert summary.filter(like="n_").sum().sum() == 4
+
+
+def test_report_files_figures_and_page(sweep_dir):
+    out = sweep_dir / "report"  # written by the callback at the end of the multirun
+    for name in ("runs.csv", "runs.parquet", "summary.csv", "summary.md", "report.md"):
+        assert (out / name).stat().st_size > 0, name
+    for name in FIGURES:
+        image = Image.open(out / "figures" / name)
+        assert image.size[0] >= 500 and image.size[1] >= 250, name
+        assert np.asarray(image.convert("L")).std() > 5, f"{name} looks blank"
+    page = (out / "report.md").read_text()
+    for run_name in load([sweep_dir]).runs.run:
+        assert f"| {run_name} |" in page
+    assert all(f"figures/{name}" in page for name in FIGURES)
+
+
+def test_failed_and_unfinished_runs_are_reported(sweep_dir, tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, sweep, ignore=shutil.ignore_patterns("report"))
+    (sweep / "1" / "summary.json").unlink()  # killed half way: its config is there, no summary
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError):
+        run(make_config(*SMALL, "trainer.max_steps=3"), output_dir=sweep / "9")
+    out = write_report([sweep])
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs.status) == ["completed"] * 3 + ["failed", "unfinished"]
+    unfinished = runs[runs.status == "unfinished"].iloc[0]
+    assert unfinished["init"] in ("xavier_uniform", "kaiming_normal") and not pd.isna(unfinished["lr.value"])
+    page = (out / "report.md").read_text()
+    assert "1 failed, 1 unfinished" in page and "boom" in page and "never finished" in page
+
+
+def test_two_sweeps_with_different_keys_combine(sweep_dir, tmp_path):
+    initlab("-m", *SMALL, "trainer.max_steps=6", "model.depth=1,3", "hydra.sweep.dir=other", cwd=tmp_path)
+    sweep = load([sweep_dir, tmp_path / "other"])
+    assert len(sweep.runs) == 6
+    assert {"init", "lr.value", "model.depth"} <= set(sweep.swept)
+    assert sweep.runs["model.depth"].notna().all()
+
+
+def test_report_command(sweep_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-c", "import sys; from initlab.cli import report_main; "
+                             "sys.exit(report_main())", str(sweep_dir), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "4 runs: 4 completed" in result.stdout and (tmp_path / "r" / "report.md").exists()
+    missing = subprocess.run([sys.executable, "-c", "import sys; from initlab.cli import report_main; "
+                              "sys.exit(report_main())", str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("initlab-report:")
