@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
+import re
 import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from initlab.config import ConfigError
 from initlab.data import DataError
 from initlab.train import run
+
+log = logging.getLogger("initlab")
+
+
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name from its overrides (Hydra's override_dirname).
+
+    The same overrides always give the same folder, whatever the job's number, so re-running
+    a sweep finds each configuration's earlier run (resume) and never mixes two configurations
+    in one folder. Characters that are not safe in a folder name (the '/' of init=he2015/xavier)
+    are replaced, and a short digest keeps such names, and long ones, distinct.
+    """
+    if not overrides:
+        return "default"
+    safe = re.sub(r"[^A-Za-z0-9=,._+-]", "_", overrides)
+    if safe == overrides and len(safe) <= 100:
+        return safe
+    return f"{safe[:80]}-{hashlib.sha256(overrides.encode()).hexdigest()[:8]}"
+
+
+OmegaConf.register_new_resolver("initlab_job", job_dirname, replace=True)
 
 
 # conf/ sits beside the package in the checkout (installed editable). An absolute path, since
@@ -19,13 +46,22 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    """Run one job; return its final test loss (the objective an Optuna sweep minimizes)."""
     try:
-        run(cfg)
+        result = run(cfg)
     except (ConfigError, DataError) as e:
         # One readable line and exit 2, before anything trains (Hydra would print a traceback).
         print(f"initlab: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        # run() has recorded the failure (summary.json, error.txt) and logged it. A single run
+        # fails loudly; in a sweep the next job goes on and the sweep exits 1 at the end.
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        return math.inf
+    loss = result.metrics.get("test_loss")
+    return loss if loss is not None and math.isfinite(loss) else math.inf
 
 
 def report_main(argv: list[str] | None = None) -> int:

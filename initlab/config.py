@@ -336,6 +336,10 @@ def validate(cfg: DictConfig) -> dict:
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or "config"
         raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+    rerun = container.get("rerun", False)
+    if not isinstance(rerun, bool):
+        raise ConfigError(f"rerun={_show(rerun)}: must be true or false")
+    container["rerun"] = rerun
     for path, schema in FIXED.items():
         _check_node(path, _node(container, path), schema)
     for path, schemas in TARGETED.items():

@@ -35,6 +35,7 @@ class Context:
     status: str = "completed"
     diverged_at_step: Optional[int] = None
     dead_outputs: list[int] = field(default_factory=list)  # classes whose logit was 0 on the whole test set
+    error: Optional[str] = None  # "Type: message" when the run raised
 
 
 class Evidence:
@@ -42,7 +43,7 @@ class Evidence:
 
     def __init__(self, layers: pd.DataFrame, curves: pd.DataFrame, context: Context) -> None:
         self.context = context
-        self.ln_c = math.log(context.num_classes)
+        self.ln_c = math.log(context.num_classes) if context.num_classes > 1 else math.nan
         self._layers = layers
         self.loss = curves[curves.metric == "train_loss"].set_index("step").value.sort_index()
         self.n_layers = int(layers.layer.max()) + 1 if len(layers) else 0
@@ -61,6 +62,13 @@ class Evidence:
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
+
+
+def failed(ev: Evidence, th: dict) -> Optional[Finding]:
+    if ev.context.status != "failed":
+        return None
+    return Finding("failed", f"The run raised {ev.context.error}; see error.txt for the traceback.",
+                   values={"error": ev.context.error})
 
 
 def diverged(ev: Evidence, th: dict) -> Optional[Finding]:
@@ -220,16 +228,16 @@ def saturation(ev: Evidence, th: dict) -> Optional[Finding]:
 
 # Most fundamental first: the label is the first of these that fires.
 RULES: tuple[Callable[[Evidence, dict], Optional[Finding]], ...] = (
-    diverged, exploding, vanishing, stuck, dead_units, saturation,
+    failed, diverged, exploding, vanishing, stuck, dead_units, saturation,
 )
 
 
 def diagnose(layers: pd.DataFrame, curves: pd.DataFrame, context: Context, thresholds: dict) -> dict:
     """The verdict for one run: {'label': ..., 'findings': [...]} (plain data, for summary.json)."""
     ev = Evidence(layers, curves, context)
-    findings = [f for f in (rule(ev, thresholds) for rule in RULES) if f is not None] if len(layers) else []
-    if context.status == "diverged" and not any(f.kind == "diverged" for f in findings):
-        findings.insert(0, diverged(ev, thresholds))
+    # With no statistics recorded, only the run's status can speak.
+    rules = RULES if len(layers) else (failed, diverged)
+    findings = [f for f in (rule(ev, thresholds) for rule in rules) if f is not None]
     label = findings[0].kind if findings else "healthy"
     return {"label": label, "findings": [asdict(f) for f in findings]}
 

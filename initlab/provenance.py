@@ -14,7 +14,7 @@ import torch
 
 # Settings that change where or how visibly a run happens, not what it computes.
 _NOT_IDENTITY = {("trainer", "progress"), ("data", "cache"), ("data", "cache_dir")}
-_NOT_IDENTITY_GROUPS = {"diagnose"}  # thresholds change the verdict, not the training
+_NOT_IDENTITY_GROUPS = {"diagnose", "rerun"}  # they change the verdict or the bookkeeping, not the training
 _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
 
 

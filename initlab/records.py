@@ -25,6 +25,32 @@ SUMMARY, LAYERS, CURVES, ERROR = "summary.json", "layers.parquet", "curves.parqu
 STATUSES = ("completed", "diverged", "failed")
 
 
+LAYER_COLUMNS = ["step", "epoch", "layer", "metric", "value"]
+LAYER_TYPES = {"step": "int64", "epoch": "int64", "layer": "int64", "metric": "str", "value": "float64"}
+CURVE_COLUMNS = ["step", "epoch", "metric", "value"]
+CURVE_TYPES = {"step": "int64", "epoch": "int64", "metric": "str", "value": "float64"}
+
+
+def layers_frame(rows: list[tuple] = ()) -> pd.DataFrame:
+    """A layers table from (step, epoch, layer, metric, value) rows."""
+    return pd.DataFrame(list(rows), columns=LAYER_COLUMNS).astype(LAYER_TYPES)
+
+
+def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
+    """A curves table from (step, epoch, metric, value) rows."""
+    return pd.DataFrame(list(rows), columns=CURVE_COLUMNS).astype(CURVE_TYPES)
+
+
+empty_layers, empty_curves = layers_frame, curves_frame
+
+
+def clear_run(folder: Path) -> None:
+    """Remove an earlier attempt's summary and error, so the folder counts as unfinished until this run ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (SUMMARY, ERROR):
+        (folder / name).unlink(missing_ok=True)
+
+
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     write(tmp)

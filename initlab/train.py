@@ -16,21 +16,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from initlab import data as datasets
 from initlab import provenance, records, schedule
-from initlab.config import validate
+from initlab.config import ConfigError, validate
 from initlab.init import apply_init
 from initlab.diagnose import Context, Evidence, describe, diagnose, stuck
 from initlab.model import MLP
 from initlab.probes import Recorder, dead_units, saturated
 
 log = logging.getLogger("initlab")
-EVAL_COLUMNS = ["step", "epoch", "layer", "metric", "value"]
-LAYER_TYPES = {"step": "int64", "epoch": "int64", "layer": "int64", "value": "float64"}
 
 
 @dataclass
@@ -45,11 +44,15 @@ class RunResult:
     curves: pd.DataFrame
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def resolve_device(name: str, job_num: Optional[int] = None) -> torch.device:
+    """`auto` is CUDA when available, else the CPU. Jobs of a multirun on a machine with several
+    GPUs take them in turn (job n on GPU n mod count), so parallel jobs do not all land on GPU 0."""
+    if name != "auto":
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    return torch.device("cuda", job_num % count if job_num is not None and count > 1 else 0)
 
 
 @dataclass
@@ -214,54 +217,95 @@ class Training:
         """(layers, curves) as recorded so far."""
         curves = pd.DataFrame(self.curves, columns=["step", "epoch", "metric", "value"])
         curves = curves.astype({"step": "int64", "epoch": "int64", "value": "float64"})
-        layers = pd.concat([self.recorder.table(), pd.DataFrame(self.eval_rows, columns=EVAL_COLUMNS)],
-                           ignore_index=True).astype(LAYER_TYPES)
+        layers = pd.concat([self.recorder.table(), records.layers_frame(self.eval_rows)],
+                           ignore_index=True).astype(records.LAYER_TYPES)
         return layers, curves.sort_values(["metric", "step"], kind="stable", ignore_index=True)
 
 
-def _hydra_context(output_dir: Optional[str | Path]) -> tuple[Path, dict, list]:
-    """(run folder, group choices, overrides) from Hydra when it launched us."""
+@dataclass
+class JobContext:
+    """Where a run writes and what Hydra knows about it (defaults when run() is called directly)."""
+
+    folder: Path
+    choices: dict
+    overrides: list
+    job_num: Optional[int] = None  # the job's index in a multirun
+
+
+def _job_context(output_dir: Optional[str | Path]) -> JobContext:
     if HydraConfig.initialized():
         hc = HydraConfig.get()
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
-        folder = Path(output_dir or hc.runtime.output_dir)
-        return folder, choices, list(hc.overrides.task)
+        num = hc.job.num if hc.mode == RunMode.MULTIRUN else None
+        return JobContext(Path(output_dir or hc.runtime.output_dir), choices, list(hc.overrides.task), num)
     if output_dir is None:
         raise ValueError("run() outside Hydra needs an output_dir")
-    return Path(output_dir), {}, []
+    return JobContext(Path(output_dir), {}, [])
+
+
+def _finished_before(folder: Path, settings: dict) -> Optional[RunResult]:
+    """The run already in `folder` when it is this configuration's and it finished (resume)."""
+    if settings["rerun"] or not records.is_finished(folder):
+        return None
+    try:
+        previous = records.load_run(folder)
+    except Exception:  # unreadable or from another schema version: run again
+        return None
+    summary = previous.summary
+    if summary.get("status") not in ("completed", "diverged") or summary.get("config_hash") != provenance.config_hash(settings):
+        return None
+    return RunResult(summary["status"], summary["metrics"], folder, summary, previous.layers, previous.curves)
 
 
 def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
     """Train the configuration `cfg` and write its records into `output_dir` (Hydra's job dir by default).
 
     A bad config value raises ConfigError and a missing dataset DataError before anything is
-    written. A non-finite loss ends the run with status `diverged`; any other exception is
-    recorded as `failed` (summary.json and error.txt) and then raised again.
+    written. When the folder already holds this configuration's finished run (a resumed sweep),
+    that run is returned and nothing trains, unless `rerun=true`. A non-finite loss ends the run
+    with status `diverged`; any other exception is recorded as `failed` (summary.json and
+    error.txt) and then raised again.
     """
     settings = validate(cfg)
-    folder, choices, overrides = _hydra_context(output_dir)
-    device = resolve_device(settings["trainer"]["device"])
+    job = _job_context(output_dir)
+    folder = job.folder
+    done = _finished_before(folder, settings)
+    if done is not None:
+        log.info(f"skipped: {folder} already holds this configuration's {done.status} run (rerun=true runs it again)")
+        return done
+    records.clear_run(folder)  # a half-written earlier attempt must never count as this run's result
     started_at, started = datetime.now(timezone.utc), time.perf_counter()
-    training = Training(settings, device)
-    error = None
+    device = resolve_device(settings["trainer"]["device"], job.job_num)
+    training, error = None, None
     try:
+        training = Training(settings, device)
         status = training.fit()
+    except (ConfigError, datasets.DataError):
+        raise
     except Exception as e:  # a crash is a result too: record it, then let it propagate
         status, error = "failed", e
-        folder.mkdir(parents=True, exist_ok=True)
         records.write_text(folder / records.ERROR, traceback.format_exc())
-    layers, curves = training.tables()
-    diagnosis = diagnose(layers, curves, training.context(status), settings["diagnose"])
+        log.error(f"failed: {type(e).__name__}: {e} (traceback in {folder / records.ERROR})")
+    if training is not None:
+        layers, curves = training.tables()
+        context, metrics = training.context(status), training.metrics
+    else:
+        layers, curves = records.empty_layers(), records.empty_curves()
+        m = settings["model"]
+        context, metrics = Context(num_classes=0, activation=m["activation"],
+                                   output_activation=m["output_activation"], status=status), {}
+    context.error = None if error is None else f"{type(error).__name__}: {error}"
+    diagnosis = diagnose(layers, curves, context, settings["diagnose"])
     summary = provenance.summary(
-        status=status, metrics=training.metrics, diverged_at_step=training.diverged_at, settings=settings,
-        diagnosis=diagnosis, stopped=training.stopped,
-        choices=choices, overrides=overrides, device=device, started_at=started_at,
+        status=status, metrics=metrics, diverged_at_step=context.diverged_at_step, settings=settings,
+        diagnosis=diagnosis, stopped=training.stopped if training else None,
+        choices=job.choices, overrides=job.overrides, device=device, started_at=started_at,
         wall_time_s=time.perf_counter() - started, error=error,
     )
     records.save_run(folder, summary, layers, curves)
     for line in describe(diagnosis):
         log.info(line)
-    log.info(f"{status} | {provenance.describe(summary['metrics'])} | {training.step} steps | "
+    log.info(f"{status} | {provenance.describe(summary['metrics'])} | {training.step if training else 0} steps | "
              f"{summary['wall_time_s']:.1f}s | {folder}")
     if error is not None:
         raise error
