@@ -1,98 +1,27 @@
 """Per-layer statistics recorded during training: the numbers that expose vanishing, exploding
 and dead layers.
 
+Probes read a `Layers` view in which every tensor has a leading *member* dimension: one member
+for an ordinary run (its parameters with a dimension of 1 added, no copy), many for a stacked
+group of the vectorized launcher. So one probe serves both and their numbers agree.
+
 A probe says which metrics it records and when: ``before_step`` sees the model right after
-``backward()`` (gradients of this batch, weights that produced them, the layers' activations),
-``after_step`` sees it right after ``optimizer.step()``. Each returns a (layers, metrics) tensor
-on the training device, or None when its values come from the other hook. Nothing here syncs
-with the device or plots: the Recorder keeps the values on the device and turns them into one
-tidy table at the end of an epoch. Layer 0 is the first linear layer; the last is the output.
+``backward()`` (gradients of this batch, the weights that produced them, the layers'
+activations), ``after_step`` sees it right after the optimizer step. Each returns a
+(members, layers, metrics) tensor on the training device, or None when its values come from
+the other hook. Nothing here syncs with the device or plots. Layer 0 is the first linear layer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-Taps = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (pre-activation, post-activation)
-
-
-def _linears(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
-
-
-def _norms(tensors: list[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
-    # A missing gradient (a layer that never got one) counts as zero, not as an error.
-    return torch.stack([t.norm() if t is not None else like.new_zeros(()) for t in tensors])
-
-
-class Probe:
-    """One group of per-layer metrics."""
-
-    metrics: ClassVar[tuple[str, ...]] = ()
-
-    def before_step(self, model: nn.Module, taps: Taps) -> Optional[torch.Tensor]:
-        return None
-
-    def after_step(self, model: nn.Module) -> Optional[torch.Tensor]:
-        return None
-
-
-class GradNorms(Probe):
-    """L2 norms of each layer's weight and bias gradients for this batch."""
-
-    metrics = ("weight_grad_norm", "bias_grad_norm")
-
-    def before_step(self, model, taps):
-        layers = _linears(model)
-        w = layers[0].weight
-        return torch.stack([_norms([l.weight.grad for l in layers], w),
-                            _norms([l.bias.grad if l.bias is not None else None for l in layers], w)], 1)
-
-
-class BackpropGrads(Probe):
-    """L2 norm of dL/dz, the gradient reaching each layer's pre-activation for this batch.
-
-    This is the "back-propagated gradient" of Glorot & Bengio 2010 (Sec. 4.2.2): it can shrink
-    towards the input even when the weight gradients do not.
-    """
-
-    metrics = ("backprop_grad_norm",)
-
-    def before_step(self, model, taps):
-        pre = [p for p, _ in taps]
-        return _norms([p.grad for p in pre], pre[0])[:, None]
-
-
-class WeightNorms(Probe):
-    """L2 norm of each layer's weight matrix (the weights that produced this batch's gradient)."""
-
-    metrics = ("weight_norm",)
-
-    def before_step(self, model, taps):
-        return _norms([l.weight for l in _linears(model)], _linears(model)[0].weight)[:, None]
-
-
-class UpdateRatio(Probe):
-    """||W_after - W_before|| / ||W_before|| for this optimizer step (~1e-3 is the usual rule of thumb)."""
-
-    metrics = ("update_ratio",)
-
-    def before_step(self, model, taps):
-        self._before = [l.weight.detach().clone() for l in _linears(model)]
-        return None
-
-    def after_step(self, model):
-        after = [l.weight.detach() for l in _linears(model)]
-        change = _norms([a - b for a, b in zip(after, self._before)], after[0])
-        # A zero weight matrix (init=zeros) has no scale: the ratio is then inf, or nan if
-        # nothing changed either. Both are recorded as they are.
-        return (change / _norms(self._before, after[0]))[:, None]
-
+from initlab.records import layers_frame
 
 # Where a bounded activation is flat: its derivative there is below ~0.02 (tanh) or ~0.01
 # (sigmoid) of its maximum, so almost no gradient passes (Glorot & Bengio 2010, Sec. 3).
@@ -109,8 +38,99 @@ def saturated(name: str, post: torch.Tensor) -> torch.Tensor:
 
 
 def dead_units(post: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of units whose output is exactly zero for every sample (rows) given."""
-    return (post == 0).all(0)
+    """Boolean mask of units whose output is exactly zero for every sample (the second-last dim)."""
+    return (post == 0).all(-2)
+
+
+@dataclass
+class Layers:
+    """What the probes see at one step, per linear layer; every tensor has a leading member dim."""
+
+    weights: list[torch.Tensor]  # (M, out, in)
+    biases: list[torch.Tensor]  # (M, out)
+    weight_grads: list[Optional[torch.Tensor]]  # like weights; None before any backward
+    bias_grads: list[Optional[torch.Tensor]]
+    taps: list[tuple[torch.Tensor, torch.Tensor]]  # (pre, post) activations, (M, batch, out)
+    pre_grads: list[Optional[torch.Tensor]]  # dL/d(pre), like the pre-activations
+    activation_names: list[str]
+
+    @classmethod
+    def of_model(cls, model, taps: list = ()) -> "Layers":
+        """The view of an ordinary MLP: its tensors as a stack of one member (views, no copies)."""
+        def one(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else t.detach()[None]
+        linears = model.linears
+        return cls([one(l.weight) for l in linears], [one(l.bias) for l in linears],
+                   [one(l.weight.grad) for l in linears], [one(l.bias.grad) for l in linears],
+                   [(one(pre), one(post)) for pre, post in taps], [one(pre.grad) for pre, _ in taps],
+                   model.activation_names)
+
+
+def _member_norms(tensors: list[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
+    """(M, layers) L2 norms over every dim but the first; a missing gradient counts as zero."""
+    m = like.shape[0]
+    return torch.stack([t.flatten(1).norm(dim=1) if t is not None else like.new_zeros(m) for t in tensors], 1)
+
+
+class Probe:
+    """One group of per-layer metrics."""
+
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def before_step(self, layers: Layers) -> Optional[torch.Tensor]:
+        return None
+
+    def after_step(self, layers: Layers) -> Optional[torch.Tensor]:
+        return None
+
+
+class GradNorms(Probe):
+    """L2 norms of each layer's weight and bias gradients for this batch."""
+
+    metrics = ("weight_grad_norm", "bias_grad_norm")
+
+    def before_step(self, layers):
+        w = layers.weights[0]
+        return torch.stack([_member_norms(layers.weight_grads, w), _member_norms(layers.bias_grads, w)], 2)
+
+
+class BackpropGrads(Probe):
+    """L2 norm of dL/dz, the gradient reaching each layer's pre-activation for this batch.
+
+    This is the "back-propagated gradient" of Glorot & Bengio 2010 (Sec. 4.2.2): it can shrink
+    towards the input even when the weight gradients do not.
+    """
+
+    metrics = ("backprop_grad_norm",)
+
+    def before_step(self, layers):
+        return _member_norms(layers.pre_grads, layers.weights[0])[:, :, None]
+
+
+class WeightNorms(Probe):
+    """L2 norm of each layer's weight matrix (the weights that produced this batch's gradient)."""
+
+    metrics = ("weight_norm",)
+
+    def before_step(self, layers):
+        return _member_norms(layers.weights, layers.weights[0])[:, :, None]
+
+
+class UpdateRatio(Probe):
+    """||W_after - W_before|| / ||W_before|| for this optimizer step (~1e-3 is the usual rule of thumb)."""
+
+    metrics = ("update_ratio",)
+
+    def before_step(self, layers):
+        self._before = [w.detach().clone() for w in layers.weights]
+        return None
+
+    def after_step(self, layers):
+        after = [w.detach() for w in layers.weights]
+        change = _member_norms([a - b for a, b in zip(after, self._before)], after[0])
+        # A zero weight matrix (init=zeros) has no scale: the ratio is then inf, or nan if
+        # nothing changed either. Both are recorded as they are.
+        return (change / _member_norms(self._before, after[0]))[:, :, None]
 
 
 class Activations(Probe):
@@ -124,60 +144,63 @@ class Activations(Probe):
 
     metrics = ("act_mean", "act_std", "preact_std", "dead_fraction", "saturated_fraction")
 
-    def before_step(self, model, taps):
-        rows = [torch.stack([post.mean(), post.std(), pre.std(), dead_units(post).float().mean(),
-                             saturated(name, post).float().mean()])
-                for (pre, post), name in zip(taps, model.activation_names)]
-        return torch.stack(rows).detach()
+    def before_step(self, layers):
+        per_layer = []
+        for (pre, post), name in zip(layers.taps, layers.activation_names):
+            flat_post, flat_pre = post.flatten(1), pre.flatten(1)
+            per_layer.append(torch.stack([
+                flat_post.mean(1), flat_post.std(1), flat_pre.std(1),
+                dead_units(post).float().mean(-1), saturated(name, post).flatten(1).float().mean(1)], 1))
+        return torch.stack(per_layer, 1).detach()
 
 
 DEFAULT_PROBES = (GradNorms, BackpropGrads, WeightNorms, UpdateRatio, Activations)
 
 
 class Recorder:
-    """Runs the probes at log steps and keeps their values until `table()` is asked for."""
+    """Runs the probes at log steps and keeps their values, per member, until a table is asked for."""
 
     def __init__(self, probes=DEFAULT_PROBES) -> None:
         self.probes = [p() for p in probes]
         self.metrics = [m for p in self.probes for m in p.metrics]
-        self._values: list[torch.Tensor] = []
+        self._values: list[torch.Tensor] = []  # each (members, layers, metrics)
         self._index: list[tuple[int, int]] = []
         self._pending: list[Optional[torch.Tensor]] = []
 
-    def before_step(self, model: nn.Module, taps: Taps) -> None:
+    def before_step(self, layers: Layers) -> None:
         with torch.no_grad():
-            self._pending = [p.before_step(model, taps) for p in self.probes]
+            self._pending = [p.before_step(layers) for p in self.probes]
 
-    def after_step(self, model: nn.Module, step: int, epoch: int) -> None:
+    def after_step(self, layers: Layers, step: int, epoch: int) -> None:
         with torch.no_grad():
-            parts = [v if v is not None else p.after_step(model) for p, v in zip(self.probes, self._pending)]
-        self._values.append(torch.cat(parts, 1).float())
+            parts = [v if v is not None else p.after_step(layers) for p, v in zip(self.probes, self._pending)]
+        self._values.append(torch.cat(parts, 2).float())
         self._index.append((step, epoch))
 
     def count(self) -> int:
         """How many log steps have been recorded."""
         return len(self._values)
 
-    def mean_since(self, first: int, metric: str) -> Optional[torch.Tensor]:
+    def mean_since(self, first: int, metric: str, member: int = 0) -> Optional[torch.Tensor]:
         """Per-layer mean of `metric` over the log steps recorded from index `first` on (on the CPU)."""
         if first >= len(self._values):
             return None
-        return torch.stack(self._values[first:])[:, :, self.metrics.index(metric)].mean(0).cpu()
+        column = self.metrics.index(metric)
+        return torch.stack([v[member, :, column] for v in self._values[first:]]).mean(0).cpu()
 
-    def table(self) -> pd.DataFrame:
-        """Everything recorded so far as one tidy table: step, epoch, layer, metric, value."""
-        if not self._values:
-            return pd.DataFrame({"step": pd.Series(dtype="int64"), "epoch": pd.Series(dtype="int64"),
-                                 "layer": pd.Series(dtype="int64"), "metric": pd.Series(dtype="str"),
-                                 "value": pd.Series(dtype="float64")})
-        values = torch.stack(self._values).cpu().numpy().astype(np.float64)  # (steps, layers, metrics)
+    def table(self, member: int = 0, last_step: Optional[int] = None) -> pd.DataFrame:
+        """One member's records as a tidy table (step, epoch, layer, metric, value), up to `last_step`."""
+        keep = [i for i, (step, _) in enumerate(self._index) if last_step is None or step <= last_step]
+        if not keep:
+            return layers_frame()
+        values = torch.stack([self._values[i][member] for i in keep]).cpu().numpy().astype(np.float64)
         n_steps, n_layers, n_metrics = values.shape
-        index = np.asarray(self._index, dtype=np.int64)
+        index = np.asarray([self._index[i] for i in keep], dtype=np.int64)
         per_step = n_layers * n_metrics
         return pd.DataFrame({
             "step": np.repeat(index[:, 0], per_step),
             "epoch": np.repeat(index[:, 1], per_step),
             "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int64), n_metrics), n_steps),
-            "metric": np.tile(np.asarray(self.metrics, dtype=object), n_steps * n_layers),
+            "metric": pd.Series(np.tile(np.asarray(self.metrics, dtype=object), n_steps * n_layers), dtype="str"),
             "value": values.reshape(-1),
         })

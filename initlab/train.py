@@ -27,7 +27,7 @@ from initlab.config import ConfigError, validate
 from initlab.init import apply_init
 from initlab.diagnose import Context, Evidence, describe, diagnose, stuck
 from initlab.model import MLP
-from initlab.probes import Recorder, dead_units, saturated
+from initlab.probes import Layers, Recorder, dead_units, saturated
 
 log = logging.getLogger("initlab")
 
@@ -90,6 +90,27 @@ def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) 
     return Evaluation((loss / len(y)).item(), (correct / len(y)).item(), dead, sat, dead_outputs)
 
 
+def build_model(settings: dict, data: datasets.Tensors, device: torch.device) -> MLP:
+    """The run's model with its initial weights: seed, build, move to the device, initialize.
+
+    The global RNG is seeded with trainer.seed first, so the same seed always gives the same
+    weights on the same device (the vectorized launcher builds each member the same way).
+    """
+    m = settings["model"]
+    torch.manual_seed(settings["trainer"]["seed"])
+    model = instantiate(m, in_features=data.in_features, num_classes=data.num_classes).to(device)
+    apply_init(model, settings["init"], m["activation"], m["negative_slope"])
+    return model
+
+
+def steps_of(settings: dict, num_samples: int) -> tuple[int, int]:
+    """(steps per epoch, total steps) of a run: epochs of batches, capped by trainer.max_steps."""
+    t = settings["trainer"]
+    per_epoch = math.ceil(num_samples / t["batch_size"])
+    total = t["epochs"] * per_epoch
+    return per_epoch, total if t["max_steps"] is None else min(total, t["max_steps"])
+
+
 class Training:
     """The state of one training run; `fit()` runs it, and the tables hold what it recorded so far."""
 
@@ -97,17 +118,12 @@ class Training:
         t, m = settings["trainer"], settings["model"]
         self.settings, self.device, self.trainer = settings, device, t
         self.data = datasets.load(settings["data"], device)
-        torch.manual_seed(t["seed"])
         self.shuffle = torch.Generator().manual_seed(t["seed"])
-        self.model = instantiate(m, in_features=self.data.in_features, num_classes=self.data.num_classes).to(device)
-        apply_init(self.model, settings["init"], m["activation"], m["negative_slope"])
+        self.model = build_model(settings, self.data, device)
         self.optimizer = instantiate(settings["optim"], params=self.model.parameters(),
                                      lr=settings["lr"]["value"], _convert_="all")
         self.lr_at = schedule.build(settings["lr"])
-        self.steps_per_epoch = math.ceil(len(self.data.train_y) / t["batch_size"])
-        self.total_steps = t["epochs"] * self.steps_per_epoch
-        if t["max_steps"] is not None:
-            self.total_steps = min(self.total_steps, t["max_steps"])
+        self.steps_per_epoch, self.total_steps = steps_of(settings, len(self.data.train_y))
         self.recorder = Recorder()
         self.curves: list[tuple[int, int, str, float]] = []
         self.step = 0
@@ -166,12 +182,12 @@ class Training:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if record:
-                self.recorder.before_step(self.model, taps)
+                self.recorder.before_step(Layers.of_model(self.model, taps))
             self.optimizer.step()
             losses.append(loss.detach())
             self.step += 1
             if record:
-                self.recorder.after_step(self.model, self.step - 1, epoch)
+                self.recorder.after_step(Layers.of_model(self.model), self.step - 1, epoch)
                 self.curves.append((self.step - 1, epoch, "lr", lr))
                 # Checking the loss syncs with the device, so only at log steps; fit() finds
                 # the exact first non-finite step afterwards.
@@ -183,6 +199,10 @@ class Training:
         first = self.step - len(losses)
         self.curves += [(first + i, epoch, "train_loss", v) for i, v in enumerate(losses.tolist())]
         return losses
+
+    def outcome(self, status: str) -> Outcome:
+        layers, curves = self.tables()
+        return Outcome(status, self.metrics, layers, curves, self.context(status), self.step, self.stopped)
 
     def context(self, status: str = "completed") -> Context:
         m = self.settings["model"]
@@ -243,7 +263,7 @@ def _job_context(output_dir: Optional[str | Path]) -> JobContext:
     return JobContext(Path(output_dir), {}, [])
 
 
-def _finished_before(folder: Path, settings: dict) -> Optional[RunResult]:
+def finished_before(folder: Path, settings: dict) -> Optional[RunResult]:
     """The run already in `folder` when it is this configuration's and it finished (resume)."""
     if settings["rerun"] or not records.is_finished(folder):
         return None
@@ -257,6 +277,44 @@ def _finished_before(folder: Path, settings: dict) -> Optional[RunResult]:
     return RunResult(summary["status"], summary["metrics"], folder, summary, previous.layers, previous.curves)
 
 
+@dataclass
+class Outcome:
+    """What one training produced, ready to be recorded (by run(), or per member by the vectorized launcher)."""
+
+    status: str
+    metrics: dict
+    layers: pd.DataFrame
+    curves: pd.DataFrame
+    context: Context
+    steps: int
+    stopped: Optional[dict] = None
+    error: Optional[BaseException] = None
+
+
+def record(job: JobContext, settings: dict, device: torch.device, started_at: datetime, wall_time_s: float,
+           outcome: Outcome) -> RunResult:
+    """Diagnose an outcome, write its records into the job folder, print its last lines."""
+    context = outcome.context
+    context.error = None if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
+    diagnosis = diagnose(outcome.layers, outcome.curves, context, settings["diagnose"])
+    summary = provenance.summary(
+        status=outcome.status, metrics=outcome.metrics, diverged_at_step=context.diverged_at_step,
+        settings=settings, diagnosis=diagnosis, stopped=outcome.stopped, choices=job.choices,
+        overrides=job.overrides, device=device, started_at=started_at, wall_time_s=wall_time_s,
+        error=outcome.error,
+    )
+    records.save_run(job.folder, summary, outcome.layers, outcome.curves)
+    for line in describe(diagnosis):
+        log.info(line)
+    log.info(f"{outcome.status} | {provenance.describe(summary['metrics'])} | {outcome.steps} steps | "
+             f"{summary['wall_time_s']:.1f}s | {job.folder}")
+    return RunResult(outcome.status, summary["metrics"], job.folder, summary, outcome.layers, outcome.curves)
+
+
+def log_skipped(done: RunResult) -> None:
+    log.info(f"skipped: {done.folder} already holds this configuration's {done.status} run (rerun=true runs it again)")
+
+
 def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
     """Train the configuration `cfg` and write its records into `output_dir` (Hydra's job dir by default).
 
@@ -268,45 +326,37 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
     """
     settings = validate(cfg)
     job = _job_context(output_dir)
-    folder = job.folder
-    done = _finished_before(folder, settings)
+    done = finished_before(job.folder, settings)
     if done is not None:
-        log.info(f"skipped: {folder} already holds this configuration's {done.status} run (rerun=true runs it again)")
+        log_skipped(done)
         return done
-    records.clear_run(folder)  # a half-written earlier attempt must never count as this run's result
+    records.clear_run(job.folder)  # a half-written earlier attempt must never count as this run's result
     started_at, started = datetime.now(timezone.utc), time.perf_counter()
     device = resolve_device(settings["trainer"]["device"], job.job_num)
-    training, error = None, None
+    training = None
     try:
         training = Training(settings, device)
-        status = training.fit()
+        outcome = training.outcome(training.fit())
     except (ConfigError, datasets.DataError):
         raise
     except Exception as e:  # a crash is a result too: record it, then let it propagate
-        status, error = "failed", e
-        records.write_text(folder / records.ERROR, traceback.format_exc())
-        log.error(f"failed: {type(e).__name__}: {e} (traceback in {folder / records.ERROR})")
+        outcome = failed_outcome(settings, training, e, job.folder)
+    result = record(job, settings, device, started_at, time.perf_counter() - started, outcome)
+    if outcome.error is not None:
+        raise outcome.error
+    return result
+
+
+def failed_outcome(settings: dict, training: Optional["Training"], error: BaseException, folder: Path) -> Outcome:
+    """The outcome of a run that raised: what it recorded so far, and the traceback in error.txt."""
+    records.write_text(folder / records.ERROR, traceback.format_exc())
+    log.error(f"failed: {type(error).__name__}: {error} (traceback in {folder / records.ERROR})")
     if training is not None:
-        layers, curves = training.tables()
-        context, metrics = training.context(status), training.metrics
+        outcome = training.outcome("failed")
     else:
-        layers, curves = records.empty_layers(), records.empty_curves()
         m = settings["model"]
-        context, metrics = Context(num_classes=0, activation=m["activation"],
-                                   output_activation=m["output_activation"], status=status), {}
-    context.error = None if error is None else f"{type(error).__name__}: {error}"
-    diagnosis = diagnose(layers, curves, context, settings["diagnose"])
-    summary = provenance.summary(
-        status=status, metrics=metrics, diverged_at_step=context.diverged_at_step, settings=settings,
-        diagnosis=diagnosis, stopped=training.stopped if training else None,
-        choices=job.choices, overrides=job.overrides, device=device, started_at=started_at,
-        wall_time_s=time.perf_counter() - started, error=error,
-    )
-    records.save_run(folder, summary, layers, curves)
-    for line in describe(diagnosis):
-        log.info(line)
-    log.info(f"{status} | {provenance.describe(summary['metrics'])} | {training.step if training else 0} steps | "
-             f"{summary['wall_time_s']:.1f}s | {folder}")
-    if error is not None:
-        raise error
-    return RunResult(status, summary["metrics"], folder, summary, layers, curves)
+        context = Context(num_classes=0, activation=m["activation"], output_activation=m["output_activation"],
+                          status="failed")
+        outcome = Outcome("failed", {}, records.empty_layers(), records.empty_curves(), context, 0)
+    outcome.error = error
+    return outcome

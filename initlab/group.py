@@ -1,0 +1,164 @@
+"""Train a group of compatible runs as one stacked model; one Outcome per member.
+
+The loop mirrors train.Training step for step (same batches, learning rates, log steps,
+divergence checks, evaluations and early stops), so each member's records are the ones its
+ordinary run would write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Optional
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from initlab import data as datasets
+from initlab import records, schedule
+from initlab.diagnose import Context, Evidence, stuck
+from initlab.probes import Recorder
+from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
+from initlab.train import Outcome, build_model, steps_of
+
+log = logging.getLogger("initlab")
+
+# Settings that may differ inside a group; everything else must match.
+PER_MEMBER = {"init", "lr", "optim", "diagnose", "rerun"}
+
+
+def group_key(settings: dict) -> str:
+    """Runs with the same key can be trained together: same architecture, data and schedule length."""
+    shared = {k: v for k, v in settings.items() if k not in PER_MEMBER}
+    shared["trainer"] = {k: v for k, v in shared["trainer"].items() if k != "seed"}
+    shared["optimizer"] = settings["optim"]["_target_"]
+    return json.dumps(shared, sort_keys=True)
+
+
+class GroupTraining:
+    """The state of one stacked group; `fit()` trains it, `outcome(k)` is member k's result."""
+
+    def __init__(self, members: list[dict], device: torch.device) -> None:
+        base = members[0]
+        self.members, self.device, self.trainer = members, device, base["trainer"]
+        self.data = datasets.load(base["data"], device)
+        self.net = StackedMLP([build_model(s, self.data, device) for s in members])
+        self.optimizer = OPTIMIZERS[base["optim"]["_target_"]](self.net.parameters(), [s["optim"] for s in members])
+        self.lr_at = [schedule.build(s["lr"]) for s in members]
+        self.constant_lr = all(s["lr"]["_target_"] == "initlab.schedule.constant" for s in members)
+        self.shuffles = [torch.Generator().manual_seed(s["trainer"]["seed"]) for s in members]
+        self.steps_per_epoch, self.total_steps = steps_of(base, len(self.data.train_y))
+        self.recorder = Recorder()
+        n = len(members)
+        self.active = torch.ones(n, dtype=torch.bool)  # still training (not diverged, not stopped)
+        self.end_step = [self.total_steps] * n  # steps each member trained
+        self.curves: list[list[tuple]] = [[] for _ in range(n)]
+        self.eval_rows: list[list[tuple]] = [[] for _ in range(n)]
+        self.metrics: list[dict] = [{} for _ in range(n)]
+        self.status = ["completed"] * n
+        self.diverged_at: list[Optional[int]] = [None] * n
+        self.stopped: list[Optional[dict]] = [None] * n
+        self.dead_outputs: list[list[int]] = [[] for _ in range(n)]
+        self.step = 0
+
+    def _rates(self) -> torch.Tensor:
+        rates = [f(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch) for f in self.lr_at]
+        return torch.tensor(rates, dtype=torch.float32)
+
+    def fit(self) -> None:
+        t, m = self.trainer, len(self.members)
+        x_all, y_all = self.data.train_x, self.data.train_y
+        rates = self._rates() if self.constant_lr else None
+        for epoch in range(1, math.ceil(self.total_steps / self.steps_per_epoch) + 1):
+            if not self.active.any():
+                break
+            first = self.step
+            orders = torch.stack([torch.randperm(len(y_all), generator=g) for g in self.shuffles]).to(self.device)
+            losses = []
+            training = self.active.clone()  # members that train in this epoch
+            for idx in orders.split(t["batch_size"], dim=1)[: self.total_steps - self.step]:
+                lr = (rates if rates is not None else self._rates())
+                record = self.step % t["log_every"] == 0
+                taps = [] if record else None
+                out = self.net(x_all[idx], taps)
+                loss = F.cross_entropy(out.flatten(0, 1), y_all[idx].flatten(), reduction="none").view(m, -1).mean(1)
+                self.net.zero_grad()
+                loss.sum().backward()  # members are independent: each gets the gradient of its own loss
+                if record:
+                    self.recorder.before_step(self.net.layers(taps))
+                self.optimizer.step((lr * self.active).to(self.device))
+                losses.append(loss.detach())
+                self.step += 1
+                if record:
+                    self.recorder.after_step(self.net.layers(), self.step - 1, epoch)
+                    for k in self.active.nonzero().flatten().tolist():
+                        self.curves[k].append((self.step - 1, epoch, "lr", float(lr[k])))
+                    bad = ~torch.isfinite(loss).cpu() & self.active
+                    for k in bad.nonzero().flatten().tolist():  # as the ordinary run: stop at this log step
+                        self.active[k], self.end_step[k] = False, self.step
+                self._stop_stuck(epoch, first, losses)
+                if not self.active.any():
+                    break
+            self._end_epoch(epoch, first, torch.stack(losses).cpu() if losses else torch.empty(0, m), training)
+
+    def _stop_stuck(self, epoch: int, first: int, losses: list) -> None:
+        window = self.members[0]["diagnose"]["window"]
+        if "stuck" not in self.trainer["stop_on"] or self.step % window or self.step < window:
+            return
+        now = torch.stack(losses).cpu()
+        for k in self.active.nonzero().flatten().tolist():
+            layers, curves = self._tables(k, self.step - 1)
+            rows = pd.DataFrame({"step": range(first, self.step), "epoch": epoch, "metric": "train_loss",
+                                 "value": now[:, k].tolist()})
+            finding = stuck(Evidence(layers, pd.concat([curves, rows]), self.context(k)), self.members[k]["diagnose"])
+            if finding is not None:
+                self.active[k], self.end_step[k] = False, self.step
+                self.stopped[k] = {"reason": "stuck", "step": self.step, "finding": finding.message}
+
+    def _end_epoch(self, epoch: int, first: int, losses: torch.Tensor, training: torch.Tensor) -> None:
+        evaluate = []
+        for k in training.nonzero().flatten().tolist():
+            mine = losses[: self.end_step[k] - first, k]
+            self.curves[k] += [(first + i, epoch, "train_loss", v) for i, v in enumerate(mine.tolist())]
+            epoch_loss = mine.mean().item() if len(mine) else float("nan")
+            if not math.isfinite(epoch_loss):
+                bad = (~torch.isfinite(mine)).nonzero()
+                self.diverged_at[k] = first + int(bad[0]) if len(bad) else self.end_step[k]
+                self.status[k] = "diverged"
+                self.active[k] = False
+                self.metrics[k] = {"train_loss": epoch_loss, "test_loss": float("nan"), "test_accuracy": float("nan"),
+                                   "steps": self.end_step[k]}
+                continue
+            evaluate.append((k, epoch_loss))
+        if not evaluate:
+            return
+        results = evaluate_members(self.net, self.data.test_x, self.data.test_y)
+        for k, epoch_loss in evaluate:
+            ev, done = results[k], min(self.step, self.end_step[k])
+            self.curves[k] += [(done, epoch, "epoch_train_loss", epoch_loss), (done, epoch, "test_loss", ev.loss),
+                               (done, epoch, "test_accuracy", ev.accuracy)]
+            for layer, (dead, sat) in enumerate(zip(ev.dead_fraction, ev.saturated_fraction)):
+                self.eval_rows[k] += [(done, epoch, layer, "eval_dead_fraction", dead),
+                                      (done, epoch, layer, "eval_saturated_fraction", sat)]
+            self.metrics[k] = {"train_loss": epoch_loss, "test_loss": ev.loss, "test_accuracy": ev.accuracy,
+                               "steps": done, "epochs": round(done / self.steps_per_epoch, 4)}
+            self.dead_outputs[k] = ev.dead_outputs
+
+    def context(self, k: int) -> Context:
+        m = self.members[k]["model"]
+        return Context(num_classes=self.data.num_classes, activation=m["activation"],
+                       output_activation=m["output_activation"], status=self.status[k],
+                       diverged_at_step=self.diverged_at[k], dead_outputs=self.dead_outputs[k])
+
+    def _tables(self, k: int, last_step: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        layers = pd.concat([self.recorder.table(k, last_step), records.layers_frame(self.eval_rows[k])],
+                           ignore_index=True).astype(records.LAYER_TYPES)
+        curves = records.curves_frame(self.curves[k]).sort_values(["metric", "step"], kind="stable", ignore_index=True)
+        return layers, curves
+
+    def outcome(self, k: int) -> Outcome:
+        layers, curves = self._tables(k, self.end_step[k] - 1)
+        return Outcome(self.status[k], self.metrics[k], layers, curves, self.context(k),
+                       min(self.end_step[k], self.step), self.stopped[k])

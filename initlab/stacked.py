@@ -1,0 +1,167 @@
+"""Many runs of one architecture trained as one: the engine of the vectorized launcher.
+
+The members of a group share depth, width, activation, data, batch size and epochs, and may
+differ in init, learning rate (and schedule), optimizer hyper-parameters and seed. Their
+weights are stacked along a leading member dimension and every layer is one batched matmul
+(torch.baddbmm). Each member starts from exactly the weights the ordinary runner would build
+(`train.build_model`), draws its own batches from its own seeded generator, and has its own
+learning rate and optimizer state, so its trajectory is the ordinary run's up to float
+rounding. A member whose loss stops being finite is frozen (learning rate 0, no more records);
+the others go on.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from initlab.model import MLP
+from initlab.probes import Layers, dead_units, saturated
+
+
+class StackedMLP:
+    """M MLPs of one shape: per layer a weight (M, out, in) and a bias (M, out), all leaf tensors."""
+
+    def __init__(self, models: list[MLP]) -> None:
+        self.weights = [torch.stack([m.linears[i].weight.detach() for m in models]).requires_grad_()
+                        for i in range(len(models[0].linears))]
+        self.biases = [torch.stack([m.linears[i].bias.detach() for m in models]).requires_grad_()
+                       for i in range(len(models[0].linears))]
+        self.activations = models[0].activations  # stateless modules, the same for every member
+        self.activation_names = models[0].activation_names
+        self.members = len(models)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [t for pair in zip(self.weights, self.biases) for t in pair]
+
+    def __call__(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
+        """x: (M, batch, in) -> (M, batch, classes); with `taps`, each layer's (pre, post) too."""
+        for w, b, act in zip(self.weights, self.biases, self.activations):
+            pre = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            x = act(pre)
+            if taps is not None:
+                if pre.requires_grad:
+                    pre.retain_grad()
+                taps.append((pre, x))
+        return x
+
+    def layers(self, taps: list = ()) -> Layers:
+        """The probes' view of the group (no copies)."""
+        return Layers([w.detach() for w in self.weights], [b.detach() for b in self.biases],
+                      [w.grad for w in self.weights], [b.grad for b in self.biases],
+                      [(pre.detach(), post.detach()) for pre, post in taps], [pre.grad for pre, _ in taps],
+                      self.activation_names)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+
+def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def _expand(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A per-member (M,) vector shaped to broadcast against a stacked parameter."""
+    return v.view((-1,) + (1,) * (p.dim() - 1))
+
+
+class StackedSGD:
+    """torch.optim.SGD's update (momentum, dampening, nesterov, weight decay), with per-member settings."""
+
+    def __init__(self, params: list[torch.Tensor], settings: list[dict]) -> None:
+        like = params[0]
+        self.params = params
+        self.momentum = _per_member([s.get("momentum", 0.0) for s in settings], like)
+        self.dampening = _per_member([s.get("dampening", 0.0) for s in settings], like)
+        self.weight_decay = _per_member([s.get("weight_decay", 0.0) for s in settings], like)
+        self.nesterov = torch.tensor([bool(s.get("nesterov", False)) for s in settings], device=like.device)
+        self.uses_momentum = bool((self.momentum > 0).any())
+        self.buffers: list[Optional[torch.Tensor]] = [None] * len(params)
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        for i, p in enumerate(self.params):
+            d = p.grad + _expand(self.weight_decay, p) * p
+            if self.uses_momentum:
+                mom = _expand(self.momentum, p)
+                # torch starts the buffer at the first gradient, without dampening.
+                buf = d.clone() if self.buffers[i] is None else mom * self.buffers[i] + (1 - _expand(self.dampening, p)) * d
+                self.buffers[i] = buf
+                # With momentum 0 the buffer is the gradient itself: plain SGD, as torch does it.
+                d = torch.where(_expand(self.nesterov, p), d + mom * buf, buf)
+            p -= _expand(lr, p) * d
+
+
+class StackedAdam:
+    """torch.optim.Adam's update (AdamW's decoupled decay for torch.optim.AdamW), per-member settings."""
+
+    def __init__(self, params: list[torch.Tensor], settings: list[dict], decoupled: bool = False) -> None:
+        like = params[0]
+        self.params, self.decoupled = params, decoupled
+        self.beta1 = _per_member([s["betas"][0] for s in settings], like)
+        self.beta2 = _per_member([s["betas"][1] for s in settings], like)
+        self.eps = _per_member([s["eps"] for s in settings], like)
+        self.weight_decay = _per_member([s.get("weight_decay", 0.0) for s in settings], like)
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        self.t += 1
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            b1, b2, eps, wd, rate = (_expand(x, p) for x in (self.beta1, self.beta2, self.eps, self.weight_decay, lr))
+            g = p.grad
+            if self.decoupled:
+                p.mul_(1 - rate * wd)
+            else:
+                g = g + wd * p
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g * (1 - b2))
+            # Bias corrections in double, as torch computes them (in Python floats).
+            correction1 = (1 - self.beta1.double() ** self.t).to(p.dtype)
+            correction2 = (1 - self.beta2.double() ** self.t).sqrt().to(p.dtype)
+            denom = v.sqrt() / _expand(correction2, p) + eps
+            p -= rate / _expand(correction1, p) * m / denom
+
+
+OPTIMIZERS = {
+    "torch.optim.SGD": lambda params, settings: StackedSGD(params, settings),
+    "torch.optim.Adam": lambda params, settings: StackedAdam(params, settings),
+    "torch.optim.AdamW": lambda params, settings: StackedAdam(params, settings, decoupled=True),
+}
+
+
+@torch.no_grad()
+def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: int = 2**26) -> list:
+    """Every member's Evaluation on (x, y): the same numbers as train.evaluate gives each alone."""
+    from initlab.train import Evaluation
+
+    m = net.members
+    width = max(w.shape[1] for w in net.weights)
+    chunk = max(1, min(len(y), budget // (m * width)))  # bound the (M, chunk, width) activations
+    loss = x.new_zeros(m)
+    correct = x.new_zeros(m)
+    alive: list[torch.Tensor] = []
+    saturated_count: list[torch.Tensor] = []
+    for xs, ys in zip(x.split(chunk), y.split(chunk)):
+        taps: list = []
+        out = net(xs.expand(m, *xs.shape), taps)
+        loss += F.cross_entropy(out.flatten(0, 1), ys.repeat(m), reduction="none").view(m, -1).sum(1)
+        correct += (out.argmax(2) == ys).sum(1)
+        for i, ((_, post), name) in enumerate(zip(taps, net.activation_names)):
+            live, sat = ~dead_units(post), saturated(name, post).flatten(1).sum(1)
+            if i == len(alive):
+                alive.append(live), saturated_count.append(sat)
+            else:
+                alive[i] |= live
+                saturated_count[i] += sat
+    n = len(y)
+    losses, accs = (loss / n).tolist(), (correct / n).tolist()
+    dead = [(~a).float().mean(1).tolist() for a in alive]  # per layer, (M,)
+    sat = [(c / (n * a.shape[1])).tolist() for c, a in zip(saturated_count, alive)]
+    return [Evaluation(losses[k], accs[k], [d[k] for d in dead], [s[k] for s in sat],
+                       (~alive[-1][k]).nonzero().flatten().tolist()) for k in range(m)]
