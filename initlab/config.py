@@ -219,6 +219,7 @@ class Trainer(Schema):
     seed: int = arg(_rule(lambda v: 0 <= v < 2**63, "an integer >= 0"))
     device: str = arg(DEVICE)
     log_every: int = arg(AT_LEAST_ONE)
+    record: bool = arg()
     max_steps: Optional[int] = arg(AT_LEAST_ONE)
     progress: bool = arg()
     stop_on: list[str] = arg(_rule(lambda v: set(v) <= set(STOPPABLE), "a list of " + ", ".join(STOPPABLE)))

@@ -80,7 +80,8 @@ class GroupTraining:
             training = self.active.clone()  # members that train in this epoch
             for idx in orders.split(t["batch_size"], dim=1)[: self.total_steps - self.step]:
                 lr = (rates if rates is not None else self._rates())
-                record = self.step % t["log_every"] == 0
+                log_step = self.step % t["log_every"] == 0
+                record = log_step and t["record"]
                 taps = [] if record else None
                 out = self.net(x_all[idx], taps)
                 loss = F.cross_entropy(out.flatten(0, 1), y_all[idx].flatten(), reduction="none").view(m, -1).mean(1)
@@ -93,6 +94,7 @@ class GroupTraining:
                 self.step += 1
                 if record:
                     self.recorder.after_step(self.net.layers(), self.step - 1, epoch)
+                if log_step:
                     for k in self.active.nonzero().flatten().tolist():
                         self.curves[k].append((self.step - 1, epoch, "lr", float(lr[k])))
                     bad = ~torch.isfinite(loss).cpu() & self.active

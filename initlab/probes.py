@@ -166,6 +166,7 @@ class Recorder:
         self._values: list[torch.Tensor] = []  # each (members, layers, metrics)
         self._index: list[tuple[int, int]] = []
         self._pending: list[Optional[torch.Tensor]] = []
+        self._host: Optional[np.ndarray] = None  # every value on the CPU, (steps, members, layers, metrics)
 
     def before_step(self, layers: Layers) -> None:
         with torch.no_grad():
@@ -176,6 +177,7 @@ class Recorder:
             parts = [v if v is not None else p.after_step(layers) for p, v in zip(self.probes, self._pending)]
         self._values.append(torch.cat(parts, 2).float())
         self._index.append((step, epoch))
+        self._host = None
 
     def count(self) -> int:
         """How many log steps have been recorded."""
@@ -193,7 +195,9 @@ class Recorder:
         keep = [i for i, (step, _) in enumerate(self._index) if last_step is None or step <= last_step]
         if not keep:
             return layers_frame()
-        values = torch.stack([self._values[i][member] for i in keep]).cpu().numpy().astype(np.float64)
+        if self._host is None:  # one copy from the device serves every member's table
+            self._host = torch.stack(self._values).cpu().numpy().astype(np.float64)
+        values = self._host[keep, member]
         n_steps, n_layers, n_metrics = values.shape
         index = np.asarray([self._index[i] for i in keep], dtype=np.int64)
         per_step = n_layers * n_metrics

@@ -176,7 +176,8 @@ class Training:
             lr = self.lr_at(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            record = self.step % t["log_every"] == 0
+            log_step = self.step % t["log_every"] == 0
+            record = log_step and t["record"]
             taps = [] if record else None
             loss = F.cross_entropy(self.model(x_all[idx], taps), y_all[idx])
             self.optimizer.zero_grad(set_to_none=True)
@@ -188,6 +189,7 @@ class Training:
             self.step += 1
             if record:
                 self.recorder.after_step(Layers.of_model(self.model), self.step - 1, epoch)
+            if log_step:
                 self.curves.append((self.step - 1, epoch, "lr", lr))
                 # Checking the loss syncs with the device, so only at log steps; fit() finds
                 # the exact first non-finite step afterwards.

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The GPU measurements in the README, as one script for a lent GPU machine (see README, Speed).
+# Expects hydra-core/omegaconf/antlr4 wheels in .whl/ and MNIST's gzipped idx files in .gpu_data/MNIST/raw/.
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 INITLAB_DATA=$PWD/.gpu_data INITLAB_CACHE=/tmp/initlab-cache
+gunzip -kf .gpu_data/MNIST/raw/*.gz
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__)"
+python3 benchmarks/check_cuda.py
+python3 benchmarks/bench_single_run.py --device cuda --epochs 3
+python3 benchmarks/bench_sweep.py --device cuda --configs 256 --epochs 10 --sequential 4
