@@ -19,7 +19,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from common import config, timed  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
-from initlab.train import Training  # noqa: E402
+from initlab.training import Training  # noqa: E402
 
 
 def mlp(device):

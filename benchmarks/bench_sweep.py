@@ -22,7 +22,7 @@ from common import config, timed  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
 from initlab.group import GroupTraining  # noqa: E402
-from initlab.train import Training  # noqa: E402
+from initlab.training import Training  # noqa: E402
 
 INITS = ["kaiming_normal", "xavier_uniform", "orthogonal", "lecun_normal", "torch_default", "kaiming_uniform",
          "xavier_normal", "trunc_normal"]

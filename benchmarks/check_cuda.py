@@ -9,8 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))

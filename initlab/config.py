@@ -1,7 +1,7 @@
-"""The typed schema every composed config is checked against before anything trains.
+"""Checks every composed config against the typed schema (schema.py) before anything trains.
 
 Each YAML option in ``conf/<group>/`` names the arguments of the callable in its
-``_target_``; the dataclass registered here for that target says what type and range each
+``_target_``; the schema's dataclass for that target says what type and range each
 argument may take. A config that breaks the schema stops with one line, for example::
 
     lr.value=-0.1: must be a number > 0
@@ -13,242 +13,18 @@ the schema entries show up as choices in Hydra's "Available options" lists.
 
 from __future__ import annotations
 
-import re
 import typing
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, ClassVar, Optional
+from dataclasses import MISSING, fields
+from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "identity")
-GROUPS = ("init", "model", "lr", "optim", "data", "trainer", "diagnose")
-STOPPABLE = ("stuck", "diverged")  # findings that can end a run early
+from initlab.schema import ACTIVATIONS, FIXED, GROUPS, STOPPABLE, TARGETED, Schema  # noqa: F401 (re-exported)
 
 
 class ConfigError(ValueError):
     """A config value that the schema does not allow; its message is one readable line."""
-
-
-# --- rules: a predicate and the words that say what it allows -------------------------------
-
-
-def _rule(ok: Callable[[Any], bool], allowed: str) -> dict:
-    return {"ok": ok, "allowed": allowed}
-
-
-POSITIVE = _rule(lambda v: v > 0, "a number > 0")
-NON_NEGATIVE = _rule(lambda v: v >= 0, "a number >= 0")
-AT_LEAST_ONE = _rule(lambda v: v >= 1, "an integer >= 1")
-AT_LEAST_TWO = _rule(lambda v: v >= 2, "an integer >= 2")
-FRACTION = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)")
-DECAY = _rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
-ANY = _rule(lambda v: True, "")
-DEVICE = _rule(
-    lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
-    "auto, cpu, cuda, cuda:N or mps",
-)
-BIAS = _rule(
-    lambda v: v == "torch_default" or (isinstance(v, (int, float)) and not isinstance(v, bool)),
-    "a number (every bias set to it) or torch_default",
-)
-BETAS = _rule(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")
-
-
-def one_of(*choices: str) -> dict:
-    return _rule(lambda v: v in choices, "one of " + ", ".join(choices))
-
-
-def arg(rule: dict = ANY) -> Any:
-    """A schema field: required (the YAML must give it) and checked by `rule`."""
-    return field(default=MISSING, metadata=rule)
-
-
-# --- the schema: one dataclass per callable a YAML option can name ---------------------------
-
-
-@dataclass
-class Schema:
-    targets: ClassVar[tuple[str, ...]] = ()
-    # Checks across fields: (message, predicate on the values dict).
-    relations: ClassVar[tuple[tuple[str, Callable[[dict], bool]], ...]] = ()
-
-
-@dataclass
-class NormalInit(Schema):
-    targets = ("initlab.init.normal_",)
-    mean: float = arg()
-    std: float = arg(NON_NEGATIVE)
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class UniformInit(Schema):
-    targets = ("initlab.init.uniform_",)
-    relations = (("a must be less than b", lambda c: c["a"] < c["b"]),)
-    a: float = arg()
-    b: float = arg()
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class GainInit(Schema):
-    targets = ("initlab.init.xavier_uniform_", "initlab.init.xavier_normal_", "initlab.init.orthogonal_")
-    gain: Optional[float] = arg(POSITIVE)
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class KaimingInit(Schema):
-    targets = ("initlab.init.kaiming_uniform_", "initlab.init.kaiming_normal_")
-    a: Optional[float] = arg(NON_NEGATIVE)
-    mode: str = arg(one_of("fan_in", "fan_out"))
-    nonlinearity: Optional[str] = arg(one_of(*ACTIVATIONS, "linear"))
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class TruncNormalInit(Schema):
-    targets = ("initlab.init.trunc_normal_",)
-    relations = (("a must be less than b", lambda c: c["a"] < c["b"]),)
-    mean: float = arg()
-    std: float = arg(POSITIVE)
-    a: float = arg()
-    b: float = arg()
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class PlainInit(Schema):
-    targets = ("initlab.init.lecun_normal_", "initlab.init.torch_default_", "initlab.init.zeros_")
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class MLPModel(Schema):
-    targets = ("initlab.model.MLP",)
-    depth: int = arg(AT_LEAST_ONE)
-    width: int = arg(AT_LEAST_ONE)
-    activation: str = arg(one_of(*ACTIVATIONS))
-    output_activation: Optional[str] = arg(one_of(*ACTIVATIONS))
-    negative_slope: float = arg(NON_NEGATIVE)
-
-
-@dataclass
-class ConstantLR(Schema):
-    targets = ("initlab.schedule.constant",)
-    value: float = arg(POSITIVE)
-
-
-@dataclass
-class StepLR(Schema):
-    targets = ("initlab.schedule.step",)
-    value: float = arg(POSITIVE)
-    gamma: float = arg(DECAY)
-    step_epochs: int = arg(AT_LEAST_ONE)
-
-
-@dataclass
-class CosineLR(Schema):
-    targets = ("initlab.schedule.cosine",)
-    relations = (("min_value must not exceed value", lambda c: c["min_value"] <= c["value"]),)
-    value: float = arg(POSITIVE)
-    min_value: float = arg(NON_NEGATIVE)
-
-
-@dataclass
-class WarmupLR(Schema):
-    targets = ("initlab.schedule.warmup",)
-    relations = (("min_value must not exceed value", lambda c: c["min_value"] <= c["value"]),)
-    value: float = arg(POSITIVE)
-    warmup_epochs: float = arg(POSITIVE)
-    then: str = arg(one_of("constant", "cosine"))
-    min_value: float = arg(NON_NEGATIVE)
-
-
-@dataclass
-class SGDOptim(Schema):
-    targets = ("torch.optim.SGD",)
-    relations = (("nesterov needs momentum > 0", lambda c: not c.get("nesterov") or c.get("momentum", 0) > 0),)
-    weight_decay: float = arg(NON_NEGATIVE)
-    # momentum and nesterov may be left out, so that `sgd` (plain) and `momentum` share a target.
-    momentum: float = field(default=0.0, metadata=FRACTION)
-    nesterov: bool = field(default=False, metadata=ANY)
-
-
-@dataclass
-class AdamOptim(Schema):
-    targets = ("torch.optim.Adam", "torch.optim.AdamW")
-    betas: list[float] = arg(BETAS)
-    eps: float = arg(POSITIVE)
-    weight_decay: float = arg(NON_NEGATIVE)
-
-
-@dataclass
-class TorchvisionSource(Schema):
-    targets = ("torchvision.datasets.MNIST", "torchvision.datasets.FashionMNIST", "torchvision.datasets.KMNIST")
-    root: str = arg()
-    download: bool = arg()
-
-
-@dataclass
-class SyntheticSource(Schema):
-    targets = ("initlab.data.Synthetic",)
-    num_train: int = arg(AT_LEAST_ONE)
-    num_test: int = arg(AT_LEAST_ONE)
-    in_features: int = arg(AT_LEAST_ONE)
-    num_classes: int = arg(AT_LEAST_TWO)
-    separation: float = arg(POSITIVE)
-    data_seed: int = arg()
-
-
-@dataclass
-class Data(Schema):
-    name: str = arg()
-    source: dict = arg()  # checked against the source's own schema
-    mean: float = arg()
-    std: float = arg(POSITIVE)
-    cache: bool = arg()
-    cache_dir: str = arg()
-
-
-@dataclass
-class Trainer(Schema):
-    epochs: int = arg(AT_LEAST_ONE)
-    batch_size: int = arg(AT_LEAST_ONE)
-    seed: int = arg(_rule(lambda v: 0 <= v < 2**63, "an integer >= 0"))
-    device: str = arg(DEVICE)
-    log_every: int = arg(AT_LEAST_ONE)
-    record: bool = arg()
-    max_steps: Optional[int] = arg(AT_LEAST_ONE)
-    progress: bool = arg()
-    stop_on: list[str] = arg(_rule(lambda v: set(v) <= set(STOPPABLE), "a list of " + ", ".join(STOPPABLE)))
-
-
-@dataclass
-class Diagnose(Schema):
-    window: int = arg(AT_LEAST_TWO)
-    flat_tol: float = arg(NON_NEGATIVE)
-    zero_grad: float = arg(NON_NEGATIVE)
-    vanishing_ratio: float = arg(POSITIVE)
-    vanishing_norm: float = arg(POSITIVE)
-    high_loss: float = arg(NON_NEGATIVE)
-    exploding_growth: float = arg(POSITIVE)
-    exploding_norm: float = arg(POSITIVE)
-    exploding_min_norm: float = arg(NON_NEGATIVE)
-    dead_fraction: float = arg(FRACTION)
-    saturation: float = arg(FRACTION)
-
-
-# The group nodes whose schema follows their `_target_`.
-TARGETED = {
-    "init": (NormalInit, UniformInit, GainInit, KaimingInit, TruncNormalInit, PlainInit),
-    "model": (MLPModel,),
-    "lr": (ConstantLR, StepLR, CosineLR, WarmupLR),
-    "optim": (SGDOptim, AdamOptim),
-    "data.source": (TorchvisionSource, SyntheticSource),
-}
-FIXED = {"data": Data, "trainer": Trainer, "diagnose": Diagnose}
 
 
 # --- checking -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from initlab import records, schedule
 from initlab.diagnose import Context, Evidence, stuck
 from initlab.probes import Recorder
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
-from initlab.train import Outcome, build_model, steps_of
+from initlab.training import Outcome, build_model, steps_of
 
 log = logging.getLogger("initlab")
 

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from initlab.report import SEED, Sweep  # noqa: E402
+from initlab.report import Sweep  # noqa: E402
 
 FLOOR = 1e-12  # a norm of exactly 0 (a dead network) is drawn here on log axes
 MAX_FACETS = 12

@@ -147,10 +147,11 @@ class Activations(Probe):
     def before_step(self, layers):
         per_layer = []
         for (pre, post), name in zip(layers.taps, layers.activation_names):
-            flat_post, flat_pre = post.flatten(1), pre.flatten(1)
-            per_layer.append(torch.stack([
-                flat_post.mean(1), flat_post.std(1), flat_pre.std(1),
-                dead_units(post).float().mean(-1), saturated(name, post).flatten(1).float().mean(1)], 1))
+            flat_post = post.flatten(1)
+            std, mean = torch.std_mean(flat_post, dim=1)
+            # Activations that cannot saturate cost no pass over the tensor.
+            sat = saturated(name, flat_post).float().mean(1) if name in SATURATED else mean.new_zeros(mean.shape)
+            per_layer.append(torch.stack([mean, std, pre.flatten(1).std(1), dead_units(post).float().mean(-1), sat], 1))
         return torch.stack(per_layer, 1).detach()
 
 

@@ -138,7 +138,7 @@ OPTIMIZERS = {
 @torch.no_grad()
 def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: int = 2**26) -> list:
     """Every member's Evaluation on (x, y): the same numbers as train.evaluate gives each alone."""
-    from initlab.train import Evaluation
+    from initlab.training import Evaluation
 
     m = net.members
     width = max(w.shape[1] for w in net.weights)

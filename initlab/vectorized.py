@@ -30,7 +30,8 @@ from initlab import records
 from initlab.config import ConfigError, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, group_key
-from initlab.train import Outcome, _job_context, failed_outcome, finished_before, log_skipped, record, resolve_device
+from initlab.train import failed_outcome, finished_before, job_context, log_skipped, record, resolve_device
+from initlab.training import Outcome
 
 log = logging.getLogger("initlab")
 
@@ -150,7 +151,7 @@ class VectorizedLauncher(Launcher):
     @staticmethod
     def _writer(job: Job):
         def write(cfg: DictConfig) -> float:
-            context = _job_context(None)
+            context = job_context(None)
             if job.outcome is None:  # finished in an earlier attempt
                 done = finished_before(context.folder, job.settings)
                 log_skipped(done)

@@ -3,11 +3,10 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import get_class, get_method, instantiate
+from hydra.utils import get_class, instantiate
 
 from initlab import schedule
 from initlab.config import ConfigError, validate
@@ -15,7 +14,7 @@ from initlab.data import DataError, load
 from initlab.init import apply_init
 from initlab.model import MLP
 
-from conftest import CONF, REPO, make_config
+from conftest import CONF, make_config
 
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
            for group in ("init", "model", "lr", "optim", "data", "trainer")}

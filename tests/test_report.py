@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from initlab import train as train_module
+from initlab import training as training_module
 from initlab.report import load
 from initlab.report_page import write_report
 from initlab.train import run
@@ -82,7 +82,7 @@ def test_failed_and_unfinished_runs_are_reported(sweep_dir, tmp_path, monkeypatc
     sweep = tmp_path / "sweep"
     shutil.copytree(sweep_dir, sweep, ignore=shutil.ignore_patterns("report"))
     sorted(sweep.glob("*/summary.json"))[1].unlink()  # killed half way: its config is there, no summary
-    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(training_module, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         run(make_config(*SMALL, "trainer.max_steps=3"), output_dir=sweep / "9")
     out = write_report([sweep])

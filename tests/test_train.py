@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from initlab import records
-from initlab import train as train_module
+from initlab import training as training_module
 from initlab.config import validate
-from initlab.train import Training, run
+from initlab.train import run
+from initlab.training import Training
 
 from conftest import make_config
 
@@ -143,7 +144,7 @@ def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
 def test_a_crash_is_recorded_as_failed_then_raised(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation exploded")
-    monkeypatch.setattr(train_module, "evaluate", broken)
+    monkeypatch.setattr(training_module, "evaluate", broken)
     with pytest.raises(RuntimeError, match="evaluation exploded"):
         run(small("trainer.max_steps=5"), output_dir=tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
