@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from initlab.schema import ACTIVATIONS, FIXED, GROUPS, STOPPABLE, TARGETED, Schema  # noqa: F401 (re-exported)
+from initlab.schema import FIXED, TARGETED, Schema
 
 
 class ConfigError(ValueError):

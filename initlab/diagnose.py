@@ -133,20 +133,33 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
                     "last_layer_norm": float(median[last])},
         )
     early_loss = ev.loss[ev.loss.index < th["window"]]
-    high = early_loss.mean() > th["high_loss"] * ev.ln_c
-    largest = float(early.max().max())
-    if high and largest < th["vanishing_norm"]:
-        std = ev.wide("act_std")
-        hidden = std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]
+    if not early_loss.mean() > th["high_loss"] * ev.ln_c:
+        return None  # the loss is falling: whatever the norms are, it trains
+    std = ev.wide("act_std")
+    hidden = std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]  # at the first recorded step
+    shrink = float(hidden.iloc[-1] / hidden.iloc[0]) if hidden.iloc[0] > 0 else float("nan")
+    typical = float(early.max(axis=1).median())  # the largest layer's norm, median over the early steps
+    values = {"largest_grad_norm": typical, "first_hidden_std": float(hidden.iloc[0]),
+              "last_hidden_std": float(hidden.iloc[-1]), "signal_ratio": shrink}
+    signal = (f"the signal shrinks from std {_fmt(hidden.iloc[0])} after layer 0 to {_fmt(hidden.iloc[-1])} "
+              f"after layer {len(hidden) - 1}")
+    if shrink < th["vanishing_ratio"]:
+        # He et al. 2015, Sec. 2.2: each layer scales the forward signal (and the backward one) by a
+        # constant factor, so depth turns a factor below 1 into nothing.
         return Finding(
             "vanishing",
-            f"Gradients vanish in every layer: no weight-gradient norm exceeds {_fmt(largest)} in the first "
-            f"{th['window']} steps while the loss stays near {_fmt(early_loss.mean())}; the signal shrinks from "
-            f"std {_fmt(hidden.iloc[0])} after layer 0 to {_fmt(hidden.iloc[-1])} after layer {len(hidden) - 1}.",
-            step=int(early.index[0]), layers=list(range(ev.n_layers)),
-            values={"largest_grad_norm": largest, "first_hidden_std": float(hidden.iloc[0]),
-                    "last_hidden_std": float(hidden.iloc[-1])},
-        )
+            f"The signal vanishes on its way through the layers: {signal} ({_fmt(shrink)}x; threshold "
+            f"{_fmt(th['vanishing_ratio'])}x), so the output barely depends on the input and the loss stays near "
+            f"{_fmt(early_loss.mean())}.",
+            step=int(early.index[0]), layers=list(range(ev.n_layers)), values=values)
+    # Exactly zero gradients are not vanishing ones: nothing flows at all (see `stuck`).
+    if th["zero_grad"] < typical < th["vanishing_norm"]:
+        return Finding(
+            "vanishing",
+            f"Gradients vanish in every layer: the largest weight-gradient norm is {_fmt(typical)} (median over the "
+            f"first {th['window']} steps; threshold {_fmt(th['vanishing_norm'])}) while the loss stays near "
+            f"{_fmt(early_loss.mean())}; {signal}.",
+            step=int(early.index[0]), layers=list(range(ev.n_layers)), values=values)
     return None
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 
 def activation_module(name: Optional[str], negative_slope: float = 0.01) -> nn.Module:
-    """The nn.Module for an activation name from config.ACTIVATIONS (None = identity)."""
+    """The nn.Module for an activation name from schema.ACTIVATIONS (None = identity)."""
     modules = {
         "relu": nn.ReLU,
         "tanh": nn.Tanh,

@@ -12,7 +12,6 @@ from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable, ClassVar, Optional
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "identity")
-GROUPS = ("init", "model", "lr", "optim", "data", "trainer", "diagnose")
 STOPPABLE = ("stuck", "diverged")  # findings that can end a run early
 
 
