@@ -26,8 +26,8 @@ def mlp(device):
     return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10)).to(device)
 
 
-def bare_epoch(device, steps=300, batch=200):
-    """The same matmuls on random in-memory tensors: no data pipeline, no recording, no evaluation."""
+def bare_epoch_fn(device, steps=300, batch=200):
+    """One epoch of the same matmuls on random in-memory tensors: no data pipeline, no recording, no evaluation."""
     x, y = torch.randn(steps * batch, 784, device=device), torch.randint(10, (steps * batch,), device=device)
     model = mlp(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -39,7 +39,7 @@ def bare_epoch(device, steps=300, batch=200):
             loss.backward()
             opt.step()
     epoch()  # warm-up
-    return min(timed(epoch)[0] for _ in range(3))
+    return epoch
 
 
 def dataloader_epoch(device, root, batch=200):
@@ -62,12 +62,20 @@ def dataloader_epoch(device, root, batch=200):
     return timed(epoch)[0]
 
 
-def initlab_epoch(device, epochs, *overrides):
-    """initlab's own training loop (recording, evaluation after each epoch), data already loaded."""
-    settings = validate(config(f"trainer.device={device}", f"trainer.epochs={epochs}", *overrides))
-    Training(settings, torch.device(device)).fit()  # warm-up, and loads the data once
-    best = min(timed(Training(settings, torch.device(device)).fit)[0] for _ in range(2))
-    return best / epochs
+def measure(device, epochs, repeats=3):
+    """Seconds per epoch of the bare arithmetic and of initlab's own loop (evaluation after each
+    epoch, data already loaded) with recording on and off: each the best of `repeats`, taken in
+    turn so that drifts in the machine's speed hit all three alike."""
+    settings = {"on": validate(config(f"trainer.device={device}", f"trainer.epochs={epochs}")),
+                "off": validate(config(f"trainer.device={device}", f"trainer.epochs={epochs}", "trainer.record=false"))}
+    Training(settings["on"], torch.device(device)).fit()  # warm-up, and loads the data once
+    bare = bare_epoch_fn(device)
+    best = {"bare": float("inf"), "on": float("inf"), "off": float("inf")}
+    for _ in range(repeats):
+        best["bare"] = min(best["bare"], timed(bare)[0])
+        for k in ("on", "off"):
+            best[k] = min(best[k], timed(Training(settings[k], torch.device(device)).fit)[0] / epochs)
+    return best["bare"], best["on"], best["off"]
 
 
 def main() -> None:
@@ -79,9 +87,7 @@ def main() -> None:
     root = validate(config())["data"]["source"]["root"]
     print(f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} threads'}),"
           f" torch {torch.__version__}")
-    bare = bare_epoch(device)
-    recorded = initlab_epoch(device, args.epochs)
-    silent = initlab_epoch(device, args.epochs, "trainer.record=false")
+    bare, recorded, silent = measure(device, args.epochs)
     loader = dataloader_epoch(device, root)
     rows = [("DataLoader + ToTensor/Normalize", loader), ("initlab, recording every 10 steps", recorded),
             ("initlab, recording off", silent), ("bare arithmetic (random tensors)", bare)]

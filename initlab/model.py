@@ -23,6 +23,16 @@ def activation_module(name: Optional[str], negative_slope: float = 0.01) -> nn.M
     return modules[name or "identity"]()
 
 
+def tap(taps: Optional[list], pre: torch.Tensor, post: torch.Tensor) -> None:
+    """Keep a layer's (pre-, post-activation) for the probes; the pre-activation keeps its gradient
+    after backward() (retain_grad), so the back-propagated signal dL/dz can be read too."""
+    if taps is None:
+        return
+    if pre.requires_grad:
+        pre.retain_grad()
+    taps.append((pre, post))
+
+
 class MLP(nn.Module):
     """in_features -> `depth` hidden layers of `width` units -> num_classes.
 
@@ -49,16 +59,9 @@ class MLP(nn.Module):
         self.activations = nn.ModuleList(activation_module(a, negative_slope) for a in acts)
 
     def forward(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
-        """The network's output; with `taps`, also append each layer's (pre-, post-activation).
-
-        Tapped pre-activations keep their gradient after backward() (retain_grad), so the
-        probes can read the back-propagated signal dL/dz of every layer.
-        """
+        """The network's output; with `taps`, also each layer's (pre-, post-activation) (see `tap`)."""
         for linear, act in zip(self.linears, self.activations):
             pre = linear(x)
             x = act(pre)
-            if taps is not None:
-                if pre.requires_grad:
-                    pre.retain_grad()
-                taps.append((pre, x))
+            tap(taps, pre, x)
         return x

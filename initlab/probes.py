@@ -31,10 +31,15 @@ SATURATED = {
 }
 
 
-def saturated(name: str, post: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of saturated outputs; all False for activations that do not saturate."""
+def saturated_count(name: str, post: torch.Tensor, start_dim: int = 0) -> torch.Tensor:
+    """How many outputs sit in the flat region, summed over the dims from `start_dim` on.
+
+    Activations that cannot saturate cost no pass over the tensor.
+    """
     rule = SATURATED.get(name)
-    return rule(post) if rule else torch.zeros_like(post, dtype=torch.bool)
+    if rule is None:
+        return post.new_zeros(post.shape[:start_dim])
+    return rule(post).flatten(start_dim).sum(-1)
 
 
 def dead_units(post: torch.Tensor) -> torch.Tensor:
@@ -69,7 +74,8 @@ class Layers:
 def _member_norms(tensors: list[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
     """(M, layers) L2 norms over every dim but the first; a missing gradient counts as zero."""
     m = like.shape[0]
-    return torch.stack([t.flatten(1).norm(dim=1) if t is not None else like.new_zeros(m) for t in tensors], 1)
+    return torch.stack([torch.linalg.vector_norm(t.flatten(1), dim=1) if t is not None else like.new_zeros(m)
+                        for t in tensors], 1)
 
 
 class Probe:
@@ -149,8 +155,7 @@ class Activations(Probe):
         for (pre, post), name in zip(layers.taps, layers.activation_names):
             flat_post = post.flatten(1)
             std, mean = torch.std_mean(flat_post, dim=1)
-            # Activations that cannot saturate cost no pass over the tensor.
-            sat = saturated(name, flat_post).float().mean(1) if name in SATURATED else mean.new_zeros(mean.shape)
+            sat = saturated_count(name, flat_post, 1).float() / flat_post.shape[1]
             per_layer.append(torch.stack([mean, std, pre.flatten(1).std(1), dead_units(post).float().mean(-1), sat], 1))
         return torch.stack(per_layer, 1).detach()
 

@@ -17,8 +17,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from initlab.model import MLP
-from initlab.probes import Layers, dead_units, saturated
+from initlab.model import MLP, tap
+from initlab.probes import Layers, dead_units, saturated_count
 
 
 class StackedMLP:
@@ -41,10 +41,7 @@ class StackedMLP:
         for w, b, act in zip(self.weights, self.biases, self.activations):
             pre = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
             x = act(pre)
-            if taps is not None:
-                if pre.requires_grad:
-                    pre.retain_grad()
-                taps.append((pre, x))
+            tap(taps, pre, x)
         return x
 
     def layers(self, taps: list = ()) -> Layers:
@@ -146,22 +143,22 @@ def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: 
     loss = x.new_zeros(m)
     correct = x.new_zeros(m)
     alive: list[torch.Tensor] = []
-    saturated_count: list[torch.Tensor] = []
+    sat_total: list[torch.Tensor] = []
     for xs, ys in zip(x.split(chunk), y.split(chunk)):
         taps: list = []
         out = net(xs.expand(m, *xs.shape), taps)
         loss += F.cross_entropy(out.flatten(0, 1), ys.repeat(m), reduction="none").view(m, -1).sum(1)
         correct += (out.argmax(2) == ys).sum(1)
         for i, ((_, post), name) in enumerate(zip(taps, net.activation_names)):
-            live, sat = ~dead_units(post), saturated(name, post).flatten(1).sum(1)
+            live, sat = ~dead_units(post), saturated_count(name, post, 1)
             if i == len(alive):
-                alive.append(live), saturated_count.append(sat)
+                alive.append(live), sat_total.append(sat)
             else:
                 alive[i] |= live
-                saturated_count[i] += sat
+                sat_total[i] += sat
     n = len(y)
     losses, accs = (loss / n).tolist(), (correct / n).tolist()
     dead = [(~a).float().mean(1).tolist() for a in alive]  # per layer, (M,)
-    sat = [(c / (n * a.shape[1])).tolist() for c, a in zip(saturated_count, alive)]
+    sat = [(c / (n * a.shape[1])).tolist() for c, a in zip(sat_total, alive)]
     return [Evaluation(losses[k], accs[k], [d[k] for d in dead], [s[k] for s in sat],
                        (~alive[-1][k]).nonzero().flatten().tolist()) for k in range(m)]

@@ -24,7 +24,7 @@ from initlab import records, schedule
 from initlab.diagnose import Context, Evidence, stuck
 from initlab.init import apply_init
 from initlab.model import MLP
-from initlab.probes import Layers, Recorder, dead_units, saturated
+from initlab.probes import Layers, Recorder, dead_units, saturated_count
 
 log = logging.getLogger("initlab")
 
@@ -58,21 +58,21 @@ def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) 
     """Evaluate `model` on (x, y) in chunks, with the per-layer evaluation-pass statistics."""
     loss, correct = x.new_zeros(()), x.new_zeros(())
     alive: list[torch.Tensor] = []
-    saturated_count: list[torch.Tensor] = []
+    sat_total: list[torch.Tensor] = []
     for xs, ys in zip(x.split(chunk), y.split(chunk)):
         taps: list = []
         out = model(xs, taps)
         loss += F.cross_entropy(out, ys, reduction="sum")
         correct += (out.argmax(1) == ys).sum()
         for i, ((_, post), name) in enumerate(zip(taps, model.activation_names)):
-            live, sat = ~dead_units(post), saturated(name, post).sum()
+            live, sat = ~dead_units(post), saturated_count(name, post)
             if i == len(alive):
-                alive.append(live), saturated_count.append(sat)
+                alive.append(live), sat_total.append(sat)
             else:
                 alive[i] |= live
-                saturated_count[i] += sat
+                sat_total[i] += sat
     dead = [(~a).float().mean().item() for a in alive]
-    sat = [(c / (len(y) * len(a))).item() for c, a in zip(saturated_count, alive)]
+    sat = [(c / (len(y) * len(a))).item() for c, a in zip(sat_total, alive)]
     dead_outputs = (~alive[-1]).nonzero().flatten().tolist()
     return Evaluation((loss / len(y)).item(), (correct / len(y)).item(), dead, sat, dead_outputs)
 
@@ -159,10 +159,15 @@ class Training:
         batches = order.split(t["batch_size"])[: self.total_steps - self.step]
         losses = []
         show = t["progress"] and sys.stderr.isatty()
-        for idx in tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False, disable=not show):
-            lr = self.lr_at(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        # No tqdm object at all when the bar is off: the loop runs thousands of times.
+        steps = tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False) if show else batches
+        lr = None
+        for idx in steps:
+            new_lr = self.lr_at(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch)
+            if new_lr != lr:
+                lr = new_lr
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
             log_step = self.step % t["log_every"] == 0
             record = log_step and t["record"]
             taps = [] if record else None
