@@ -104,6 +104,11 @@ class GroupTraining:
                 if not self.active.any():
                     break
             self._end_epoch(epoch, first, torch.stack(losses).cpu() if losses else torch.empty(0, m), training)
+            accs = sorted(a for k in training.nonzero().flatten().tolist()
+                          if math.isfinite(a := self.metrics[k].get("test_accuracy", math.nan)))
+            spread = f"test_acc min {accs[0]:.2%} median {accs[len(accs) // 2]:.2%} max {accs[-1]:.2%}" if accs else ""
+            log.info(f"group epoch {epoch}/{math.ceil(self.total_steps / self.steps_per_epoch)} | "
+                     f"{int(self.active.sum())}/{m} members still training | {spread}")
 
     def _stop_stuck(self, epoch: int, first: int, losses: list) -> None:
         window = self.members[0]["diagnose"]["window"]
