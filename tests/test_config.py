@@ -155,3 +155,14 @@ def test_stuck_loss_study_is_the_founding_example():
     assert s["optim"]["_target_"] == "torch.optim.SGD" and s["lr"]["value"] == 0.01
     assert (s["trainer"]["epochs"], s["trainer"]["batch_size"]) == (10, 200)
     assert (s["data"]["mean"], s["data"]["std"]) == (0.1307, 0.3081)
+
+
+@pytest.mark.parametrize("study", ["stuck_loss_kaiming", "init_comparison", "depth_study", "glorot_tanh", "lr_sweep"])
+def test_named_sweeps_run_as_multiruns_and_write_their_report(study):
+    from hydra import compose, initialize_config_dir
+    from hydra.types import RunMode
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={study}"], return_hydra_config=True)
+    assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.hydra.sweeper.params
+    assert cfg.hydra.callbacks.sweep_end.report is True

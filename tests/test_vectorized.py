@@ -70,6 +70,7 @@ def test_a_diverging_member_does_not_poison_the_others(tmp_path):
     assert np.allclose(first, alone.layers[alone.layers.step == 0].value.to_numpy(), rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_early_stop_of_one_member_matches_its_ordinary_run(tmp_path):
     # Real MNIST: the founding failure gets stuck (and stops) within a few hundred steps, its
     # Kaiming twin in the same group trains on.
