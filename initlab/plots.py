@@ -213,8 +213,15 @@ def accuracy_heatmap(sweep: Sweep, path: Path) -> Path:
         grid = data.pivot_table(index=rows_key, columns=column, values="acc", aggfunc="mean", dropna=False)
         sns.heatmap(grid, annot=True, fmt=".1f", cmap="rocket", vmin=0, vmax=100, ax=ax,
                     cbar_kws={"label": "final test accuracy (%)"})
+        # An empty cell says why: its runs diverged, failed or never finished.
+        states = data.pivot_table(index=rows_key, columns=column, values="status", dropna=False,
+                                  aggfunc=lambda s: "/".join(sorted(set(s) - {"completed"})))
+        for i, row in enumerate(grid.index):
+            for j, col in enumerate(grid.columns):
+                if pd.isna(grid.loc[row, col]) and isinstance(states.loc[row, col], str) and states.loc[row, col]:
+                    ax.text(j + 0.5, i + 0.5, states.loc[row, col], ha="center", va="center", fontsize=8, color="0.3")
         ax.set(xlabel=_short(other) if other else "", ylabel=_short(rows_key))
-    fig.suptitle("Final test accuracy (%), mean over seeds; blank = no finished run")
+    fig.suptitle("Final test accuracy (%), mean over seeds")
     return _save(fig, path)
 
 

@@ -116,6 +116,8 @@ class Sweep:
         keys = self.keys or ["all"]
         if not self.keys:
             runs = runs.assign(all="all runs")
+        # Rows in the order of their key values (numbers as numbers: depth 2 before 10).
+        runs = runs.sort_values(keys, key=_sortable, kind="stable")
         # A run that lacks a key (NaN) still belongs in the table: group it under "n/a".
         runs[keys] = runs[keys].astype(object).where(runs[keys].notna(), "n/a")
         grouped = runs.groupby(keys, sort=False, dropna=False)
@@ -124,6 +126,11 @@ class Sweep:
         labels = pd.crosstab([runs[k] for k in keys], runs.diagnosis)
         labels.columns = [f"n_{c}" for c in labels.columns]
         return table.join(labels).reset_index()
+
+
+def _sortable(column: pd.Series) -> pd.Series:
+    numeric = pd.to_numeric(column, errors="coerce")
+    return numeric if numeric.notna().all() else column.astype(str)
 
 
 def _join(tables: list[pd.DataFrame], runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
