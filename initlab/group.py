@@ -1,6 +1,6 @@
 """Train a group of compatible runs as one stacked model; one Outcome per member.
 
-The loop mirrors train.Training step for step (same batches, learning rates, log steps,
+The loop mirrors training.Training step for step (same batches, learning rates, log steps,
 divergence checks, evaluations and early stops), so each member's records are the ones its
 ordinary run would write.
 """
@@ -64,8 +64,9 @@ class GroupTraining:
         self.step = 0
 
     def _rates(self) -> torch.Tensor:
+        """Every member's learning rate at this step, in double: recorded exactly as the ordinary run does."""
         rates = [f(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch) for f in self.lr_at]
-        return torch.tensor(rates, dtype=torch.float32)
+        return torch.tensor(rates, dtype=torch.float64)
 
     def fit(self) -> None:
         t, m = self.trainer, len(self.members)
@@ -89,7 +90,7 @@ class GroupTraining:
                 loss.sum().backward()  # members are independent: each gets the gradient of its own loss
                 if record:
                     self.recorder.before_step(self.net.layers(taps))
-                self.optimizer.step((lr * self.active).to(self.device))
+                self.optimizer.step((lr * self.active).to(self.device, torch.float32))
                 losses.append(loss.detach())
                 self.step += 1
                 if record:

@@ -4,7 +4,7 @@ The members of a group share depth, width, activation, data, batch size and epoc
 differ in init, learning rate (and schedule), optimizer hyper-parameters and seed. Their
 weights are stacked along a leading member dimension and every layer is one batched matmul
 (torch.baddbmm). Each member starts from exactly the weights the ordinary runner would build
-(`train.build_model`), draws its own batches from its own seeded generator, and has its own
+(`training.build_model`), draws its own batches from its own seeded generator, and has its own
 learning rate and optimizer state, so its trajectory is the ordinary run's up to float
 rounding. A member whose loss stops being finite is frozen (learning rate 0, no more records);
 the others go on.
@@ -134,7 +134,7 @@ OPTIMIZERS = {
 
 @torch.no_grad()
 def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: int = 2**26) -> list:
-    """Every member's Evaluation on (x, y): the same numbers as train.evaluate gives each alone."""
+    """Every member's Evaluation on (x, y): the same numbers as training.evaluate gives each alone."""
     from initlab.training import Evaluation
 
     m = net.members
