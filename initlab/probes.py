@@ -47,6 +47,43 @@ def dead_units(post: torch.Tensor) -> torch.Tensor:
     return (post == 0).all(-2)
 
 
+class EvaluationPass:
+    """Per-layer dead and saturated counts over a whole evaluation pass, fed chunk by chunk.
+
+    Taps have a leading member dimension (one member for an ordinary run), so the same counts
+    serve train.evaluate and the vectorized launcher's evaluate_members.
+    """
+
+    def __init__(self, activation_names: list[str]) -> None:
+        self.names = activation_names
+        self.alive: list[torch.Tensor] = []  # per layer (M, units): did the unit ever output non-zero?
+        self.saturated: list[torch.Tensor] = []  # per layer (M,): outputs in the flat region
+        self.samples = 0
+
+    def add(self, taps: list) -> None:
+        for i, ((_, post), name) in enumerate(zip(taps, self.names)):
+            live, sat = ~dead_units(post), saturated_count(name, post, 1)
+            if i == len(self.alive):
+                self.alive.append(live), self.saturated.append(sat)
+            else:
+                self.alive[i] |= live
+                self.saturated[i] += sat
+        self.samples += taps[0][1].shape[1]
+
+    def dead_fraction(self) -> list[list[float]]:
+        """Per member, per layer: the fraction of units that output 0 for every sample."""
+        per_layer = [(~a).float().mean(1).tolist() for a in self.alive]
+        return [list(member) for member in zip(*per_layer)]
+
+    def saturated_fraction(self) -> list[list[float]]:
+        per_layer = [(c / (self.samples * a.shape[1])).tolist() for c, a in zip(self.saturated, self.alive)]
+        return [list(member) for member in zip(*per_layer)]
+
+    def dead_outputs(self) -> list[list[int]]:
+        """Per member: the classes whose output was 0 for every sample."""
+        return [(~member).nonzero().flatten().tolist() for member in self.alive[-1]]
+
+
 @dataclass
 class Layers:
     """What the probes see at one step, per linear layer; every tensor has a leading member dim."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from initlab.model import MLP, tap
-from initlab.probes import Layers, dead_units, saturated_count
+from initlab.probes import EvaluationPass, Layers
 
 
 class StackedMLP:
@@ -142,23 +142,13 @@ def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: 
     chunk = max(1, min(len(y), budget // (m * width)))  # bound the (M, chunk, width) activations
     loss = x.new_zeros(m)
     correct = x.new_zeros(m)
-    alive: list[torch.Tensor] = []
-    sat_total: list[torch.Tensor] = []
+    stats = EvaluationPass(net.activation_names)
     for xs, ys in zip(x.split(chunk), y.split(chunk)):
         taps: list = []
         out = net(xs.expand(m, *xs.shape), taps)
         loss += F.cross_entropy(out.flatten(0, 1), ys.repeat(m), reduction="none").view(m, -1).sum(1)
         correct += (out.argmax(2) == ys).sum(1)
-        for i, ((_, post), name) in enumerate(zip(taps, net.activation_names)):
-            live, sat = ~dead_units(post), saturated_count(name, post, 1)
-            if i == len(alive):
-                alive.append(live), sat_total.append(sat)
-            else:
-                alive[i] |= live
-                sat_total[i] += sat
+        stats.add(taps)
     n = len(y)
-    losses, accs = (loss / n).tolist(), (correct / n).tolist()
-    dead = [(~a).float().mean(1).tolist() for a in alive]  # per layer, (M,)
-    sat = [(c / (n * a.shape[1])).tolist() for c, a in zip(sat_total, alive)]
-    return [Evaluation(losses[k], accs[k], [d[k] for d in dead], [s[k] for s in sat],
-                       (~alive[-1][k]).nonzero().flatten().tolist()) for k in range(m)]
+    return [Evaluation(*values) for values in zip((loss / n).tolist(), (correct / n).tolist(), stats.dead_fraction(),
+                                                  stats.saturated_fraction(), stats.dead_outputs())]

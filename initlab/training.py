@@ -24,7 +24,7 @@ from initlab import records, schedule
 from initlab.diagnose import Context, Evidence, stuck
 from initlab.init import apply_init
 from initlab.model import MLP
-from initlab.probes import Layers, Recorder, dead_units, saturated_count
+from initlab.probes import EvaluationPass, Layers, Recorder
 
 log = logging.getLogger("initlab")
 
@@ -57,24 +57,15 @@ class Evaluation:
 def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> Evaluation:
     """Evaluate `model` on (x, y) in chunks, with the per-layer evaluation-pass statistics."""
     loss, correct = x.new_zeros(()), x.new_zeros(())
-    alive: list[torch.Tensor] = []
-    sat_total: list[torch.Tensor] = []
+    stats = EvaluationPass(model.activation_names)
     for xs, ys in zip(x.split(chunk), y.split(chunk)):
         taps: list = []
         out = model(xs, taps)
         loss += F.cross_entropy(out, ys, reduction="sum")
         correct += (out.argmax(1) == ys).sum()
-        for i, ((_, post), name) in enumerate(zip(taps, model.activation_names)):
-            live, sat = ~dead_units(post), saturated_count(name, post)
-            if i == len(alive):
-                alive.append(live), sat_total.append(sat)
-            else:
-                alive[i] |= live
-                sat_total[i] += sat
-    dead = [(~a).float().mean().item() for a in alive]
-    sat = [(c / (len(y) * len(a))).item() for c, a in zip(sat_total, alive)]
-    dead_outputs = (~alive[-1]).nonzero().flatten().tolist()
-    return Evaluation((loss / len(y)).item(), (correct / len(y)).item(), dead, sat, dead_outputs)
+        stats.add([(pre[None], post[None]) for pre, post in taps])  # a stack of one member
+    return Evaluation((loss / len(y)).item(), (correct / len(y)).item(), stats.dead_fraction()[0],
+                      stats.saturated_fraction()[0], stats.dead_outputs()[0])
 
 
 def build_model(settings: dict, data: datasets.Tensors, device: torch.device) -> MLP:
