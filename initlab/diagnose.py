@@ -197,6 +197,22 @@ def stuck(ev: Evidence, th: dict) -> Optional[Finding]:
                    step=start, layers=list(range(ev.n_layers)), values=values)
 
 
+def stuck_while_training(layers: pd.DataFrame, curves: pd.DataFrame, epoch: int, first: int, losses: list[float],
+                         context: Context, thresholds: dict) -> Optional[Finding]:
+    """The `stuck` rule on a run still training (trainer.stop_on=[stuck]).
+
+    `losses` are the current epoch's batch losses from step `first` on: not in `curves` yet.
+    """
+    now = pd.DataFrame({"step": range(first, first + len(losses)), "epoch": epoch, "metric": "train_loss",
+                        "value": losses})
+    return stuck(Evidence(layers, pd.concat([curves, now]), context), thresholds)
+
+
+def stuck_check_due(stop_on: list, step: int, window: int) -> bool:
+    """Whether an early-stop check for `stuck` runs after `step` steps: every `window` steps."""
+    return "stuck" in stop_on and step >= window and step % window == 0
+
+
 def dead_units(ev: Evidence, th: dict) -> Optional[Finding]:
     dead = ev.wide("eval_dead_fraction")
     if dead.empty:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from initlab import data as datasets
 from initlab import records, schedule
-from initlab.diagnose import Context, Evidence, stuck
+from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.probes import Recorder
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
 from initlab.training import Outcome, build_model, steps_of
@@ -112,15 +112,13 @@ class GroupTraining:
                      f"{int(self.active.sum())}/{m} members still training | {spread}")
 
     def _stop_stuck(self, epoch: int, first: int, losses: list) -> None:
-        window = self.members[0]["diagnose"]["window"]
-        if "stuck" not in self.trainer["stop_on"] or self.step % window or self.step < window:
+        if not stuck_check_due(self.trainer["stop_on"], self.step, self.members[0]["diagnose"]["window"]):
             return
         now = torch.stack(losses).cpu()
         for k in self.active.nonzero().flatten().tolist():
             layers, curves = self._tables(k, self.step - 1)
-            rows = pd.DataFrame({"step": range(first, self.step), "epoch": epoch, "metric": "train_loss",
-                                 "value": now[:, k].tolist()})
-            finding = stuck(Evidence(layers, pd.concat([curves, rows]), self.context(k)), self.members[k]["diagnose"])
+            finding = stuck_while_training(layers, curves, epoch, first, now[:, k].tolist(), self.context(k),
+                                           self.members[k]["diagnose"])
             if finding is not None:
                 self.active[k], self.end_step[k] = False, self.step
                 self.stopped[k] = {"reason": "stuck", "step": self.step, "finding": finding.message}

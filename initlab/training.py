@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from initlab import data as datasets
 from initlab import records, schedule
-from initlab.diagnose import Context, Evidence, stuck
+from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.init import apply_init
 from initlab.model import MLP
 from initlab.probes import EvaluationPass, Layers, Recorder
@@ -197,14 +197,11 @@ class Training:
 
     def _stuck(self, epoch: int, losses: list) -> bool:
         """With trainer.stop_on=[stuck], every `diagnose.window` steps: has the run been stuck a window long?"""
-        window = self.diagnose_cfg["window"]
-        if "stuck" not in self.trainer["stop_on"] or self.step % window or self.step < window:
+        if not stuck_check_due(self.trainer["stop_on"], self.step, self.diagnose_cfg["window"]):
             return False
         layers, curves = self.tables()
-        first = self.step - len(losses)  # this epoch's losses are not in the curves yet
-        now = pd.DataFrame({"step": range(first, self.step), "epoch": epoch, "metric": "train_loss",
-                            "value": torch.stack(losses).tolist()})
-        finding = stuck(Evidence(layers, pd.concat([curves, now]), self.context()), self.diagnose_cfg)
+        finding = stuck_while_training(layers, curves, epoch, self.step - len(losses), torch.stack(losses).tolist(),
+                                       self.context(), self.diagnose_cfg)
         if finding is None:
             return False
         self.stopped = {"reason": "stuck", "step": self.step, "finding": finding.message}
