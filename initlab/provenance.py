@@ -13,19 +13,21 @@ from typing import Any, Optional
 import torch
 
 # Settings that change where or how visibly a run happens, not what it computes.
-_NOT_IDENTITY = {("trainer", "progress"), ("data", "cache"), ("data", "cache_dir")}
+# Settings that say where or how visibly a run happens, not what it computes. The report
+# leaves them out of its columns for the same reason.
+WHERE_NOT_WHAT = ("trainer.progress", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
 _NOT_IDENTITY_GROUPS = {"diagnose", "rerun"}  # they change the verdict or the bookkeeping, not the training
 _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
 
 
 def config_hash(settings: dict) -> str:
     """A digest of the resolved config that identifies a run's computation (for resume, dedup)."""
-    ident = {group: {k: v for k, v in node.items() if (group, k) not in _NOT_IDENTITY}
-             if isinstance(node, dict) else node for group, node in settings.items()
-             if group not in _NOT_IDENTITY_GROUPS}
-    source = dict(ident["data"]["source"])
-    source.pop("root", None), source.pop("download", None)
-    ident["data"] = {**ident["data"], "source": source}
+    def keep(node: Any, path: str) -> Any:
+        if not isinstance(node, dict):
+            return node
+        return {k: keep(v, f"{path}{k}.") for k, v in node.items() if f"{path}{k}" not in WHERE_NOT_WHAT}
+
+    ident = {group: keep(node, f"{group}.") for group, node in settings.items() if group not in _NOT_IDENTITY_GROUPS}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

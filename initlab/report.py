@@ -23,9 +23,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from initlab import records
+from initlab.provenance import WHERE_NOT_WHAT
 
-# Config keys that say where or how a run happened, not what it computed: never "swept".
-IGNORED_KEYS = ("data.source.root", "data.source.download", "data.cache", "data.cache_dir", "trainer.progress")
 SEED = "trainer.seed"
 GROUPS = ("init", "model", "lr", "optim", "data", "trainer", "diagnose", "experiment")
 METRICS = ("test_accuracy", "test_loss", "train_loss")
@@ -92,7 +91,7 @@ def _run_row(folder: Path, name: str) -> dict:
     if "init" not in row:  # run outside Hydra: name the scheme by its function
         target = summary.get("config", {}).get("init", {}).get("_target_", "")
         row["init"] = target.rsplit(".", 1)[-1].rstrip("_") or None
-    row.update({k: v for k, v in _flatten(summary.get("config", {})).items() if k not in IGNORED_KEYS})
+    row.update({k: v for k, v in _flatten(summary.get("config", {})).items() if k not in WHERE_NOT_WHAT})
     return row
 
 
