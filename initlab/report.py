@@ -80,8 +80,10 @@ def _run_row(folder: Path, name: str) -> dict:
         summary = json.loads((folder / records.SUMMARY).read_text())
     else:
         summary = _unfinished(folder)
+    findings = (summary.get("diagnosis") or {}).get("findings") or []
     row = {"run": name, "path": str(folder), "status": summary["status"],
            "diagnosis": (summary.get("diagnosis") or {}).get("label"),
+           "finding": findings[0]["message"] if findings else None,
            "wall_time_s": summary.get("wall_time_s"),
            "error": (summary.get("error") or {}).get("message"),
            "stopped_early": (summary.get("stopped_early") or {}).get("reason")}

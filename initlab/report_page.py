@@ -22,20 +22,14 @@ def _runs_view(sweep: Sweep) -> pd.DataFrame:
 
 def _findings(sweep: Sweep) -> list[str]:
     """One line per run that is not healthy: its first finding, or its error."""
-    import json
-
     lines = []
     for row in sweep.runs.itertuples():
         if row.status == "unfinished":
             lines.append(f"- `{row.run}`: never finished (no summary.json)")
-            continue
-        if row.status == "failed":
+        elif row.status == "failed":
             lines.append(f"- `{row.run}`: **failed**: {row.error}")
-            continue
-        summary = json.loads((Path(row.path) / "summary.json").read_text())
-        findings = (summary.get("diagnosis") or {}).get("findings") or []
-        if findings:
-            lines.append(f"- `{row.run}` (**{findings[0]['kind']}**): {findings[0]['message']}")
+        elif isinstance(row.finding, str):
+            lines.append(f"- `{row.run}` (**{row.diagnosis}**): {row.finding}")
     return lines
 
 
