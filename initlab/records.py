@@ -41,7 +41,6 @@ def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
     return pd.DataFrame(list(rows), columns=CURVE_COLUMNS).astype(CURVE_TYPES)
 
 
-empty_layers, empty_curves = layers_frame, curves_frame
 
 
 def clear_run(folder: Path) -> None:

@@ -149,6 +149,6 @@ def failed_outcome(settings: dict, training: Optional["Training"], error: BaseEx
         m = settings["model"]
         context = Context(num_classes=0, activation=m["activation"], output_activation=m["output_activation"],
                           status="failed")
-        outcome = Outcome("failed", {}, records.empty_layers(), records.empty_curves(), context, 0)
+        outcome = Outcome("failed", {}, records.layers_frame(), records.curves_frame(), context, 0)
     outcome.error = error
     return outcome
