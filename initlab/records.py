@@ -41,8 +41,6 @@ def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
     return pd.DataFrame(list(rows), columns=CURVE_COLUMNS).astype(CURVE_TYPES)
 
 
-
-
 def clear_run(folder: Path) -> None:
     """Remove an earlier attempt's summary and error, so the folder counts as unfinished until this run ends."""
     folder.mkdir(parents=True, exist_ok=True)

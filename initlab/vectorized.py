@@ -97,17 +97,17 @@ class VectorizedLauncher(Launcher):
             jobs.append(Job(num, list(overrides), config, settings, folder))
         return jobs
 
-    def _group_size(self, job: Job, device: torch.device) -> int:
+    def _group_size(self, job: Job) -> int:
+        """Members per stacked group: as set, or as many as the free memory of the job's device holds."""
         if self.max_group_size:
             return self.max_group_size
-        budget = available_bytes(device) * self.memory_fraction
+        budget = available_bytes(resolve_device(job.settings["trainer"]["device"])) * self.memory_fraction
         return max(1, int(budget // member_bytes(job.settings)))
 
     def _train(self, group: list[Job]) -> None:
         """Train one group; every member gets its Outcome (a failed one if the group raised)."""
         device = resolve_device(group[0].settings["trainer"]["device"])
         started_at, started = datetime.now(timezone.utc), time.perf_counter()
-        training = None
         try:
             training = GroupTraining([j.settings for j in group], device)
             training.fit()
@@ -132,8 +132,7 @@ class VectorizedLauncher(Launcher):
         groups: dict[str, list[Job]] = {}
         for job in todo:
             groups.setdefault(group_key(job.settings), []).append(job)
-        plan = [part for members in groups.values()
-                for part in chunks(members, self._group_size(members[0], resolve_device(members[0].settings["trainer"]["device"])))]
+        plan = [part for members in groups.values() for part in chunks(members, self._group_size(members[0]))]
         log.info(f"Vectorized: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished, "
                  f"{len(todo)} to train in {len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
         for n, group in enumerate(plan, 1):
