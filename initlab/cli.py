@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from initlab.config import ConfigError
 from initlab.data import DataError
-from initlab.train import run
+from initlab.train import objective, run
 
 log = logging.getLogger("initlab")
 
@@ -60,8 +60,7 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         return math.inf
-    loss = result.metrics.get("test_loss")
-    return loss if loss is not None and math.isfinite(loss) else math.inf
+    return objective(result)
 
 
 def report_main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ class RunResult:
     summary: dict
     layers: pd.DataFrame
     curves: pd.DataFrame
+
+
+def objective(result: Optional["RunResult"]) -> float:
+    """A job's value for a sweeper that minimizes (Optuna): the final test loss, inf when there is none."""
+    loss = result.metrics.get("test_loss") if result is not None else None
+    return loss if loss is not None and math.isfinite(loss) else math.inf
 
 
 def resolve_device(name: str, job_num: Optional[int] = None) -> torch.device:

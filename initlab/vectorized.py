@@ -12,7 +12,6 @@ resume, diagnosis and the report work unchanged.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from initlab import records
 from initlab.config import ConfigError, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, group_key
-from initlab.train import failed_outcome, finished_before, job_context, log_skipped, record, resolve_device
+from initlab.train import failed_outcome, finished_before, job_context, log_skipped, objective, record, resolve_device
 from initlab.training import Outcome
 
 log = logging.getLogger("initlab")
@@ -152,11 +151,9 @@ class VectorizedLauncher(Launcher):
         def write(cfg: DictConfig) -> float:
             context = job_context(None)
             if job.outcome is None:  # finished in an earlier attempt
-                done = finished_before(context.folder, job.settings)
-                log_skipped(done)
-                loss = done.metrics.get("test_loss")
+                result = finished_before(context.folder, job.settings)
+                log_skipped(result)
             else:
                 result = record(context, job.settings, job.device, job.started_at, job.wall_time_s, job.outcome)
-                loss = result.metrics.get("test_loss")
-            return loss if loss is not None and math.isfinite(loss) else math.inf
+            return objective(result)
         return write
