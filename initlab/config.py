@@ -1,8 +1,10 @@
 """Checks every composed config against the typed schema (schema.py) before anything trains.
 
 Each YAML option in ``conf/<group>/`` names the arguments of the callable in its
-``_target_``; the schema's dataclass for that target says what type and range each
-argument may take. A config that breaks the schema stops with one line, for example::
+``_target_``. For `init` and `bias` that callable's signature is the schema (any importable
+function: initlab's, torch.nn.init's, the user's); for the other groups a dataclass in
+schema.py says what type and range each argument may take. A config that breaks the schema
+stops with one line, for example::
 
     lr.value=-0.1: must be a number > 0
 
@@ -13,18 +15,69 @@ the schema entries show up as choices in Hydra's "Available options" lists.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import typing
-from dataclasses import MISSING, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from initlab.schema import FIXED, TARGETED, Schema
+from initlab.init import AUTO, AUTO_KEYS
+from initlab.schema import ANY, FIXED, OPEN, TARGETED, Schema
 
 
 class ConfigError(ValueError):
     """A config value that the schema does not allow; its message is one readable line."""
+
+
+# --- the keys a node may have: from a schema dataclass or from a function's signature ---------
+
+
+@dataclass
+class Key:
+    """One setting: its name, type (without Annotated), rule, and whether the YAML must give it."""
+
+    name: str
+    type: Any
+    rule: dict
+    required: bool
+    default: Any = None
+
+
+def _split_annotated(tp: Any) -> tuple[Any, dict]:
+    """(type, rule) of an annotation; the rule rides on Annotated[type, rule] (schema.rule)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        base, *extras = typing.get_args(tp)
+        rules = [e for e in extras if isinstance(e, dict) and "ok" in e]
+        return base, rules[0] if rules else ANY
+    return tp, ANY
+
+
+def dataclass_keys(schema: type[Schema]) -> list[Key]:
+    hints = typing.get_type_hints(schema)
+    return [Key(f.name, hints[f.name], dict(f.metadata) or ANY, f.default is MISSING,
+                None if f.default is MISSING else f.default) for f in fields(schema)]
+
+
+def signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Key], bool]:
+    """The keyword settings of a scheme (all but its first positional parameter and the `filled`
+    ones initlab passes itself), and whether it also takes **kwargs."""
+    params = list(inspect.signature(fn).parameters.values())
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # annotations that do not resolve (a forward reference): check names only
+        hints = {}
+    keys, open_ended = [], False
+    for p in params[1:]:
+        if p.kind is p.VAR_KEYWORD:
+            open_ended = True
+        elif p.kind is not p.VAR_POSITIONAL and p.name not in filled:
+            tp, rule = _split_annotated(hints.get(p.name, Any))
+            required = p.default is inspect.Parameter.empty
+            keys.append(Key(p.name, tp, rule, required, None if required else p.default))
+    return keys, open_ended
 
 
 # --- checking -----------------------------------------------------------------------------------
@@ -33,8 +86,10 @@ class ConfigError(ValueError):
 def _type_words(tp: Any) -> str:
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     if typing.get_origin(tp) is typing.Union:
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        return _type_words(inner) + " or null"
+        inner = [_type_words(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(inner) + (" or null" if type(None) in typing.get_args(tp) else "")
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if typing.get_origin(tp) is list:
         return "a list"
     return words.get(tp, "a value")
@@ -42,9 +97,13 @@ def _type_words(tp: Any) -> str:
 
 def _has_type(value: Any, tp: Any) -> bool:
     if typing.get_origin(tp) is typing.Union:
-        return value is None or any(_has_type(value, a) for a in typing.get_args(tp) if a is not type(None))
+        return any(_has_type(value, a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is typing.Literal:
+        return value in typing.get_args(tp)
     if typing.get_origin(tp) is list:
         return isinstance(value, list) and all(_has_type(v, typing.get_args(tp)[0]) for v in value)
+    if tp is type(None):
+        return value is None
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
@@ -58,29 +117,79 @@ def _show(value: Any) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
-def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, ...] = ()) -> None:
-    hints = typing.get_type_hints(schema)
-    known = {f.name: f for f in fields(schema)}
-    for key in node:
-        if key not in known and key not in ignore:
-            raise ConfigError(f"{path}.{key}: not a setting of {path} (allowed: {', '.join(known)})")
-    for name, f in known.items():
-        if name not in node:
-            if f.default is MISSING:
-                raise ConfigError(f"{path}.{name} is missing")
+def _check_keys(path: str, node: dict, keys: list[Key], relations: tuple, owner: str,
+                open_ended: bool = False, ignore: tuple[str, ...] = ()) -> None:
+    known = {k.name: k for k in keys}
+    for name in node:
+        if name not in known and name not in ignore and not open_ended:
+            raise ConfigError(f"{path}.{name}: not a setting of {owner} (allowed: {', '.join(known) or 'none'})")
+    for key in keys:
+        if key.name not in node:
+            if key.required:
+                raise ConfigError(f"{path}.{key.name} is missing: {owner} needs it (add it with +{path}.{key.name}=...)")
             continue
-        value, rule = node[name], f.metadata
-        if value is None and typing.get_origin(hints[name]) is typing.Union:
+        value = node[key.name]
+        if value is None and _has_type(None, key.type) and key.type is not Any:
             continue
-        allowed = rule.get("allowed") or _type_words(hints[name])
-        if hints[name] is not Any and not _has_type(value, hints[name]):
-            raise ConfigError(f"{path}.{name}={_show(value)}: must be {allowed}")
-        if not rule["ok"](value):
-            raise ConfigError(f"{path}.{name}={_show(value)}: must be {allowed}")
-    for message, holds in schema.relations:
-        if not holds(node):
-            shown = ", ".join(f"{path}.{k}={_show(v)}" for k, v in node.items() if k in message.split())
+        if value == AUTO and key.name in AUTO_KEYS:
+            continue  # filled from model.activation before the scheme is called (init.resolve_auto)
+        allowed = key.rule.get("allowed") or _type_words(key.type)
+        if key.type is not Any and not _has_type(value, key.type):
+            raise ConfigError(f"{path}.{key.name}={_show(value)}: must be {allowed}")
+        if not key.rule["ok"](value):
+            raise ConfigError(f"{path}.{key.name}={_show(value)}: must be {allowed}")
+    values = {**{k.name: k.default for k in keys}, **node}
+    for message, holds in relations:
+        if not holds(values):
+            shown = ", ".join(f"{path}.{k}={_show(v)}" for k, v in values.items() if k in message.split())
             raise ConfigError(f"{shown}: {message}")
+
+
+def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, ...] = ()) -> None:
+    _check_keys(path, node, dataclass_keys(schema), schema.relations, path, ignore=ignore)
+
+
+def locate(path: str, target: Any, takes: str) -> Callable:
+    """The function a `_target_` names, or a one-line ConfigError saying why it cannot be used."""
+    hint = (f"must name an importable function that takes the {takes} as its first argument "
+            "(initlab.init.*, torch.nn.init.*, or one of yours on PYTHONPATH)")
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(f"{path}._target_={_show(target)}: {hint}")
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module prefix, then attributes
+        module_name = ".".join(parts[:cut])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and module_name.startswith(e.name):
+                continue  # this prefix is not a module: try a shorter one
+            raise ConfigError(f"{path}._target_={_show(target)}: importing {module_name} failed ({e}); {hint}") from None
+        except Exception as e:  # the user's module raised while importing
+            raise ConfigError(f"{path}._target_={_show(target)}: importing {module_name} failed "
+                              f"({type(e).__name__}: {e})") from None
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                raise ConfigError(f"{path}._target_={_show(target)}: {getattr(obj, '__name__', obj)} has no "
+                                  f"attribute {attr!r}; {hint}")
+            obj = getattr(obj, attr)
+        break
+    else:
+        raise ConfigError(f"{path}._target_={_show(target)}: no module {parts[0]!r} can be imported "
+                          f"(is its folder on PYTHONPATH?); {hint}")
+    if not callable(obj):
+        raise ConfigError(f"{path}._target_={_show(target)}: not a function; {hint}")
+    positional = [p for p in inspect.signature(obj).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    if not positional:
+        raise ConfigError(f"{path}._target_={_show(target)}: takes no positional argument; {hint}")
+    return obj
+
+
+def _check_scheme(path: str, node: dict, takes: str, filled: tuple[str, ...]) -> None:
+    """An init or bias node against the signature of the function its `_target_` names."""
+    fn = locate(path, node.get("_target_"), takes)
+    keys, open_ended = signature_keys(fn, filled)
+    _check_keys(path, node, keys, getattr(fn, "relations", ()), node["_target_"], open_ended, ignore=("_target_",))
 
 
 def _schema_for(path: str, node: dict, schemas: tuple[type[Schema], ...]) -> type[Schema]:
@@ -122,4 +231,6 @@ def validate(cfg: DictConfig) -> dict:
     for path, schemas in TARGETED.items():
         node = _node(container, path)
         _check_node(path, node, _schema_for(path, node, schemas), ignore=("_target_",))
+    for path, (takes, filled) in OPEN.items():
+        _check_scheme(path, _node(container, path), takes, filled)
     return container

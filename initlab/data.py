@@ -36,6 +36,11 @@ class Tensors:
     num_classes: int
 
     @property
+    def chance_accuracy(self) -> float:
+        """The test accuracy of always answering the most frequent test class."""
+        return (self.test_y.bincount().max() / len(self.test_y)).item()
+
+    @property
     def in_features(self) -> int:
         return self.train_x.shape[1]
 

@@ -36,6 +36,8 @@ class Context:
     diverged_at_step: Optional[int] = None
     dead_outputs: list[int] = field(default_factory=list)  # classes whose logit was 0 on the whole test set
     error: Optional[str] = None  # "Type: message" when the run raised
+    chance_accuracy: float = math.nan  # the test accuracy of always answering the most frequent class
+    symmetric_layers: list[int] = field(default_factory=list)  # hidden layers whose units start identical
 
 
 class Evidence:
@@ -44,7 +46,7 @@ class Evidence:
     def __init__(self, layers: pd.DataFrame, curves: pd.DataFrame, context: Context) -> None:
         self.context = context
         self.ln_c = math.log(context.num_classes) if context.num_classes > 1 else math.nan
-        self._layers = layers
+        self._layers, self._curves = layers, curves
         self.loss = curves[curves.metric == "train_loss"].set_index("step").value.sort_index()
         self.n_layers = int(layers.layer.max()) + 1 if len(layers) else 0
         self._wide: dict[str, pd.DataFrame] = {}
@@ -58,6 +60,26 @@ class Evidence:
     def grads(self) -> pd.DataFrame:
         """Weight- and bias-gradient norms side by side: the largest says whether anything moves."""
         return pd.concat([self.wide("weight_grad_norm"), self.wide("bias_grad_norm")], axis=1)
+
+    def final(self, metric: str) -> float:
+        """The last value of an epoch metric in the curves (test_accuracy, ...), NaN when there is none."""
+        rows = self._curves[self._curves.metric == metric]
+        return float(rows.sort_values("step").value.iloc[-1]) if len(rows) else math.nan
+
+    def loss_fall(self, th: dict) -> tuple[float, float, float]:
+        """(first, last, fraction fallen): the mean batch loss over the first and the last
+        `progress_steps` steps, and how much of the first the run shed by the end."""
+        n = max(1, min(th["progress_steps"], len(self.loss) // 2))
+        first, last = float(self.loss.iloc[:n].mean()), float(self.loss.iloc[-n:].mean())
+        return first, last, (first - last) / first if first > 0 else math.nan
+
+    def signal_shrink(self) -> float:
+        """Last / first hidden layer's activation std at the first recorded step (He et al. 2015)."""
+        std = self.wide("act_std")
+        if std.empty:
+            return math.nan
+        hidden = std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]
+        return float(hidden.iloc[-1] / hidden.iloc[0]) if hidden.iloc[0] > 0 else math.nan
 
 
 def _fmt(x: float) -> str:
@@ -137,7 +159,7 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
         return None  # the loss is falling: whatever the norms are, it trains
     std = ev.wide("act_std")
     hidden = std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]  # at the first recorded step
-    shrink = float(hidden.iloc[-1] / hidden.iloc[0]) if hidden.iloc[0] > 0 else float("nan")
+    shrink = ev.signal_shrink()
     typical = float(early.max(axis=1).median())  # the largest layer's norm, median over the early steps
     values = {"largest_grad_norm": typical, "first_hidden_std": float(hidden.iloc[0]),
               "last_hidden_std": float(hidden.iloc[-1]), "signal_ratio": shrink}
@@ -163,12 +185,9 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
     return None
 
 
-def stuck(ev: Evidence, th: dict) -> Optional[Finding]:
-    """Loss flat for `window` steps while every gradient norm is ~0."""
-    window, loss = th["window"], ev.loss
-    grads = ev.grads()
-    if len(loss) < window or grads.empty:
-        return None
+def _flat_and_still(ev: Evidence, th: dict, window: int) -> Optional[tuple[int, pd.Index]]:
+    """The first step from which, for `window` steps, the loss is flat and every gradient ~0."""
+    loss, grads = ev.loss, ev.grads()
     # Range of the loss over the next `window` steps, for every step (reversed rolling window).
     ahead = loss[::-1].rolling(window)
     spread = (ahead.max() - ahead.min())[::-1]
@@ -176,17 +195,40 @@ def stuck(ev: Evidence, th: dict) -> Optional[Finding]:
     for start in still.index[still]:
         in_window = still[(still.index >= start) & (still.index < start + window)]
         if start in spread.index and spread[start] <= th["flat_tol"] and in_window.all():
-            break
-    else:
+            return int(start), in_window.index
+    return None
+
+
+def _stuck_at_the_end(ev: Evidence, th: dict) -> Optional[tuple[int, pd.Index]]:
+    """An absorbing state, however short the run: the last `stuck_log_steps` or more log steps
+    all have every gradient ~0 and the loss has been flat since the first of them."""
+    still = ev.grads().max(axis=1) <= th["zero_grad"]
+    tail = still[::-1].cummin()[::-1]  # True from the last recorded step back to the last moving one
+    steps = tail.index[tail]
+    if len(steps) < th["stuck_log_steps"]:
         return None
-    start = int(start)
-    level = float(loss.loc[start:start + window - 1].mean())
-    values = {"loss": level, "window": window, "max_grad_norm": float(grads.loc[in_window.index].max().max())}
+    after = ev.loss[ev.loss.index >= steps[0]]
+    return (int(steps[0]), steps) if after.max() - after.min() <= th["flat_tol"] else None
+
+
+def stuck(ev: Evidence, th: dict, absorbing: bool = True) -> Optional[Finding]:
+    """Loss flat for `window` steps while every gradient norm is ~0; or, with `absorbing`, the run
+    ends that way at `stuck_log_steps` consecutive log steps, whatever its length."""
+    if ev.grads().empty or not len(ev.loss):
+        return None
+    found = _flat_and_still(ev, th, th["window"]) if len(ev.loss) >= th["window"] else None
+    if found is None and absorbing:
+        found = _stuck_at_the_end(ev, th)
+    if found is None:
+        return None
+    start, steps = found
+    level = float(ev.loss.loc[start:start + th["window"] - 1].mean())
+    values = {"loss": level, "window": th["window"], "max_grad_norm": float(ev.grads().loc[steps].max().max())}
     at_chance = abs(level - ev.ln_c) < 1e-3
     where = f"ln {ev.context.num_classes} = {ev.ln_c:.6f}, the loss of a uniform prediction," if at_chance else _fmt(level)
     dead = ev.wide("dead_fraction")
     out = ev.n_layers - 1
-    if ev.context.output_activation == "relu" and (dead.loc[in_window.index, out] == 1).all():
+    if ev.context.output_activation == "relu" and (dead.loc[steps, out] == 1).all():
         why = ("every output logit is <= 0 for every sample, so the output ReLU outputs 0 for all classes "
                "and passes no gradient back to any layer")
         values["dead_output_fraction"] = 1.0
@@ -205,12 +247,129 @@ def stuck_while_training(layers: pd.DataFrame, curves: pd.DataFrame, epoch: int,
     """
     now = pd.DataFrame({"step": range(first, first + len(losses)), "epoch": epoch, "metric": "train_loss",
                         "value": losses})
-    return stuck(Evidence(layers, pd.concat([curves, now]), context), thresholds)
+    # Only a full window stops a run: a stretch of zero gradients early on can still end (the
+    # founding net meets a positive logit now and then during its first epoch).
+    return stuck(Evidence(layers, pd.concat([curves, now]), context), thresholds, absorbing=False)
 
 
 def stuck_check_due(stop_on: list, step: int, window: int) -> bool:
     """Whether an early-stop check for `stuck` runs after `step` steps: every `window` steps."""
     return "stuck" in stop_on and step >= window and step % window == 0
+
+
+def symmetric(ev: Evidence, th: dict) -> Optional[Finding]:
+    """A constant init: the units of a hidden layer start identical, so they stay identical."""
+    layers = ev.context.symmetric_layers
+    if not layers:
+        return None
+    acc = ev.final("test_accuracy")
+    return Finding(
+        "symmetric",
+        f"Symmetric init: every unit of hidden layer(s) {layers} starts identical (equal weight rows and biases, "
+        f"equal columns in the next layer), so all of a layer's units get the same gradient and stay identical: "
+        f"each layer acts as a single unit (final test accuracy {acc:.2%}). Break the symmetry with a random init.",
+        step=0, layers=list(layers), values={"test_accuracy": acc})
+
+
+def init_too_large(ev: Evidence, th: dict) -> Optional[Finding]:
+    """A first loss far above ln C, or huge first gradient norms: the init's scale is too large."""
+    if not len(ev.loss):
+        return None
+    first_loss = float(ev.loss.iloc[0])
+    grad = ev.wide("weight_grad_norm")
+    first_grad = float(grad.iloc[0].max()) if not grad.empty else math.nan
+    high_loss = first_loss >= th["init_loss_ratio"] * ev.ln_c
+    high_grad = first_grad > th["init_grad_norm"]
+    if not (high_loss or high_grad):
+        return None
+    parts = []
+    if high_loss:
+        parts.append(f"the first batch loss is {_fmt(first_loss)}, {_fmt(first_loss / ev.ln_c)}x ln "
+                     f"{ev.context.num_classes} = {ev.ln_c:.3f} (a fresh net should start near it; threshold "
+                     f"{_fmt(th['init_loss_ratio'])}x)")
+    if high_grad:
+        parts.append(f"the first weight-gradient norms reach {_fmt(first_grad)} (threshold {_fmt(th['init_grad_norm'])})")
+    return Finding("init_too_large", "The init is too large: " + " and ".join(parts)
+                   + f"; the run ends at {ev.final('test_accuracy'):.2%} test accuracy.",
+                   step=int(ev.loss.index[0]), layers=list(range(ev.n_layers)),
+                   values={"first_loss": first_loss, "first_grad_norm": first_grad})
+
+
+def _median_update_ratio(ev: Evidence) -> float:
+    ratio = ev.wide("update_ratio").to_numpy().ravel()
+    ratio = ratio[np.isfinite(ratio)]
+    return float(np.median(ratio)) if len(ratio) else math.nan
+
+
+def updates_too_small(ev: Evidence, th: dict) -> Optional[Finding]:
+    """Update ratios far below the usual ~1e-3 while the loss barely falls: the learning rate."""
+    if ev.context.status != "completed" or not len(ev.loss):
+        return None
+    ratio = _median_update_ratio(ev)
+    first, last, fell = ev.loss_fall(th)
+    if not (0 < ratio < th["small_update_ratio"] and fell < th["min_loss_fall"]):
+        return None
+    # Tiny updates from a vanishing signal or dead units are their fault, not the learning rate's.
+    dead = ev.wide("eval_dead_fraction")
+    if ev.signal_shrink() < th["weak_signal"] or (dead.shape[1] > 1 and (dead.iloc[-1, :-1] > th["dead_fraction"]).any()):
+        return None
+    lr = ev.final("lr")
+    return Finding(
+        "updates_too_small",
+        f"Updates too small: the median update ratio ||dW||/||W|| is {_fmt(ratio)} (the usual band is around 1e-3; "
+        f"threshold {_fmt(th['small_update_ratio'])}) and the loss fell only {fell:.1%} ({_fmt(first)} -> "
+        f"{_fmt(last)}): the learning rate ({_fmt(lr)}) is likely too small for this init.",
+        layers=list(range(ev.n_layers)), values={"median_update_ratio": ratio, "loss_fall": fell, "lr": lr})
+
+
+def not_learning(ev: Evidence, th: dict) -> Optional[Finding]:
+    """By the end, the loss has hardly fallen or the test accuracy is near chance: never healthy."""
+    if ev.context.status != "completed" or not len(ev.loss):
+        return None
+    first, last, fell = ev.loss_fall(th)
+    acc, chance = ev.final("test_accuracy"), ev.context.chance_accuracy
+    near_chance = acc <= chance + th["chance_margin"]
+    if not (fell < th["min_loss_fall"] or near_chance):
+        return None
+    what = (f"the test accuracy is {acc:.2%}, near chance ({chance:.2%}, the most frequent class)" if near_chance
+            else f"the loss fell only {fell:.1%} ({_fmt(first)} -> {_fmt(last)})")
+    return Finding("not_learning", f"Not learning: {what} after {int(ev.loss.index[-1]) + 1} steps; "
+                                   f"{_likeliest_cause(ev, th)}.",
+                   layers=list(range(ev.n_layers)),
+                   values={"test_accuracy": acc, "chance_accuracy": chance, "first_loss": first, "last_loss": last,
+                           "loss_fall": fell})
+
+
+def _likeliest_cause(ev: Evidence, th: dict) -> str:
+    """The mechanism the records point at, in words, for `not_learning`."""
+    if ev.context.symmetric_layers:
+        return (f"the likeliest cause: a symmetric init (the units of hidden layer(s) {ev.context.symmetric_layers} "
+                f"are identical)")
+    grads = ev.grads()
+    zero = (grads.max(axis=1) <= th["zero_grad"]).mean() if not grads.empty else 0.0
+    dead = ev.wide("eval_dead_fraction")
+    dead_hidden = dead.iloc[-1, :-1] if dead.shape[1] > 1 else pd.Series(dtype=float)
+    if zero >= 0.5:
+        return f"the likeliest cause: zero gradients (every gradient is ~0 at {zero:.0%} of the recorded steps)"
+    if (dead_hidden > th["dead_fraction"]).any():
+        return (f"the likeliest cause: dead units (up to {dead_hidden.max():.0%} of a hidden layer's units never "
+                f"activate on the test set)")
+    shrink = ev.signal_shrink()
+    if shrink < th["weak_signal"]:
+        return (f"the likeliest cause: a vanishing signal (the activations' std shrinks {_fmt(shrink)}x from the first "
+                f"to the last hidden layer at the start; a depth-preserving init such as kaiming_normal keeps it ~1)")
+    grad = ev.wide("weight_grad_norm")
+    if not grad.empty and grad.shape[1] > 1:
+        ratio = float((grad[0] / grad[grad.columns[-1]]).median())
+        if ratio < th["weak_signal"]:
+            return (f"the likeliest cause: vanishing gradients (layer 0's weight-gradient norm is {_fmt(ratio)}x the "
+                    f"output layer's)")
+    update = _median_update_ratio(ev)
+    if update < th["small_update_ratio"] * 10:
+        return (f"the likeliest cause: updates too small (median update ratio {_fmt(update)}, against ~1e-3 usually): "
+                f"raise the learning rate ({_fmt(ev.final('lr'))})")
+    return (f"no single cause stands out in the records (signal ratio {_fmt(shrink)}, median update ratio "
+            f"{_fmt(update)}): train longer or try another learning rate or init")
 
 
 def dead_units(ev: Evidence, th: dict) -> Optional[Finding]:
@@ -256,16 +415,19 @@ def saturation(ev: Evidence, th: dict) -> Optional[Finding]:
 
 
 # Most fundamental first: the label is the first of these that fires.
+# `not_learning` is the catch-all: a run that did not learn is never `healthy`, even when no
+# mechanism rule can say why.
 RULES: tuple[Callable[[Evidence, dict], Optional[Finding]], ...] = (
-    failed, diverged, exploding, vanishing, stuck, dead_units, saturation,
+    failed, diverged, exploding, vanishing, stuck, symmetric, init_too_large, updates_too_small, dead_units,
+    saturation, not_learning,
 )
 
 
 def diagnose(layers: pd.DataFrame, curves: pd.DataFrame, context: Context, thresholds: dict) -> dict:
     """The verdict for one run: {'label': ..., 'findings': [...]} (plain data, for summary.json)."""
     ev = Evidence(layers, curves, context)
-    # With no statistics recorded, only the run's status can speak.
-    rules = RULES if len(layers) else (failed, diverged)
+    # With no statistics recorded, only the run's status and its losses can speak.
+    rules = RULES if len(layers) else (failed, diverged, symmetric, not_learning)
     findings = [f for f in (rule(ev, thresholds) for rule in rules) if f is not None]
     label = findings[0].kind if findings else "healthy"
     return {"label": label, "findings": [asdict(f) for f in findings]}

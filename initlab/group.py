@@ -21,12 +21,12 @@ from initlab import records, schedule
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.probes import Recorder
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
-from initlab.training import Outcome, build_model, steps_of
+from initlab.training import Outcome, build_model, steps_of, symmetric_of
 
 log = logging.getLogger("initlab")
 
 # Settings that may differ inside a group; everything else must match.
-PER_MEMBER = {"init", "lr", "optim", "diagnose", "rerun"}
+PER_MEMBER = {"init", "bias", "lr", "optim", "diagnose", "rerun"}
 
 
 def group_key(settings: dict) -> str:
@@ -44,7 +44,10 @@ class GroupTraining:
         base = members[0]
         self.members, self.device, self.trainer = members, device, base["trainer"]
         self.data = datasets.load(base["data"], device)
-        self.net = StackedMLP([build_model(s, self.data, device) for s in members])
+        models = [build_model(s, self.data, device) for s in members]
+        self.symmetric = [symmetric_of(model) for model in models]
+        self.net = StackedMLP(models)
+        del models
         self.optimizer = OPTIMIZERS[base["optim"]["_target_"]](self.net.parameters(), [s["optim"] for s in members])
         self.lr_at = [schedule.build(s["lr"]) for s in members]
         self.constant_lr = all(s["lr"]["_target_"] == "initlab.schedule.constant" for s in members)
@@ -156,7 +159,8 @@ class GroupTraining:
         m = self.members[k]["model"]
         return Context(num_classes=self.data.num_classes, activation=m["activation"],
                        output_activation=m["output_activation"], status=self.status[k],
-                       diverged_at_step=self.diverged_at[k], dead_outputs=self.dead_outputs[k])
+                       diverged_at_step=self.diverged_at[k], dead_outputs=self.dead_outputs[k],
+                       chance_accuracy=self.data.chance_accuracy, symmetric_layers=self.symmetric[k])
 
     def _tables(self, k: int, last_step: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         layers = pd.concat([self.recorder.table(k, last_step), records.layers_frame(self.eval_rows[k])],

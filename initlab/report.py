@@ -2,7 +2,7 @@
 
     from initlab.report import load
     sweep = load(["outputs/studies/depth_study"])
-    sweep.runs          # one row per run: config columns, final metrics, status, diagnosis
+    sweep.runs          # one row per run: config columns, final metrics, status, diagnosis, outlier
     sweep.layers        # per-layer statistics of every run, with the swept config columns joined
     sweep.curves        # training curves of every run, likewise
     sweep.summary()     # mean ± std over seeds per swept configuration, and diagnosis counts
@@ -26,7 +26,10 @@ from initlab import records
 from initlab.provenance import WHERE_NOT_WHAT
 
 SEED = "trainer.seed"
-GROUPS = ("init", "model", "lr", "optim", "data", "trainer", "diagnose", "experiment")
+# A run is an `outlier` when its final test accuracy is more than OUTLIER_GAP below the median of
+# the runs that differ from it only in seed, and more than OUTLIER_SPREAD times their std.
+OUTLIER_GAP, OUTLIER_SPREAD = 0.05, 3.0
+GROUPS = ("init", "bias", "model", "lr", "optim", "data", "trainer", "diagnose", "experiment")
 METRICS = ("test_accuracy", "test_loss", "train_loss")
 
 
@@ -123,7 +126,8 @@ class Sweep:
         runs[keys] = runs[keys].astype(object).where(runs[keys].notna(), "n/a")
         grouped = runs.groupby(keys, sort=False, dropna=False)
         table = grouped.agg(runs=("run", "size"), **{
-            f"{m}_{stat}": (m, stat) for m in ("test_accuracy", "test_loss") for stat in ("mean", "std")})
+            f"{m}_{stat}": (m, stat) for m in ("test_accuracy", "test_loss") for stat in ("mean", "std")},
+            outliers=("outlier", "sum"))
         labels = pd.crosstab([runs[k] for k in keys], runs.diagnosis)
         labels.columns = [f"n_{c}" for c in labels.columns]
         return table.join(labels).reset_index()
@@ -144,6 +148,28 @@ def _join(tables: list[pd.DataFrame], runs: pd.DataFrame, columns: list[str]) ->
         if table[column].dtype == object:
             table[column] = table[column].astype("category")
     return table
+
+
+def flag_outliers(runs: pd.DataFrame, keys: list[str], gap: float = OUTLIER_GAP,
+                  spread: float = OUTLIER_SPREAD) -> pd.DataFrame:
+    """`runs` with `outlier` (bool) and `outlier_gap` (the sibling median's accuracy minus this run's).
+
+    Siblings are the runs with the same values of `keys` (every swept key but the seed); a run
+    needs at least two siblings with a final accuracy to be judged.
+    """
+    runs = runs.assign(outlier=False, outlier_gap=float("nan"))
+    accuracy = pd.to_numeric(runs.test_accuracy, errors="coerce")
+    groups = runs.groupby([runs[k].astype(str) for k in keys], sort=False).groups if keys else {"all": runs.index}
+    for members in groups.values():
+        scored = accuracy[members].dropna()
+        if len(scored) < 3:
+            continue
+        for i in scored.index:
+            others = scored.drop(i)
+            below = float(others.median() - scored[i])
+            runs.loc[i, "outlier_gap"] = below
+            runs.loc[i, "outlier"] = below > gap and below > spread * float(others.std())
+    return runs
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
@@ -168,6 +194,8 @@ def load(paths: Iterable[str | Path]) -> Sweep:
     names = [str(f.relative_to(base)) for f in folders]
     runs = pd.DataFrame([_run_row(f, n) for f, n in zip(folders, names)])
     swept = swept_keys(runs)
+    runs = flag_outliers(runs, [k for k in swept if k != SEED]) if SEED in swept else runs.assign(
+        outlier=False, outlier_gap=float("nan"))
     layers, curves = [], []
     for folder, name in zip(folders, names):
         if records.is_finished(folder) and (folder / records.LAYERS).exists():

@@ -9,13 +9,14 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from initlab import plots
-from initlab.report import Sweep, init_palette, load, markdown_table
+from initlab import report
+from initlab.report import OUTLIER_GAP, OUTLIER_SPREAD, Sweep, init_palette, load, markdown_table
 
 log = logging.getLogger("initlab")
 
 
 def _runs_view(sweep: Sweep) -> pd.DataFrame:
-    columns = ["run", "status", "diagnosis", *dict.fromkeys(["init", *sweep.swept]),
+    columns = ["run", "status", "diagnosis", "outlier", *dict.fromkeys(["init", *sweep.swept]),
                "test_accuracy", "test_loss", "train_loss", "steps", "wall_time_s"]
     return sweep.runs[[c for c in columns if c in sweep.runs]]
 
@@ -30,6 +31,16 @@ def _findings(sweep: Sweep) -> list[str]:
             lines.append(f"- `{row.run}`: **failed**: {row.error}")
         elif isinstance(row.finding, str):
             lines.append(f"- `{row.run}` (**{row.diagnosis}**): {row.finding}")
+    return lines
+
+
+def _outliers(sweep: Sweep) -> list[str]:
+    """One line per run far below the runs that differ from it only in seed."""
+    lines = []
+    for row in sweep.runs[sweep.runs.outlier].itertuples():
+        lines.append(f"- `{row.run}` (**outlier**): test accuracy {row.test_accuracy:.2%}, {100 * row.outlier_gap:.1f} "
+                     f"points below the median of the runs that differ from it only in `trainer.seed`"
+                     f"{f' (its own diagnosis: {row.diagnosis})' if isinstance(row.diagnosis, str) else ''}")
     return lines
 
 
@@ -56,6 +67,10 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
         f"Swept: {', '.join(f'`{k}`' for k in sweep.swept) or 'nothing (a single configuration)'}.", "",
         "## Summary (mean ± std over seeds)", "", markdown_table(summary), "",
         "## Diagnoses", "", markdown_table(diagnoses), "", *(_findings(sweep) or ["Every run is healthy."]), "",
+        "## Outliers among seeds", "",
+        *(_outliers(sweep) or [f"No run is more than {100 * OUTLIER_GAP:.0f} points (and {OUTLIER_SPREAD:g} standard "
+                                "deviations) below the median of its seed siblings." if report.SEED in sweep.swept
+                               else "Only one seed per configuration: no outliers to look for."]), "",
         "## Figures", "",
     ]
     for title, path in figures.items():

@@ -1,8 +1,12 @@
-"""The config schema: for each callable a YAML option can name, the type and range of every key.
+"""The config schema: the rules a value must pass, and the schema of the groups whose callables
+are not initlab's own (torch optimizers, torchvision datasets) or that name no callable.
 
-Each dataclass lists the keys of the YAML options that name one of its `targets`; a field's
-metadata is the rule its value must pass and the words that say what is allowed. config.py
-checks a composed config against these.
+A rule is a predicate and the words that say what it allows. Weight and bias schemes (the
+`init` and `bias` groups) need no dataclass: their function's signature is their schema, a
+rule riding on an annotation (`std: Annotated[float, NON_NEGATIVE]`) and cross-key checks on
+the function (`@checks(...)`). For the other groups each dataclass lists the keys of the YAML
+options that name one of its `targets`; a field's metadata is its rule. config.py checks a
+composed config against both.
 """
 
 from __future__ import annotations
@@ -18,30 +22,35 @@ STOPPABLE = ("stuck", "diverged")  # findings that can end a run early
 # --- rules: a predicate and the words that say what it allows -------------------------------
 
 
-def _rule(ok: Callable[[Any], bool], allowed: str) -> dict:
+def rule(ok: Callable[[Any], bool], allowed: str) -> dict:
+    """A check on one value; `allowed` completes "must be ..." in the error message."""
     return {"ok": ok, "allowed": allowed}
 
 
-POSITIVE = _rule(lambda v: v > 0, "a number > 0")
-NON_NEGATIVE = _rule(lambda v: v >= 0, "a number >= 0")
-AT_LEAST_ONE = _rule(lambda v: v >= 1, "an integer >= 1")
-AT_LEAST_TWO = _rule(lambda v: v >= 2, "an integer >= 2")
-FRACTION = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)")
-DECAY = _rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
-ANY = _rule(lambda v: True, "")
-DEVICE = _rule(
+def checks(*relations: tuple[str, Callable[[dict], bool]]) -> Callable:
+    """Attach checks across a callable's keys, (message, predicate on the settings dict), to it."""
+    def attach(fn: Callable) -> Callable:
+        fn.relations = relations
+        return fn
+    return attach
+
+
+POSITIVE = rule(lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = rule(lambda v: v >= 0, "a number >= 0")
+AT_LEAST_ONE = rule(lambda v: v >= 1, "an integer >= 1")
+AT_LEAST_TWO = rule(lambda v: v >= 2, "an integer >= 2")
+FRACTION = rule(lambda v: 0 <= v < 1, "a number in [0, 1)")
+DECAY = rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
+ANY = rule(lambda v: True, "")
+DEVICE = rule(
     lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
     "auto, cpu, cuda, cuda:N or mps",
 )
-BIAS = _rule(
-    lambda v: v == "torch_default" or (isinstance(v, (int, float)) and not isinstance(v, bool)),
-    "a number (every bias set to it) or torch_default",
-)
-BETAS = _rule(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")
+BETAS = rule(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")
 
 
 def one_of(*choices: str) -> dict:
-    return _rule(lambda v: v in choices, "one of " + ", ".join(choices))
+    return rule(lambda v: v in choices, "one of " + ", ".join(choices))
 
 
 def arg(rule: dict = ANY) -> Any:
@@ -57,56 +66,6 @@ class Schema:
     targets: ClassVar[tuple[str, ...]] = ()
     # Checks across fields: (message, predicate on the values dict).
     relations: ClassVar[tuple[tuple[str, Callable[[dict], bool]], ...]] = ()
-
-
-@dataclass
-class NormalInit(Schema):
-    targets = ("initlab.init.normal_",)
-    mean: float = arg()
-    std: float = arg(NON_NEGATIVE)
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class UniformInit(Schema):
-    targets = ("initlab.init.uniform_",)
-    relations = (("a must be less than b", lambda c: c["a"] < c["b"]),)
-    a: float = arg()
-    b: float = arg()
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class GainInit(Schema):
-    targets = ("initlab.init.xavier_uniform_", "initlab.init.xavier_normal_", "initlab.init.orthogonal_")
-    gain: Optional[float] = arg(POSITIVE)
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class KaimingInit(Schema):
-    targets = ("initlab.init.kaiming_uniform_", "initlab.init.kaiming_normal_")
-    a: Optional[float] = arg(NON_NEGATIVE)
-    mode: str = arg(one_of("fan_in", "fan_out"))
-    nonlinearity: Optional[str] = arg(one_of(*ACTIVATIONS, "linear"))
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class TruncNormalInit(Schema):
-    targets = ("initlab.init.trunc_normal_",)
-    relations = (("a must be less than b", lambda c: c["a"] < c["b"]),)
-    mean: float = arg()
-    std: float = arg(POSITIVE)
-    a: float = arg()
-    b: float = arg()
-    bias: Any = arg(BIAS)
-
-
-@dataclass
-class PlainInit(Schema):
-    targets = ("initlab.init.lecun_normal_", "initlab.init.torch_default_", "initlab.init.zeros_")
-    bias: Any = arg(BIAS)
 
 
 @dataclass
@@ -201,13 +160,13 @@ class Data(Schema):
 class Trainer(Schema):
     epochs: int = arg(AT_LEAST_ONE)
     batch_size: int = arg(AT_LEAST_ONE)
-    seed: int = arg(_rule(lambda v: 0 <= v < 2**63, "an integer >= 0"))
+    seed: int = arg(rule(lambda v: 0 <= v < 2**63, "an integer >= 0"))
     device: str = arg(DEVICE)
     log_every: int = arg(AT_LEAST_ONE)
     record: bool = arg()
     max_steps: Optional[int] = arg(AT_LEAST_ONE)
     progress: bool = arg()
-    stop_on: list[str] = arg(_rule(lambda v: set(v) <= set(STOPPABLE), "a list of " + ", ".join(STOPPABLE)))
+    stop_on: list[str] = arg(rule(lambda v: set(v) <= set(STOPPABLE), "a list of " + ", ".join(STOPPABLE)))
 
 
 @dataclass
@@ -223,14 +182,24 @@ class Diagnose(Schema):
     exploding_min_norm: float = arg(NON_NEGATIVE)
     dead_fraction: float = arg(FRACTION)
     saturation: float = arg(FRACTION)
+    stuck_log_steps: int = arg(AT_LEAST_TWO)
+    progress_steps: int = arg(AT_LEAST_ONE)
+    min_loss_fall: float = arg(FRACTION)
+    chance_margin: float = arg(FRACTION)
+    init_loss_ratio: float = arg(POSITIVE)
+    init_grad_norm: float = arg(POSITIVE)
+    small_update_ratio: float = arg(POSITIVE)
+    weak_signal: float = arg(POSITIVE)
 
 
 # The group nodes whose schema follows their `_target_`.
 TARGETED = {
-    "init": (NormalInit, UniformInit, GainInit, KaimingInit, TruncNormalInit, PlainInit),
     "model": (MLPModel,),
     "lr": (ConstantLR, StepLR, CosineLR, WarmupLR),
     "optim": (SGDOptim, AdamOptim),
     "data.source": (TorchvisionSource, SyntheticSource),
 }
 FIXED = {"data": Data, "trainer": Trainer, "diagnose": Diagnose}
+# The group nodes whose `_target_` may name any importable function, checked against its
+# signature: its first positional parameter is the tensor it fills; the named ones initlab passes.
+OPEN = {"init": ("weight matrix", ()), "bias": ("bias vector", ("weight",))}

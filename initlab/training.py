@@ -22,7 +22,7 @@ from tqdm import tqdm
 from initlab import data as datasets
 from initlab import records, schedule
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
-from initlab.init import apply_init
+from initlab.init import apply_init, symmetric_layers
 from initlab.model import MLP
 from initlab.probes import EvaluationPass, Layers, Recorder
 
@@ -77,8 +77,13 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
     m = settings["model"]
     torch.manual_seed(settings["trainer"]["seed"])
     model = instantiate(m, in_features=data.in_features, num_classes=data.num_classes).to(device)
-    apply_init(model, settings["init"], m["activation"], m["negative_slope"])
+    apply_init(model, settings["init"], settings["bias"], m["activation"], m["negative_slope"])
     return model
+
+
+def symmetric_of(model: MLP) -> list[int]:
+    """The hidden layers whose units `model` starts with identical (init.symmetric_layers)."""
+    return symmetric_layers([l.weight for l in model.linears], [l.bias for l in model.linears])
 
 
 def steps_of(settings: dict, num_samples: int) -> tuple[int, int]:
@@ -98,6 +103,7 @@ class Training:
         self.data = datasets.load(settings["data"], device)
         self.shuffle = torch.Generator().manual_seed(t["seed"])
         self.model = build_model(settings, self.data, device)
+        self.symmetric = symmetric_of(self.model)
         self.optimizer = instantiate(settings["optim"], params=self.model.parameters(),
                                      lr=settings["lr"]["value"], _convert_="all")
         self.lr_at = schedule.build(settings["lr"])
@@ -193,7 +199,8 @@ class Training:
         m = self.settings["model"]
         return Context(num_classes=self.data.num_classes, activation=m["activation"],
                        output_activation=m["output_activation"], status=status, diverged_at_step=self.diverged_at,
-                       dead_outputs=self.last_eval.dead_outputs if self.last_eval else [])
+                       dead_outputs=self.last_eval.dead_outputs if self.last_eval else [],
+                       chance_accuracy=self.data.chance_accuracy, symmetric_layers=self.symmetric)
 
     def _stuck(self, epoch: int, losses: list) -> bool:
         """With trainer.stop_on=[stuck], every `diagnose.window` steps: has the run been stuck a window long?"""

@@ -17,24 +17,25 @@ from initlab.model import MLP
 from conftest import CONF, make_config
 
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-           for group in ("init", "model", "lr", "optim", "data", "trainer")}
+           for group in ("init", "bias", "model", "lr", "optim", "data", "trainer")}
 
 
 def test_every_group_has_its_options():
-    assert set(OPTIONS["init"]) == {"normal", "uniform", "xavier_uniform", "xavier_normal", "kaiming_uniform",
-                                    "kaiming_normal", "orthogonal", "lecun_normal", "trunc_normal",
-                                    "torch_default", "zeros"}
+    assert set(OPTIONS["init"]) == {"normal", "uniform", "constant", "xavier_uniform", "xavier_normal",
+                                    "kaiming_uniform", "kaiming_normal", "orthogonal", "lecun_normal", "trunc_normal",
+                                    "torch_default", "zeros", "variance_scaling"}
+    assert set(OPTIONS["bias"]) == {"zeros", "constant", "normal", "torch_default"}
     assert set(OPTIONS["lr"]) == {"constant", "step", "cosine", "warmup"}
     assert set(OPTIONS["optim"]) == {"sgd", "momentum", "adam"}
     assert set(OPTIONS["data"]) == {"mnist", "fashion_mnist", "kmnist", "synthetic"}
 
 
-@pytest.mark.parametrize("option", OPTIONS["init"])
-def test_init_options_instantiate(option):
-    settings = validate(make_config(f"init={option}"))
+@pytest.mark.parametrize("option", [f"init={o}" for o in OPTIONS["init"]] + [f"bias={o}" for o in OPTIONS["bias"]])
+def test_init_and_bias_options_instantiate(option):
+    settings = validate(make_config(option))
     model = MLP(30, 10, depth=2, width=20)
-    apply_init(model, settings["init"], "relu")
-    assert all(torch.isfinite(layer.weight).all() for layer in model.linears)
+    apply_init(model, settings["init"], settings["bias"], "relu")
+    assert all(torch.isfinite(layer.weight).all() and torch.isfinite(layer.bias).all() for layer in model.linears)
 
 
 @pytest.mark.parametrize("option", OPTIONS["lr"])
@@ -103,10 +104,28 @@ def test_missing_dataset_is_one_line(tmp_path):
     ("trainer.device=gpu", "trainer.device='gpu': must be auto, cpu, cuda, cuda:N or mps"),
     ("init=kaiming_normal init.mode=fan_avg", "init.mode='fan_avg': must be one of fan_in, fan_out"),
     ("init=uniform init.a=1 init.b=0", "init.a=1, init.b=0: a must be less than b"),
-    ("init=normal init.bias=small", "init.bias='small': must be a number (every bias set to it) or torch_default"),
+    ("init=normal init.std=-1", "init.std=-1: must be a number >= 0"),
+    ("init=xavier_normal init.gain=0", "init.gain=0: must be a number > 0 or auto"),
+    ("init=xavier_normal init.gain=big", "init.gain='big': must be a number > 0 or auto"),
+    ("init=kaiming_normal init.nonlinearity=swish", "init.nonlinearity='swish': must be one of linear, identity"),
+    ("init=variance_scaling init.scale=0", "init.scale=0: must be a number > 0"),
+    ("init=variance_scaling init.mode=fan_max", "init.mode='fan_max': must be one of fan_in, fan_out, fan_avg"),
+    ("init=variance_scaling init.distribution=cauchy", "init.distribution='cauchy': must be one of truncated_normal"),
+    ("init=trunc_normal init.a=3", "init.a=3, init.b=2.0: a must be less than b"),
+    ("init=constant init.val=x", "init.val='x': must be a number"),
+    ("bias=normal bias.std=-0.1", "bias.std=-0.1: must be a number >= 0"),
+    ("bias=constant bias.value=small", "bias.value='small': must be a number"),
+    ("bias=normal ~bias.std", "bias.std is missing: initlab.bias.normal_ needs it"),
+    ("+init.bias=0.0", "init.bias: not a setting of initlab.init.kaiming_normal_ (allowed: a, mode, nonlinearity)"),
+    ("init._target_=torch.nn.init.xavier_normal_", "init.a: not a setting of torch.nn.init.xavier_normal_"),
+    ("init._target_=nosuchmodule.scaled_", "init._target_='nosuchmodule.scaled_': no module 'nosuchmodule' can be"),
+    ("init._target_=initlab.init.nope_", "init._target_='initlab.init.nope_': initlab.init has no attribute 'nope_'"),
+    ("init._target_=initlab.init.GELU_GAIN", "init._target_='initlab.init.GELU_GAIN': not a function"),
+    ("bias._target_=math.pi", "bias._target_='math.pi': not a function"),
     ("optim=momentum optim.momentum=1.5", "optim.momentum=1.5: must be a number in [0, 1)"),
     ("optim=adam optim.betas=[0.9]", "optim.betas=[0.9]: must be two numbers in [0, 1)"),
-    ("+init.gian=2", "init.gian: not a setting of init"),
+    ("+init.gian=2", "init.gian: not a setting of initlab.init.kaiming_normal_ (allowed: a, mode, nonlinearity)"),
+    ("+trainer.epoch=2", "trainer.epoch: not a setting of trainer (allowed: epochs,"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(override, expected):
     with pytest.raises(ConfigError) as info:
@@ -150,7 +169,8 @@ def test_named_studies_compose_and_validate(study):
 
 def test_stuck_loss_study_is_the_founding_example():
     s = validate(make_config("experiment=stuck_loss"))
-    assert s["init"]["_target_"] == "initlab.init.normal_" and (s["init"]["mean"], s["init"]["std"], s["init"]["bias"]) == (0.0, 1.0, 0.0)
+    assert s["init"] == {"_target_": "initlab.init.normal_", "mean": 0.0, "std": 1.0}
+    assert s["bias"] == {"_target_": "initlab.bias.zeros_"}
     assert (s["model"]["depth"], s["model"]["width"], s["model"]["output_activation"]) == (2, 200, "relu")
     assert s["optim"]["_target_"] == "torch.optim.SGD" and s["lr"]["value"] == 0.01
     assert (s["trainer"]["epochs"], s["trainer"]["batch_size"]) == (10, 200)

@@ -19,10 +19,11 @@ N_LAYERS = 3
 
 
 def tables(grad=lambda step, layer: 0.5, loss=lambda step: 2.0 * math.exp(-step / 200) + 0.1,
-           extra=None, eval_dead=None):
+           extra=None, eval_dead=None, accuracy=0.9, lr=0.01):
     """Tidy layers/curves tables of a 3-layer run, from per-(step, layer) functions."""
     metrics = {"weight_grad_norm": grad, "bias_grad_norm": grad, "act_std": lambda s, l: 0.5,
-               "dead_fraction": lambda s, l: 0.0, "saturated_fraction": lambda s, l: 0.0, **(extra or {})}
+               "dead_fraction": lambda s, l: 0.0, "saturated_fraction": lambda s, l: 0.0,
+               "update_ratio": lambda s, l: 1e-3, **(extra or {})}
     rows = [(s, 1 + s // 300, l, m, float(f(s, l))) for s in LOG_STEPS for l in range(N_LAYERS)
             for m, f in metrics.items()]
     for l in range(N_LAYERS):
@@ -30,12 +31,15 @@ def tables(grad=lambda step, layer: 0.5, loss=lambda step: 2.0 * math.exp(-step 
     layers = pd.DataFrame(rows, columns=["step", "epoch", "layer", "metric", "value"])
     curves = pd.DataFrame({"step": STEPS, "epoch": 1 + STEPS // 300, "metric": "train_loss",
                            "value": [float(loss(s)) for s in STEPS]})
-    return layers, curves
+    ends = pd.DataFrame({"step": [600], "epoch": [2], "metric": ["test_accuracy"], "value": [accuracy]})
+    rates = pd.DataFrame({"step": LOG_STEPS, "epoch": 1 + LOG_STEPS // 300, "metric": "lr", "value": lr})
+    return layers, pd.concat([curves, ends, rates], ignore_index=True)
 
 
 def verdict(layers, curves, **context):
     ctx = Context(num_classes=10, activation=context.pop("activation", "relu"),
-                  output_activation=context.pop("output_activation", None), **context)
+                  output_activation=context.pop("output_activation", None),
+                  chance_accuracy=context.pop("chance_accuracy", 0.1135), **context)
     return diagnose(layers, curves, ctx, THRESHOLDS)
 
 
@@ -71,7 +75,7 @@ def test_flat_loss_with_moving_gradients_is_not_stuck():
 
 
 def test_vanishing_towards_the_input():
-    layers, curves = tables(grad=lambda s, l: [1e-6, 1e-3, 0.5][l])
+    layers, curves = tables(grad=lambda s, l: [1e-6, 0.1, 0.5][l])
     result = verdict(layers, curves)
     assert result["label"] == "vanishing"
     assert result["findings"][0]["layers"] == [0] and result["findings"][0]["values"]["first_to_last_ratio"] == pytest.approx(2e-6)
@@ -114,3 +118,63 @@ def test_saturation():
 def test_diverged_comes_first():
     result = verdict(*tables(), status="diverged", diverged_at_step=123)
     assert result["label"] == "diverged" and result["findings"][0]["step"] == 123
+
+
+def test_stuck_at_the_end_of_a_short_run_whatever_the_window():
+    # The founding net for one epoch: the last 70 steps at ln 10 with every gradient exactly 0,
+    # shorter than diagnose.window; an absorbing state all the same.
+    layers, curves = tables(grad=lambda s, l: 0.0 if s >= 530 else 1.0, loss=lambda s: LN10 if s >= 530 else 5.0,
+                            accuracy=0.098)
+    result = verdict(layers, curves, **{"output_activation": None})
+    assert result["label"] == "stuck" and result["findings"][0]["step"] == 530
+    # One log step of zero gradients at the very end is not enough ...
+    layers, curves = tables(grad=lambda s, l: 0.0 if s >= 590 else 1.0, loss=lambda s: LN10 if s >= 590 else 5.0)
+    assert "stuck" not in kinds(verdict(layers, curves))
+    # ... nor are zero gradients with a loss that still moves.
+    layers, curves = tables(grad=lambda s, l: 0.0 if s >= 530 else 1.0)
+    assert "stuck" not in kinds(verdict(layers, curves))
+
+
+def test_a_symmetric_init_is_named():
+    result = verdict(*tables(accuracy=0.1135), symmetric_layers=[0, 1])
+    assert result["label"] == "symmetric" and result["findings"][0]["layers"] == [0, 1]
+    assert "identical" in result["findings"][0]["message"]
+
+
+def test_an_init_too_large_by_its_first_loss_or_its_first_gradients():
+    by_loss = verdict(*tables(loss=lambda s: 500.0 * math.exp(-s / 50) + 0.3))
+    assert by_loss["label"] == "init_too_large" and by_loss["findings"][0]["values"]["first_loss"] == pytest.approx(500.3)
+    by_grad = verdict(*tables(grad=lambda s, l: 300.0 if s == 0 else 0.5))
+    assert by_grad["label"] == "init_too_large"
+    # A first loss at 2.9x ln C (a Kaiming output layer can start there) is not too large.
+    assert "init_too_large" not in kinds(verdict(*tables(loss=lambda s: 2.9 * LN10 * math.exp(-s / 100) + 0.1)))
+
+
+def test_updates_too_small_point_at_the_learning_rate():
+    layers, curves = tables(loss=lambda s: 2.4 - 1e-4 * s, extra={"update_ratio": lambda s, l: 3e-7}, accuracy=0.3,
+                            lr=1e-5)
+    result = verdict(layers, curves)
+    assert result["label"] == "updates_too_small"
+    assert "learning rate (1e-05)" in result["findings"][0]["message"]
+    # The same tiny updates with a vanishing signal are the signal's fault.
+    layers, curves = tables(loss=lambda s: 2.4 - 1e-4 * s, accuracy=0.3,
+                            extra={"update_ratio": lambda s, l: 3e-7, "act_std": lambda s, l: [1.0, 1e-3, 1e-3][l]})
+    assert "updates_too_small" not in kinds(verdict(layers, curves))
+
+
+def test_a_run_that_did_not_learn_is_never_healthy():
+    near_chance = verdict(*tables(accuracy=0.12))
+    assert near_chance["label"] == "not_learning" and "near chance" in near_chance["findings"][0]["message"]
+    flat = verdict(*tables(loss=lambda s: 2.30 - 1e-5 * s, accuracy=0.4))
+    assert flat["label"] == "not_learning" and "fell only" in flat["findings"][0]["message"]
+    # The message names the likeliest mechanism the records show.
+    zero = verdict(*tables(grad=lambda s, l: 0.0 if s >= 100 else 1.0, loss=lambda s: 2.3 - 1e-6 * s, accuracy=0.1))
+    assert "zero gradients" in next(f for f in zero["findings"] if f["kind"] == "not_learning")["message"]
+    # "Near chance" is the run's own chance level: 52 % is chance where one class holds half the test set.
+    assert verdict(*tables(accuracy=0.52), chance_accuracy=0.5)["label"] == "not_learning"
+    assert verdict(*tables(accuracy=0.52))["label"] == "healthy"
+
+
+def test_a_diverged_run_is_not_called_not_learning():
+    assert "not_learning" not in kinds(verdict(*tables(accuracy=float("nan")), status="diverged",
+                                               diverged_at_step=5))

@@ -7,9 +7,15 @@ import torch
 from torch import nn
 
 from initlab import init as schemes
+from initlab.config import validate
+from initlab.data import Tensors
 from initlab.model import MLP
+from initlab.training import build_model
+
+from conftest import make_config
 
 FAN_OUT, FAN_IN = 400, 1000
+ZEROS = {"_target_": "initlab.bias.zeros_"}
 
 
 def weight():
@@ -33,15 +39,65 @@ def draw(fn, seed=0, **kwargs):
     (schemes.kaiming_uniform_, dict(a=0.0, mode="fan_in", nonlinearity="relu"), math.sqrt(2 / FAN_IN)),
     (schemes.kaiming_normal_, dict(a=0.2, mode="fan_in", nonlinearity="leaky_relu"),
      math.sqrt(2 / (1 + 0.2**2)) / math.sqrt(FAN_IN)),
+    (schemes.kaiming_normal_, dict(), math.sqrt(2 / FAN_IN)),  # torch's defaults: leaky_relu with a=0 = ReLU
     (schemes.lecun_normal_, dict(), 1 / math.sqrt(FAN_IN)),
     (schemes.trunc_normal_, dict(mean=0.0, std=0.02, a=-2.0, b=2.0), 0.02),
     (schemes.torch_default_, dict(), 1 / math.sqrt(3 * FAN_IN)),
     (schemes.orthogonal_, dict(gain=1.0), 1 / math.sqrt(FAN_IN)),
+    # Keras/Flax VarianceScaling: Var[w] = scale / n exactly, whatever the distribution.
+    (schemes.variance_scaling_, dict(scale=1.76), math.sqrt(1.76 / FAN_IN)),
+    (schemes.variance_scaling_, dict(scale=2.0, mode="fan_out", distribution="normal"), math.sqrt(2 / FAN_OUT)),
+    (schemes.variance_scaling_, dict(scale=1.0, mode="fan_avg", distribution="uniform"),
+     math.sqrt(2 / (FAN_IN + FAN_OUT))),
 ])
 def test_empirical_std_matches_formula(fn, kwargs, expected_std):
     w = draw(fn, **kwargs)
     assert w.std().item() == pytest.approx(expected_std, rel=0.02)
     assert w.mean().item() == pytest.approx(0.0, abs=0.05 * expected_std)
+
+
+def test_truncated_std_constant_is_the_std_of_a_normal_truncated_at_two():
+    # Independent quadrature of Var[z | |z| <= 2] for z ~ N(0, 1).
+    z = torch.linspace(-2, 2, 200_001, dtype=torch.float64)
+    density = torch.exp(-z * z / 2)
+    variance = (torch.trapezoid(z * z * density, z) / torch.trapezoid(density, z)).item()
+    assert schemes.TRUNCATED_STD == pytest.approx(math.sqrt(variance), abs=1e-9)
+    w = draw(schemes.variance_scaling_, scale=1.0)
+    assert w.abs().max().item() <= 2 / schemes.TRUNCATED_STD / math.sqrt(FAN_IN) + 1e-6  # truncated at 2 sigma
+
+
+# Every option with a torch counterpart: `init=X` is torch.nn.init.X_ with torch's own defaults.
+TORCH_DEFAULTS = [
+    ("normal", nn.init.normal_, {}),
+    ("uniform", nn.init.uniform_, {}),
+    ("xavier_uniform", nn.init.xavier_uniform_, {}),
+    ("xavier_normal", nn.init.xavier_normal_, {}),
+    ("kaiming_uniform", nn.init.kaiming_uniform_, {}),
+    ("kaiming_normal", nn.init.kaiming_normal_, {}),
+    ("orthogonal", nn.init.orthogonal_, {}),
+    ("trunc_normal", nn.init.trunc_normal_, {}),
+    ("zeros", nn.init.zeros_, {}),
+    ("constant", nn.init.constant_, {"val": 0.01}),
+    ("keras/random_uniform", nn.init.uniform_, {"a": -0.05, "b": 0.05}),
+    ("timm/trunc_normal", nn.init.trunc_normal_, {"std": 0.02}),
+]
+
+
+@pytest.mark.parametrize("option, torch_fn, kwargs", TORCH_DEFAULTS, ids=[o for o, _, _ in TORCH_DEFAULTS])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_option_draws_bit_for_bit_what_torch_draws(option, torch_fn, kwargs, activation):
+    settings = validate(make_config(f"init={option}", f"model.activation={activation}", "model.depth=3",
+                                    "model.width=64", "trainer.seed=7"))
+    data = Tensors(torch.zeros(1, 50), torch.zeros(1, dtype=torch.long), torch.zeros(1, 50),
+                   torch.zeros(1, dtype=torch.long), 10)
+    ours = build_model(settings, data, torch.device("cpu"))
+    torch.manual_seed(7)
+    theirs = MLP(50, 10, depth=3, width=64, activation=activation)  # the same construction, same RNG use
+    for layer in theirs.linears:
+        torch_fn(layer.weight, **kwargs)
+        nn.init.zeros_(layer.bias)
+    for a, b in zip(ours.linears, theirs.linears):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
 
 @pytest.mark.parametrize("ours, theirs, kwargs", [
@@ -50,6 +106,7 @@ def test_empirical_std_matches_formula(fn, kwargs, expected_std):
     (schemes.kaiming_uniform_, nn.init.kaiming_uniform_, dict(a=0.0, mode="fan_in", nonlinearity="tanh")),
     (schemes.xavier_uniform_, nn.init.xavier_uniform_, dict(gain=5 / 3)),
     (schemes.xavier_normal_, nn.init.xavier_normal_, dict(gain=1.0)),
+    (schemes.orthogonal_, nn.init.orthogonal_, dict(gain=2.0)),
 ])
 def test_same_draws_as_torch(ours, theirs, kwargs):
     assert torch.equal(draw(ours, **kwargs), draw(theirs, **kwargs))
@@ -57,8 +114,12 @@ def test_same_draws_as_torch(ours, theirs, kwargs):
 
 def test_torch_default_is_what_nn_linear_does():
     torch.manual_seed(3)
-    reference = nn.Linear(FAN_IN, FAN_OUT).weight.detach().clone()
-    assert torch.equal(draw(schemes.torch_default_, seed=3), reference)
+    layer = nn.Linear(FAN_IN, FAN_OUT)
+    model = MLP(FAN_IN, FAN_OUT, depth=0)
+    torch.manual_seed(3)  # nn.Linear draws its weight, then its bias: apply_init draws in the same order
+    schemes.apply_init(model, {"_target_": "initlab.init.torch_default_"}, {"_target_": "initlab.bias.torch_default_"},
+                       "relu")
+    assert torch.equal(model.linears[0].weight, layer.weight) and torch.equal(model.linears[0].bias, layer.bias)
 
 
 def test_orthogonal_rows_are_orthonormal_times_gain():
@@ -66,34 +127,55 @@ def test_orthogonal_rows_are_orthonormal_times_gain():
     assert torch.allclose(w @ w.T, 4.0 * torch.eye(FAN_OUT), atol=1e-4)
 
 
-def test_zeros_and_constant_bias():
-    model = MLP(20, 10, depth=2, width=16)
-    schemes.apply_init(model, {"_target_": "initlab.init.zeros_", "bias": 0.5}, "relu")
+@pytest.mark.parametrize("bias_cfg, check", [
+    ({"_target_": "initlab.bias.zeros_"}, lambda b, fan_in: torch.all(b == 0)),
+    ({"_target_": "initlab.bias.constant_", "value": 0.5}, lambda b, fan_in: torch.all(b == 0.5)),
+    ({"_target_": "initlab.bias.torch_default_"},
+     lambda b, fan_in: b.abs().max() <= 1 / math.sqrt(fan_in) and b.std() > 0),
+])
+def test_bias_schemes(bias_cfg, check):
+    model = MLP(100, 10, depth=2, width=50)
+    schemes.apply_init(model, {"_target_": "initlab.init.zeros_"}, bias_cfg, "relu")
     for layer in model.linears:
         assert torch.count_nonzero(layer.weight) == 0
-        assert torch.all(layer.bias == 0.5)
+        assert check(layer.bias, layer.in_features)
 
 
-def test_torch_default_bias_bound():
-    model = MLP(100, 10, depth=1, width=50)
-    schemes.apply_init(model, {"_target_": "initlab.init.torch_default_", "bias": "torch_default"}, "relu")
-    bias = model.linears[0].bias
-    assert bias.abs().max() <= 1 / math.sqrt(100) and bias.std() > 0
+def test_mean_field_parameterization_sets_sigma_w_and_sigma_b():
+    # initlab model.activation=tanh init=variance_scaling init.scale=1.76 bias=normal bias.std=0.2236
+    settings = validate(make_config("model.activation=tanh", "init=variance_scaling", "init.scale=1.76",
+                                    "bias=normal", "bias.std=0.2236", "model.width=2000", "model.depth=2"))
+    torch.manual_seed(0)
+    model = MLP(2000, 2000, depth=2, width=2000, activation="tanh")
+    schemes.apply_init(model, settings["init"], settings["bias"], "tanh")
+    weights = torch.cat([(l.weight * math.sqrt(l.in_features)).flatten() for l in model.linears])
+    bias = torch.cat([l.bias for l in model.linears])
+    assert weights.var().item() == pytest.approx(1.76, rel=0.01)  # sigma_w^2
+    assert bias.var().item() == pytest.approx(0.05, rel=0.05)  # sigma_b^2 (6,000 draws)
 
 
 @pytest.mark.parametrize("activation, expected", [
     ("relu", math.sqrt(2)), ("tanh", 5 / 3), ("sigmoid", 1.0), ("identity", 1.0), ("selu", 0.75),
     ("leaky_relu", math.sqrt(2 / (1 + 0.01**2))),
 ])
-def test_null_gain_comes_from_the_model_activation(activation, expected):
-    kwargs = schemes.scheme_kwargs({"_target_": "x", "gain": None, "bias": 0.0}, activation, 0.01)
+def test_auto_gain_comes_from_the_model_activation(activation, expected):
+    kwargs = schemes.resolve_auto({"_target_": "x", "gain": "auto"}, activation, 0.01)
     assert kwargs == {"gain": pytest.approx(expected)}
 
 
-def test_null_kaiming_settings_come_from_the_model():
-    cfg = {"_target_": "x", "a": None, "mode": "fan_in", "nonlinearity": None, "bias": 0.0}
-    assert schemes.scheme_kwargs(cfg, "leaky_relu", 0.2) == {"a": 0.2, "mode": "fan_in", "nonlinearity": "leaky_relu"}
-    assert schemes.scheme_kwargs(cfg, "tanh", 0.2) == {"a": 0.0, "mode": "fan_in", "nonlinearity": "tanh"}
+def test_auto_kaiming_settings_come_from_the_model():
+    cfg = {"_target_": "x", "a": "auto", "mode": "fan_in", "nonlinearity": "auto"}
+    assert schemes.resolve_auto(cfg, "leaky_relu", 0.2) == {"a": 0.2, "mode": "fan_in", "nonlinearity": "leaky_relu"}
+    assert schemes.resolve_auto(cfg, "tanh", 0.2) == {"a": 0.0, "mode": "fan_in", "nonlinearity": "tanh"}
+
+
+def test_xavier_follows_torch_not_the_activation_unless_asked():
+    # Names mean what torch means: on a ReLU net init=xavier_normal has gain 1 (He et al. 2015's
+    # Xavier), and only gain=auto brings the ReLU gain sqrt(2).
+    plain = validate(make_config("init=xavier_normal"))["init"]
+    auto = validate(make_config("init=xavier_normal", "init.gain=auto"))["init"]
+    assert schemes.resolve_auto(plain, "relu", 0.01) == {"gain": 1.0}
+    assert schemes.resolve_auto(auto, "relu", 0.01) == {"gain": pytest.approx(math.sqrt(2))}
 
 
 def test_gelu_gain_is_one_over_root_second_moment():
@@ -107,8 +189,38 @@ def test_gelu_gain_is_one_over_root_second_moment():
 def test_apply_init_touches_every_layer_with_the_scheme():
     torch.manual_seed(0)
     model = MLP(784, 10, depth=3, width=300)
-    schemes.apply_init(model, {"_target_": "initlab.init.kaiming_normal_", "a": None, "mode": "fan_in",
-                               "nonlinearity": None, "bias": 0.0}, "relu")
+    schemes.apply_init(model, {"_target_": "initlab.init.kaiming_normal_", "a": "auto", "mode": "fan_in",
+                               "nonlinearity": "auto"}, ZEROS, "relu")
     for layer in model.linears:
         assert layer.weight.std().item() == pytest.approx(math.sqrt(2 / layer.in_features), rel=0.05)
         assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_a_plain_function_and_one_that_returns_a_new_tensor_both_work():
+    # A user's scheme may call w.normal_() without torch.no_grad() (apply_init provides it) ...
+    model = MLP(20, 10, depth=1, width=8)
+    schemes.apply_init(model, {"_target_": "torch.nn.init.ones_"}, ZEROS, "relu")
+    assert all(torch.all(layer.weight == 1) for layer in model.linears)
+    # ... or return a fresh tensor of the weight's shape, which is copied in.
+    import types
+    import sys
+    module = types.ModuleType("user_scheme_for_test")
+    module.eye_like = lambda w, scale: scale * torch.eye(*w.shape)
+    sys.modules["user_scheme_for_test"] = module
+    schemes.apply_init(model, {"_target_": "user_scheme_for_test.eye_like", "scale": 3.0}, ZEROS, "relu")
+    assert torch.equal(model.linears[0].weight, 3.0 * torch.eye(8, 20))
+    assert model.linears[0].weight.requires_grad
+
+
+def test_symmetric_layers():
+    model = MLP(20, 10, depth=2, width=8)
+    schemes.apply_init(model, {"_target_": "initlab.init.constant_", "val": 0.3}, ZEROS, "relu")
+    weights, bias_list = [l.weight for l in model.linears], [l.bias for l in model.linears]
+    assert schemes.symmetric_layers(weights, bias_list) == [0, 1]
+    schemes.apply_init(model, {"_target_": "initlab.init.kaiming_normal_"}, ZEROS, "relu")
+    assert schemes.symmetric_layers([l.weight for l in model.linears], bias_list) == []
+    with torch.no_grad():
+        model.linears[2].weight[:, 3] += 1  # one unit of layer 1 differs in what it feeds forward
+        weights = [torch.full_like(w, 0.3) for w in weights[:2]] + [model.linears[2].weight]
+    assert schemes.symmetric_layers(weights, bias_list) == [0]
+
