@@ -159,8 +159,8 @@ def flag_outliers(runs: pd.DataFrame, keys: list[str], gap: float = OUTLIER_GAP,
     """
     runs = runs.assign(outlier=False, outlier_gap=float("nan"))
     accuracy = pd.to_numeric(runs.test_accuracy, errors="coerce")
-    groups = runs.groupby([runs[k].astype(str) for k in keys], sort=False).groups if keys else {"all": runs.index}
-    for members in groups.values():
+    groups = [g.index for _, g in runs.groupby([runs[k].astype(str) for k in keys], sort=False)] if keys else [runs.index]
+    for members in groups:
         scored = accuracy[members].dropna()
         if len(scored) < 3:
             continue

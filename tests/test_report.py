@@ -111,3 +111,22 @@ def test_report_command(sweep_dir, tmp_path):
     missing = subprocess.run([sys.executable, "-c", "import sys; from initlab.cli import report_main; "
                               "sys.exit(report_main())", str(tmp_path / "nothing")], capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("initlab-report:")
+
+
+def test_outliers_among_seeds_against_a_direct_computation():
+    from initlab.report import flag_outliers
+
+    runs = pd.DataFrame({"run": list("abcdefg"), "init": ["k"] * 5 + ["n"] * 2, "trainer.seed": [0, 1, 2, 3, 4, 0, 1],
+                         "test_accuracy": [0.9513, 0.9456, 0.9535, 0.9536, 0.7706, 0.2, 0.9]})
+    flagged = flag_outliers(runs, ["init"])
+    # Seed 4 of "k": the median of its four siblings minus its own accuracy.
+    assert flagged.outlier.tolist() == [False, False, False, False, True, False, False]
+    assert flagged.outlier_gap[4] == pytest.approx(pd.Series([0.9513, 0.9456, 0.9535, 0.9536]).median() - 0.7706)
+    assert flagged.outlier_gap[5:].isna().all()  # two runs are too few to call either one an outlier
+
+
+def test_outliers_section_of_the_page(sweep_dir):
+    page = (sweep_dir / "report" / "report.md").read_text()
+    assert "## Outliers among seeds" in page and "Only one seed per configuration" in page
+    runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
+    assert {"outlier", "outlier_gap"} <= set(runs.columns) and not runs.outlier.any()

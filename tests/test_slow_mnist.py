@@ -5,6 +5,7 @@ import math
 import pytest
 
 from initlab import records
+from initlab.report import load
 from initlab.train import run
 
 from conftest import make_config
@@ -35,3 +36,14 @@ def test_issue_sweep_on_mnist(tmp_path):
         assert r.summary["status"] == "completed"
         assert r.layers.layer.max() == r.summary["config"]["model"]["depth"]
         assert r.summary["metrics"]["test_accuracy"] > 0.8, r.folder
+
+
+def test_kaiming_with_output_relu_seed_4_is_an_outlier_among_its_seeds(tmp_path):
+    # README: with the output ReLU, seed 4 ends far below seeds 0-3; nothing at the run level says
+    # so (no logit is dead on the test set), the sweep report does.
+    initlab("experiment=stuck_loss_kaiming", "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    runs = load([tmp_path / "sweep"]).runs.set_index("trainer.seed")
+    assert runs.outlier.tolist() == [False, False, False, False, True]
+    assert runs.outlier_gap[4] > 0.1
+    page = (tmp_path / "sweep" / "report" / "report.md").read_text()
+    assert "(**outlier**)" in page and "points below the median" in page

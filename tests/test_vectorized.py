@@ -47,7 +47,10 @@ def train_group(configs):
 def test_members_follow_their_ordinary_runs(tmp_path, optim, rtol):
     members = [("init=xavier_uniform", "lr.value=0.05"), ("init=kaiming_normal", "lr.value=0.01", "trainer.seed=3"),
                ("init=orthogonal", "lr=warmup", "lr.value=0.1", "lr.warmup_epochs=2"),
-               ("init=normal", "init.std=0.1", "lr=cosine", "lr.value=0.02")]
+               ("init=normal", "init.std=0.1", "lr=cosine", "lr.value=0.02"),
+               # the mean-field parameterization, and a torch function named directly as the init
+               ("init=variance_scaling", "init.scale=1.5", "bias=normal", "bias.std=0.1", "trainer.seed=5"),
+               ("init=orthogonal", "init._target_=torch.nn.init.orthogonal_", "bias=torch_default", "trainer.seed=6")]
     configs = [make_config(*SMALL, *optim, *m) for m in members]
     outcomes = train_group(configs)
     for k, config in enumerate(configs):
