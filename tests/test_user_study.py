@@ -1,12 +1,13 @@
-"""A researcher's own study, as the README tells it: their init function and their YAMLs in a folder
-outside the checkout, `initlab --config-dir`, a sweep mixing their options with initlab's, a report."""
+"""A researcher's own study, as the README tells it: their init function and their YAMLs
+(docs/examples/my_init, copied to a folder outside the checkout), `initlab --config-dir`, a sweep
+mixing their options with initlab's, a report."""
 
 import json
 import math
 import os
 import subprocess
 import sys
-import textwrap
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,26 +18,7 @@ from initlab.report import load
 
 from test_cli import SMALL
 
-MINE = '''
-import math
-
-
-def scaled_(w, *, scale: float = 1.0):
-    """My scheme: N(0, scale^2 / fan_in), written the plain way (no torch.no_grad())."""
-    w.normal_(0.0, scale / math.sqrt(w.shape[1]))
-'''
-
-EXPERIMENT = '''
-# @package _global_
-defaults:
-  - override /init: mine
-hydra:
-  mode: MULTIRUN
-  sweeper:
-    params:
-      init: mine,kaiming_normal
-      trainer.seed: 0,1
-'''
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "my_init"
 
 
 def _command(name: str = "initlab") -> list[str]:
@@ -62,35 +44,30 @@ def _run(*args, cwd, pythonpath=True, check=True):
 @pytest.fixture
 def study(tmp_path):
     """A folder of the user's own, nowhere near the checkout: a module and a conf/ beside it."""
-    (tmp_path / "myinit.py").write_text(MINE)
-    (tmp_path / "conf" / "init").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment").mkdir()
-    (tmp_path / "conf" / "init" / "mine.yaml").write_text("_target_: myinit.scaled_\nscale: 1.5\n")
-    (tmp_path / "conf" / "init" / "torch_xavier.yaml").write_text("_target_: torch.nn.init.xavier_normal_\ngain: 1.0\n")
-    (tmp_path / "conf" / "experiment" / "mine_vs_kaiming.yaml").write_text(textwrap.dedent(EXPERIMENT))
-    return tmp_path
+    shutil.copytree(EXAMPLE, tmp_path / "study", ignore=shutil.ignore_patterns("outputs", "__pycache__"))
+    return tmp_path / "study"
 
 
 def test_own_init_beside_initlabs_in_one_sweep_and_report(study):
-    _run("--config-dir", "conf", "-m", *SMALL, "trainer.max_steps=8", "init=mine,kaiming_normal,torch_xavier",
+    _run("--config-dir", "conf", "-m", *SMALL, "trainer.max_steps=8", "init=mine,kaiming_normal,torch_orthogonal",
          "hydra.sweep.dir=sweep", cwd=study)
     sweep = load([study / "sweep"])
-    assert sorted(sweep.runs["init"]) == ["kaiming_normal", "mine", "torch_xavier"]
+    assert sorted(sweep.runs["init"]) == ["kaiming_normal", "mine", "torch_orthogonal"]
     assert (sweep.runs.status == "completed").all()
     mine = sweep.runs[sweep.runs["init"] == "mine"].iloc[0]
     summary = json.loads((Path(mine.path) / "summary.json").read_text())
-    assert summary["config"]["init"] == {"_target_": "myinit.scaled_", "scale": 1.5}
-    # The weights it trained from are the user's: layer 0's norm at step 0 is 1.5 * sqrt(out) for
-    # N(0, 1.5^2 / fan_in) draws (weight_norm is ||W|| before the first update).
+    assert summary["config"]["init"] == {"_target_": "myinit.scaled_normal_", "scale": 1.2}
+    # The weights it trained from are the user's: layer 0's norm at step 0 is 1.2 * sqrt(out) for
+    # N(0, 1.2^2 / fan_in) draws (weight_norm is ||W|| before the first update).
     layers = pd.read_parquet(Path(mine.path) / "layers.parquet")
     norm0 = layers.query("metric == 'weight_norm' and step == 0 and layer == 0").value.item()
-    assert norm0 == pytest.approx(1.5 * math.sqrt(32), rel=0.05)
+    assert norm0 == pytest.approx(1.2 * math.sqrt(32), rel=0.05)
     # And the report compares them.
     result = subprocess.run([*_command("initlab-report"), "sweep"], cwd=study, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     page = (study / "sweep" / "report" / "report.md").read_text()
-    assert "mine" in page and "torch_xavier" in page and "kaiming_normal" in page
+    assert "mine" in page and "torch_orthogonal" in page and "kaiming_normal" in page
 
 
 def test_own_init_draws_what_the_function_draws(study):
@@ -105,7 +82,7 @@ def test_own_init_draws_what_the_function_draws(study):
         model = MLP(784, 10, depth=2, width=32)
         with torch.no_grad():
             for layer in model.linears:
-                myinit.scaled_(layer.weight, scale=1.5)
+                myinit.scaled_normal_(layer.weight, scale=1.2)
     finally:
         sys.path.remove(str(study))
         sys.modules.pop("myinit", None)
@@ -114,9 +91,10 @@ def test_own_init_draws_what_the_function_draws(study):
 
 
 def test_own_experiment_and_search_path(study):
-    _run("--config-dir", "conf", "experiment=mine_vs_kaiming", *SMALL, "trainer.max_steps=4",
+    _run("--config-dir", "conf", "experiment=mine_vs_classics", *SMALL, "trainer.max_steps=4",
          "hydra.sweep.dir=exp", cwd=study)
-    assert len(list((study / "exp").glob("*/summary.json"))) == 4
+    assert len(list((study / "exp").glob("*/summary.json"))) == 15
+    assert (study / "exp" / "report" / "report.md").exists()
     # hydra.searchpath is the other standard way in.
     _run(f"hydra.searchpath=[file://{study / 'conf'}]", *SMALL, "trainer.max_steps=2", "init=mine",
          "hydra.run.dir=searchpath", cwd=study)
@@ -142,7 +120,7 @@ def test_a_module_that_does_not_import_is_one_line(study):
     result = _run("--config-dir", "conf", *SMALL, "init=mine", cwd=study, pythonpath=False, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "initlab: init._target_='myinit.scaled_': no module 'myinit' can be imported (is its folder on PYTHONPATH?); "
+        "initlab: init._target_='myinit.scaled_normal_': no module 'myinit' can be imported (is its folder on PYTHONPATH?); "
         "must name an importable function that takes the weight matrix as its first argument (initlab.init.*, "
         "torch.nn.init.*, or one of yours on PYTHONPATH)"]
 
@@ -150,6 +128,9 @@ def test_a_module_that_does_not_import_is_one_line(study):
 def test_a_wrong_key_for_the_users_function_is_one_line(study):
     result = _run("--config-dir", "conf", *SMALL, "init=mine", "+init.sclae=2", cwd=study, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip() == "initlab: init.sclae: not a setting of myinit.scaled_ (allowed: scale)"
+    assert result.stderr.strip() == "initlab: init.sclae: not a setting of myinit.scaled_normal_ (allowed: scale)"
     result = _run("--config-dir", "conf", *SMALL, "init=mine", "init.scale=big", cwd=study, check=False)
-    assert result.stderr.strip() == "initlab: init.scale='big': must be a number"
+    assert result.stderr.strip() == "initlab: init.scale='big': must be a number > 0"
+    # Its Annotated rule is checked like initlab's own.
+    result = _run("--config-dir", "conf", *SMALL, "init=mine", "init.scale=0", cwd=study, check=False)
+    assert result.stderr.strip() == "initlab: init.scale=0: must be a number > 0"
