@@ -26,7 +26,7 @@ def job_dirname(overrides: str) -> str:
 
     The same overrides always give the same folder, whatever the job's number, so re-running
     a sweep finds each configuration's earlier run (resume) and never mixes two configurations
-    in one folder. Characters that are not safe in a folder name (the '/' of init=he2015/xavier)
+    in one folder. Characters that are not safe in a folder name (the '/' of init=timm/trunc_normal)
     are replaced, and a short digest keeps such names, and long ones, distinct.
     """
     if not overrides:

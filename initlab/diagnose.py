@@ -59,7 +59,9 @@ class Evidence:
 
     def grads(self) -> pd.DataFrame:
         """Weight- and bias-gradient norms side by side: the largest says whether anything moves."""
-        return pd.concat([self.wide("weight_grad_norm"), self.wide("bias_grad_norm")], axis=1)
+        if "grads" not in self._wide:
+            self._wide["grads"] = pd.concat([self.wide("weight_grad_norm"), self.wide("bias_grad_norm")], axis=1)
+        return self._wide["grads"]
 
     def final(self, metric: str) -> float:
         """The last value of an epoch metric in the curves (test_accuracy, ...), NaN when there is none."""
@@ -73,17 +75,36 @@ class Evidence:
         first, last = float(self.loss.iloc[:n].mean()), float(self.loss.iloc[-n:].mean())
         return first, last, (first - last) / first if first > 0 else math.nan
 
-    def signal_shrink(self) -> float:
-        """Last / first hidden layer's activation std at the first recorded step (He et al. 2015)."""
+    def hidden_std(self) -> pd.Series:
+        """Each hidden layer's activation std at the first recorded step (all layers of a net without any)."""
         std = self.wide("act_std")
         if std.empty:
-            return math.nan
-        hidden = std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]
-        return float(hidden.iloc[-1] / hidden.iloc[0]) if hidden.iloc[0] > 0 else math.nan
+            return pd.Series(dtype=float)
+        return std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]
+
+    def signal_shrink(self) -> float:
+        """Last / first hidden layer's activation std at the first recorded step (He et al. 2015)."""
+        hidden = self.hidden_std()
+        return float(hidden.iloc[-1] / hidden.iloc[0]) if len(hidden) and hidden.iloc[0] > 0 else math.nan
 
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
+
+
+def _ends(ev: Evidence) -> str:
+    """How the run ended, for a message: its final test accuracy when it has one."""
+    acc = ev.final("test_accuracy")
+    return f"the run ends at {acc:.2%} test accuracy" if math.isfinite(acc) else f"the run ended {ev.context.status}"
+
+
+def _strict(value):
+    """Plain data for summary.json, which stays strict JSON: a non-finite number becomes None."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def failed(ev: Evidence, th: dict) -> Optional[Finding]:
@@ -157,9 +178,7 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
     early_loss = ev.loss[ev.loss.index < th["window"]]
     if not early_loss.mean() > th["high_loss"] * ev.ln_c:
         return None  # the loss is falling: whatever the norms are, it trains
-    std = ev.wide("act_std")
-    hidden = std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]  # at the first recorded step
-    shrink = ev.signal_shrink()
+    hidden, shrink = ev.hidden_std(), ev.signal_shrink()
     typical = float(early.max(axis=1).median())  # the largest layer's norm, median over the early steps
     values = {"largest_grad_norm": typical, "first_hidden_std": float(hidden.iloc[0]),
               "last_hidden_std": float(hidden.iloc[-1]), "signal_ratio": shrink}
@@ -262,13 +281,12 @@ def symmetric(ev: Evidence, th: dict) -> Optional[Finding]:
     layers = ev.context.symmetric_layers
     if not layers:
         return None
-    acc = ev.final("test_accuracy")
     return Finding(
         "symmetric",
         f"Symmetric init: every unit of hidden layer(s) {layers} starts identical (equal weight rows and biases, "
         f"equal columns in the next layer), so all of a layer's units get the same gradient and stay identical: "
-        f"each layer acts as a single unit (final test accuracy {acc:.2%}). Break the symmetry with a random init.",
-        step=0, layers=list(layers), values={"test_accuracy": acc})
+        f"each layer acts as a single unit ({_ends(ev)}). Break the symmetry with a random init.",
+        step=0, layers=list(layers), values={"test_accuracy": ev.final("test_accuracy")})
 
 
 def init_too_large(ev: Evidence, th: dict) -> Optional[Finding]:
@@ -289,8 +307,7 @@ def init_too_large(ev: Evidence, th: dict) -> Optional[Finding]:
                      f"{_fmt(th['init_loss_ratio'])}x)")
     if high_grad:
         parts.append(f"the first weight-gradient norms reach {_fmt(first_grad)} (threshold {_fmt(th['init_grad_norm'])})")
-    return Finding("init_too_large", "The init is too large: " + " and ".join(parts)
-                   + f"; the run ends at {ev.final('test_accuracy'):.2%} test accuracy.",
+    return Finding("init_too_large", "The init is too large: " + " and ".join(parts) + f"; {_ends(ev)}.",
                    step=int(ev.loss.index[0]), layers=list(range(ev.n_layers)),
                    values={"first_loss": first_loss, "first_grad_norm": first_grad})
 
@@ -430,7 +447,7 @@ def diagnose(layers: pd.DataFrame, curves: pd.DataFrame, context: Context, thres
     rules = RULES if len(layers) else (failed, diverged, symmetric, not_learning)
     findings = [f for f in (rule(ev, thresholds) for rule in rules) if f is not None]
     label = findings[0].kind if findings else "healthy"
-    return {"label": label, "findings": [asdict(f) for f in findings]}
+    return {"label": label, "findings": [_strict(asdict(f)) for f in findings]}
 
 
 def describe(diagnosis: dict) -> list[str]:
