@@ -45,9 +45,12 @@ OmegaConf.register_new_resolver("initlab_job", job_dirname, replace=True)
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
-def main(cfg: DictConfig) -> float:
-    """Run one job; return its final test loss (the objective an Optuna sweep minimizes)."""
+def train_job(cfg: DictConfig) -> float:
+    """Run one job; return its final test loss (the objective an Optuna sweep minimizes).
+
+    The vectorized launcher recognizes this task (and only this one) as stackable: any other
+    task function it is given runs exactly as Hydra's basic launcher would run it.
+    """
     try:
         result = run(cfg)
     except (ConfigError, DataError) as e:
@@ -61,6 +64,9 @@ def main(cfg: DictConfig) -> float:
             raise
         return math.inf
     return objective(result)
+
+
+main = hydra.main(version_base="1.3", config_path=CONF, config_name="config")(train_job)
 
 
 def report_main(argv: list[str] | None = None) -> int:

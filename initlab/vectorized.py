@@ -1,12 +1,12 @@
 """The vectorized launcher: a multirun's compatible jobs trained together as stacked models.
 
-`hydra/launcher=vectorized` (conf/hydra/launcher/vectorized.yaml; the class Hydra loads is in
+`hydra/launcher=vectorized` (the class Hydra loads and its ConfigStore entry are in
 hydra_plugins/initlab_vectorized). Jobs that share an architecture and training schedule and
 differ only in init, learning rate, optimizer hyper-parameters or seed are grouped
-(group.group_key) and each group trains as one StackedMLP. Then every job still goes through
-Hydra's own run_job, which makes its job folder (.hydra/, the log file) exactly as for the
-basic launcher, and the task writes that member's records with the ordinary runner's code:
-resume, diagnosis and the report work unchanged.
+(group.group_key) and each group trains as one StackedMLP. As soon as a group finishes, each of
+its jobs goes through Hydra's own run_job, which makes its job folder (.hydra/, the log file)
+exactly as for the basic launcher, and the task writes that member's records with the ordinary
+runner's code: resume, diagnosis and the report work unchanged.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initlab import records
@@ -42,10 +42,6 @@ class Job:
     config: DictConfig
     settings: dict
     folder: Path
-    outcome: Optional[Outcome] = None
-    started_at: Optional[datetime] = None
-    wall_time_s: float = 0.0
-    device: Optional[torch.device] = None
 
 
 def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
@@ -68,23 +64,40 @@ def chunks(jobs: list[Job], size: int) -> list[list[Job]]:
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
 
-class VectorizedLauncher(Launcher):
-    """Hydra launcher that trains compatible jobs as one stacked model (see module docstring)."""
+def is_initlab_training(task) -> bool:
+    """Whether a Hydra task function is initlab's training job (initlab.cli.train_job).
 
-    def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5) -> None:
-        self.max_group_size, self.memory_fraction = max_group_size, memory_fraction
-        self.config: Optional[DictConfig] = None
-        self.hydra_context = None
-        self.task_function = None
+    Named, not imported: importing initlab.cli runs its @hydra.main, which sets Hydra's global
+    version_base and would change how another app's jobs run (their working directory).
+    """
+    return getattr(task, "__module__", None) == "initlab.cli" and getattr(task, "__qualname__", None) == "train_job"
 
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    """Run a batch of jobs for the Hydra launcher `launcher` (hydra_plugins/initlab_vectorized).
+
+    initlab's own training jobs are grouped and trained as stacked models, and each group's
+    job folders are written as soon as that group finishes, so a kill loses at most the group
+    in flight. Any other task, and a group of one, runs exactly as Hydra's basic launcher runs it.
+    """
+    if not is_initlab_training(launcher.task_function):
+        basic = BasicLauncher()
+        basic.setup(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=launcher.config)
+        return basic.launch(job_overrides, initial_job_idx)
+    return VectorizedSweep(launcher).run(job_overrides, initial_job_idx)
+
+
+class VectorizedSweep:
+    """One batch of initlab jobs through the vectorized launcher."""
+
+    def __init__(self, launcher) -> None:
+        self.launcher, self.config = launcher, launcher.config
 
     def _jobs(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Job]:
         jobs = []
         for i, overrides in enumerate(job_overrides):
             num = initial_job_idx + i
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            config = self.launcher.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(config):
                 config.hydra.job.id, config.hydra.job.num = num, num
             try:  # the task's own config, as run() sees it: without the hydra node
@@ -98,13 +111,13 @@ class VectorizedLauncher(Launcher):
 
     def _group_size(self, job: Job) -> int:
         """Members per stacked group: as set, or as many as the free memory of the job's device holds."""
-        if self.max_group_size:
-            return self.max_group_size
-        budget = available_bytes(resolve_device(job.settings["trainer"]["device"])) * self.memory_fraction
+        if self.launcher.max_group_size:
+            return self.launcher.max_group_size
+        budget = available_bytes(resolve_device(job.settings["trainer"]["device"])) * self.launcher.memory_fraction
         return max(1, int(budget // member_bytes(job.settings)))
 
-    def _train(self, group: list[Job]) -> None:
-        """Train one group; every member gets its Outcome (a failed one if the group raised)."""
+    def _train(self, group: list[Job]) -> list[tuple[Outcome, datetime, float, torch.device]]:
+        """Train one group: each member's Outcome (a failed one if the group raised), start, time share, device."""
         device = resolve_device(group[0].settings["trainer"]["device"])
         started_at, started = datetime.now(timezone.utc), time.perf_counter()
         try:
@@ -117,10 +130,17 @@ class VectorizedLauncher(Launcher):
         except Exception as e:  # out of memory, a bug: each member is recorded as failed, the sweep goes on
             outcomes = [failed_outcome(j.settings, None, e, j.folder) for j in group]
         share = (time.perf_counter() - started) / len(group)  # the group's wall time, split evenly
-        for job, outcome in zip(group, outcomes):
-            job.outcome, job.started_at, job.wall_time_s, job.device = outcome, started_at, share, device
+        return [(outcome, started_at, share, device) for outcome in outcomes]
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def _run_job(self, job: Job, task) -> JobReturn:
+        """Hydra makes the job folder (.hydra/, the log file) as usual and runs `task` in it."""
+        log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}")
+        result = run_job(hydra_context=self.launcher.hydra_context, task_function=task, config=job.config,
+                         job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return result
+
+    def run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -134,26 +154,35 @@ class VectorizedLauncher(Launcher):
         plan = [part for members in groups.values() for part in chunks(members, self._group_size(members[0]))]
         log.info(f"Vectorized: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished, "
                  f"{len(todo)} to train in {len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
+        returns: dict[int, JobReturn] = {}
+        pending = {j.num for j in todo}
+        for job in jobs:  # finished by an earlier attempt: their folders as usual, nothing trains
+            if job.num not in pending:
+                returns[job.num] = self._run_job(job, _writer(job, None))
         for n, group in enumerate(plan, 1):
             log.info(f"group {n}/{len(plan)}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}")
-            self._train(group)
+            if len(group) == 1:  # nothing to stack: the ordinary task, as the basic launcher runs it
+                returns[group[0].num] = self._run_job(group[0], self.launcher.task_function)
+                continue
+            results = self._train(group)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        returns = []
-        for job in jobs:  # Hydra makes each job folder as usual; the task only writes the member's records
-            log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}")
-            returns.append(run_job(hydra_context=self.hydra_context, task_function=self._writer(job),
-                                   config=job.config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return returns
+            # Written now, before the next group trains: a kill loses at most the group in flight,
+            # and memory holds one group's records at a time.
+            for job, result in zip(group, results):
+                returns[job.num] = self._run_job(job, _writer(job, result))
+        return [returns[j.num] for j in jobs]
 
-    @staticmethod
-    def _writer(job: Job):
-        def write(cfg: DictConfig) -> float:
-            context = job_context(None)
-            if job.outcome is None:  # finished in an earlier attempt
-                result = finished_before(context.folder, job.settings)
-                log_skipped(result)
-            else:
-                result = record(context, job.settings, job.device, job.started_at, job.wall_time_s, job.outcome)
-            return objective(result)
-        return write
+
+def _writer(job: Job, result: Optional[tuple[Outcome, datetime, float, torch.device]]):
+    """The task Hydra runs in a member's job folder: it writes the member's records (or logs
+    that an earlier attempt already did) with the ordinary runner's code."""
+    def write(cfg: DictConfig) -> float:
+        context = job_context(None)
+        if result is None:
+            done = finished_before(context.folder, job.settings)
+            log_skipped(done)
+        else:
+            outcome, started_at, wall_time_s, device = result
+            done = record(context, job.settings, device, started_at, wall_time_s, outcome)
+        return objective(done)
+    return write

@@ -1,5 +1,10 @@
 """The vectorized launcher: each member's records equal its ordinary run's, to float tolerance."""
 
+import os
+import signal
+import subprocess
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +16,7 @@ from initlab.report import load
 from initlab.train import run
 
 from conftest import make_config
-from test_sweeps import run_cli
+from test_sweeps import BIGGER, initlab_cmd, run_cli, summaries
 
 SMALL = ("data=synthetic", "data.source.num_train=1000", "data.source.num_test=200", "model.width=48",
          "model.depth=3", "trainer.max_steps=20", "trainer.log_every=1")
@@ -113,3 +118,32 @@ def test_launcher_writes_ordinary_job_folders_splits_groups_and_resumes(tmp_path
         assert np.allclose(a, b, rtol=2e-4, atol=1e-6)
     again = run_cli(*args, "hydra/launcher=vectorized", "hydra.sweep.dir=vec", cwd=tmp_path)
     assert "6 already finished, 0 to train" in again.stdout and again.stdout.count("skipped:") == 6
+
+
+@pytest.mark.slow
+def test_kill_during_a_later_group_keeps_the_finished_groups_and_resumes(tmp_path):
+    # 3 groups of 2; kill -9 once group 1's folders are written and before the sweep ends.
+    args = ["-m", *BIGGER, "init=xavier_uniform,kaiming_normal,orthogonal", "lr.value=0.1,0.01",
+            "hydra/launcher=vectorized", "hydra.launcher.max_group_size=2", "hydra.sweep.dir=sweep"]
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(initlab_cmd(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline, killed_with = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        if len(summaries(sweep)) >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_with = summaries(sweep)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_with is not None and 2 <= len(killed_with) < 6, "the sweep was not killed between groups"
+    before = {name: path.stat().st_mtime_ns for name, path in summaries(sweep).items()}
+    for name in before:  # what landed before the kill is whole: it loads and reports
+        assert load([sweep / name]).runs.status.tolist() == ["completed"]
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert f"{len(before)} already finished, {6 - len(before)} to train" in again.stdout
+    after = summaries(sweep)
+    assert len(after) == 6 and {n: after[n].stat().st_mtime_ns for n in before} == before
+    runs = load([sweep]).runs
+    assert sorted(runs.status) == ["completed"] * 6 and not list(sweep.rglob("*.tmp*"))

@@ -1,0 +1,32 @@
+"""The vectorized launcher is a standard Hydra launcher plugin: Hydra discovers it, its config is
+registered through ConfigStore (any app can say hydra/launcher=vectorized), and Hydra's own launcher
+test suites pass against it. Tasks that are not initlab's training run as the basic launcher runs them."""
+
+import pytest
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+
+from hydra_plugins.initlab_vectorized.vectorized_launcher import VectorizedLauncher
+
+
+def test_discovery():
+    assert VectorizedLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
+
+
+def test_config_is_in_the_config_store():
+    Plugins.instance()  # importing the plugins registers their configs
+    assert "vectorized.yaml" in ConfigStore.instance().list("hydra/launcher")
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("vectorized", [])])
+class TestVectorizedLauncher(LauncherTestSuite):
+    """Hydra's launcher test suite (its example app and task functions, none of them initlab's)."""
+
+
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags", [(
+    {}, ["-m", "hydra/launcher=vectorized", "hydra/hydra_logging=disabled", "hydra/job_logging=disabled"],
+)])
+class TestVectorizedLauncherIntegration(IntegrationTestSuite):
+    """Hydra's integration suite: a separate app process that picks the launcher from its own config."""
