@@ -29,6 +29,7 @@ from initlab import records
 from initlab.config import ConfigError, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, group_key
+from initlab.sweep_configs import SweepConfigs
 from initlab.train import failed_outcome, finished_before, job_context, log_skipped, objective, record, resolve_device
 from initlab.training import Outcome
 
@@ -71,6 +72,12 @@ def is_initlab_training(task) -> bool:
     version_base and would change how another app's jobs run (their working directory).
     """
     return getattr(task, "__module__", None) == "initlab.cli" and getattr(task, "__qualname__", None) == "train_job"
+
+
+def fast_composition(hydra_context, task_function) -> None:
+    """For initlab's training task, let the sweep's job configs share compositions (sweep_configs.py)."""
+    if is_initlab_training(task_function) and not isinstance(hydra_context.config_loader, SweepConfigs):
+        hydra_context.config_loader = SweepConfigs(hydra_context.config_loader)
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

@@ -21,6 +21,11 @@ class VectorizedLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        if getattr(task_function, "__module__", None) == "initlab.cli":
+            from initlab.vectorized import fast_composition
+
+            # The sweeper checks the batch with the same loader before launch(): both get the fast path.
+            fast_composition(hydra_context, task_function)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from initlab import vectorized

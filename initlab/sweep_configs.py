@@ -1,0 +1,78 @@
+"""A multirun's job configs at the cost of one Hydra composition per distinct set of group choices.
+
+Hydra composes every job of a sweep from scratch (~50 ms each here), and with the basic sweeper
+twice: once to check the batch, once in the launcher. Jobs that pick the same config-group
+options (init=..., model=...) and differ only in values (lr.value=..., trainer.seed=...) share
+everything a composition computes except those values. `SweepConfigs` wraps Hydra's config
+loader (the vectorized launcher installs it for initlab's own task): the first job of each
+distinct set of choices is composed as usual; every later one is a copy of it with its own
+value overrides applied by Hydra's own code (`ConfigLoaderImpl._apply_overrides_to_config`)
+and the fields composition derives from the overrides (`hydra.overrides.task`,
+`hydra.job.override_dirname`) set as Hydra sets them. Anything else (a deletion `~key`, an
+addition `+key`, a package override, a dict value, a hydra override) is composed in full.
+tests/test_sweep_configs.py checks the result against full composition.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+class SweepConfigs:
+    """A Hydra ConfigLoader whose `load_sweep_config` composes once per distinct set of group choices."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+        self.parser = OverridesParser.create()
+        self.groups: set[str] = set()  # config groups seen in a composed job (hydra.runtime.choices)
+        self.bases: dict[tuple, DictConfig] = {}  # pristine composed job per signature
+        self.composed = 0  # full compositions done (for the benchmark and the tests)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)  # everything else is the wrapped loader's
+
+    def _compose(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        self.composed += 1
+        config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        self.groups |= set(config.hydra.runtime.choices.keys())
+        return config
+
+    def _signature(self, parsed: list[Override]) -> tuple | None:
+        """What two jobs must share for one to be derived from the other, or None: compose in full."""
+        if not self.groups:
+            return None
+        for o in parsed:
+            if (o.is_delete() or o.is_add() or o.is_force_add() or o.package is not None or o.is_hydra_override()
+                    or o.is_sweep_override() or isinstance(o.value(), dict)):
+                return None
+        keys = tuple(o.key_or_group for o in parsed)
+        return keys, tuple(o.input_line for o in parsed if o.key_or_group in self.groups)
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        parsed = self.parser.parse_overrides(list(sweep_overrides))
+        signature = self._signature(parsed)
+        if signature is None or signature not in self.bases:
+            config = self._compose(master_config, list(sweep_overrides))
+            signature = self._signature(parsed)  # the groups are known now
+            if signature is not None:
+                self.bases[signature] = copy.deepcopy(config)
+            return config
+        config = copy.deepcopy(self.bases[signature])
+        values = [o for o in parsed if o.key_or_group not in self.groups]
+        ConfigLoaderImpl._apply_overrides_to_config(values, config)
+        # What composition derives from the overrides, set the way it sets it.
+        job = config.hydra.job
+        with open_dict(config.hydra):
+            config.hydra.overrides.task = [o.input_line for o in parsed]
+            job.override_dirname = get_overrides_dirname(
+                overrides=parsed, kv_sep=job.config.override_dirname.kv_sep,
+                item_sep=job.config.override_dirname.item_sep,
+                exclude_keys=job.config.override_dirname.exclude_keys)
+        OmegaConf.copy_cache(from_config=master_config, to_config=config)
+        return config

@@ -1,0 +1,67 @@
+"""Derived sweep-job configs (initlab.sweep_configs) equal Hydra's full composition, key for key."""
+
+import itertools
+
+import pytest
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
+from initlab.sweep_configs import SweepConfigs
+
+from conftest import CONF
+
+MASTER = ["data=synthetic", "trainer.max_steps=2", "hydra.sweep.dir=sweep"]
+
+
+@pytest.fixture
+def loaders():
+    def make():
+        return ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
+    plain = make()
+    master = plain.load_configuration("config", MASTER, RunMode.MULTIRUN)
+    return plain, SweepConfigs(make()), master
+
+
+def container(config):
+    return OmegaConf.to_container(config, resolve=False)
+
+
+JOBS = [[f"init={i}", f"lr.value={lr}", f"trainer.seed={s}", "model.depth=3"]
+        for i, lr, s in itertools.product(["kaiming_normal", "xavier_uniform", "timm/trunc_normal"], [0.1, 1e-3, 2],
+                                          [0, 7])]
+
+
+def test_derived_configs_equal_full_composition(loaders):
+    plain, fast, master = loaders
+    for overrides in JOBS:
+        derived = fast.load_sweep_config(master, overrides)
+        full = plain.load_sweep_config(master, overrides)
+        assert container(derived) == container(full), overrides
+        assert OmegaConf.to_yaml(derived) == OmegaConf.to_yaml(full)
+        assert derived.hydra.job.override_dirname == full.hydra.job.override_dirname
+        assert OmegaConf.select(derived, "hydra.sweep.subdir") == OmegaConf.select(full, "hydra.sweep.subdir")
+    assert fast.composed == 3  # one per init choice
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+init.extra=1", "trainer.seed=1"],          # an addition
+    ["init=kaiming_normal", "~init.a"],           # a deletion
+    ["trainer.stop_on=[stuck]", "trainer.seed=2"],
+])
+def test_other_override_kinds_are_composed_or_equal(loaders, overrides):
+    plain, fast, master = loaders
+    fast.load_sweep_config(master, ["init=kaiming_normal", "trainer.seed=0"])  # a base to derive from
+    assert container(fast.load_sweep_config(master, overrides)) == container(plain.load_sweep_config(master, overrides))
+
+
+def test_a_bad_value_fails_as_composition_does(loaders):
+    plain, fast, master = loaders
+    fast.load_sweep_config(master, ["trainer.seed=0"])
+    with pytest.raises(Exception) as derived:
+        fast.load_sweep_config(master, ["trainer.sed=1"])
+    with pytest.raises(Exception) as full:
+        plain.load_sweep_config(master, ["trainer.sed=1"])
+    assert type(derived.value) is type(full.value)
