@@ -52,9 +52,12 @@ class Evidence:
         self._wide: dict[str, pd.DataFrame] = {}
 
     def wide(self, metric: str) -> pd.DataFrame:
+        """step x layer for one metric (empty when the run did not record it)."""
+        if not self._wide:  # one reshape of the whole table serves every metric
+            table = self._layers.set_index(["metric", "step", "layer"]).value.unstack("layer").sort_index()
+            self._wide.update({m: frame.droplevel("metric") for m, frame in table.groupby(level="metric", sort=False)})
         if metric not in self._wide:
-            rows = self._layers[self._layers.metric == metric]
-            self._wide[metric] = rows.pivot(index="step", columns="layer", values="value").sort_index()
+            self._wide[metric] = pd.DataFrame(index=pd.Index([], name="step"), columns=pd.Index([], name="layer"))
         return self._wide[metric]
 
     def grads(self) -> pd.DataFrame:

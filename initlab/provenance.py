@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -31,7 +32,18 @@ def config_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
+    # Package metadata lookups cost milliseconds and cannot change within a process.
+    return tuple(versions_now().items())
+
+
 def versions() -> dict[str, Optional[str]]:
+    """Python's and the key packages' versions (looked up once per process)."""
+    return dict(_versions())
+
+
+def versions_now() -> dict[str, Optional[str]]:
     found: dict[str, Optional[str]] = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:

@@ -33,6 +33,8 @@ class SweepConfigs:
         self.groups: set[str] = set()  # config groups seen in a composed job (hydra.runtime.choices)
         self.bases: dict[tuple, DictConfig] = {}  # pristine composed job per signature
         self.composed = 0  # full compositions done (for the benchmark and the tests)
+        self.checked: dict[tuple, DictConfig] = {}  # results handed out once, to be handed out once more
+        self.keep = 4096  # at most this many held between the sweeper's check and the launcher
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)  # everything else is the wrapped loader's
@@ -55,6 +57,17 @@ class SweepConfigs:
         return keys, tuple(o.input_line for o in parsed if o.key_or_group in self.groups)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        # The basic sweeper asks for every job once to check its batch and the launcher once more:
+        # the second request gets the first one's result (the check keeps nothing of it).
+        key = tuple(sweep_overrides)
+        if key in self.checked:
+            return self.checked.pop(key)
+        config = self._load(master_config, sweep_overrides)
+        if len(self.checked) < self.keep:
+            self.checked[key] = config
+        return config
+
+    def _load(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = self.parser.parse_overrides(list(sweep_overrides))
         signature = self._signature(parsed)
         if signature is None or signature not in self.bases:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
@@ -29,6 +29,7 @@ from initlab import records
 from initlab.config import ConfigError, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, group_key
+from initlab.job_folders import JobLogs, write_member
 from initlab.sweep_configs import SweepConfigs
 from initlab.train import failed_outcome, finished_before, job_context, log_skipped, objective, record, resolve_device
 from initlab.training import Outcome
@@ -163,21 +164,27 @@ class VectorizedSweep:
                  f"{len(todo)} to train in {len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
         returns: dict[int, JobReturn] = {}
         pending = {j.num for j in todo}
-        for job in jobs:  # finished by an earlier attempt: their folders as usual, nothing trains
-            if job.num not in pending:
-                returns[job.num] = self._run_job(job, _writer(job, None))
+        # Finished by an earlier attempt: their folders as usual, nothing trains.
+        self._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
         for n, group in enumerate(plan, 1):
             log.info(f"group {n}/{len(plan)}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}")
             if len(group) == 1:  # nothing to stack: the ordinary task, as the basic launcher runs it
                 returns[group[0].num] = self._run_job(group[0], self.launcher.task_function)
                 continue
             results = self._train(group)
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             # Written now, before the next group trains: a kill loses at most the group in flight,
             # and memory holds one group's records at a time.
-            for job, result in zip(group, results):
-                returns[job.num] = self._run_job(job, _writer(job, result))
+            self._write_members([(job, _writer(job, result)) for job, result in zip(group, results)], returns)
         return [returns[j.num] for j in jobs]
+
+    def _write_members(self, members: list[tuple[Job, Any]], returns: dict[int, JobReturn]) -> None:
+        """The job folders of jobs whose work is done (trained in a group, or finished earlier)."""
+        for job, _ in members:
+            log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}")
+        logs = JobLogs()
+        for job, task in members:
+            returns[job.num] = write_member(job.config, task, self.launcher.hydra_context.callbacks, logs)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
 
 def _writer(job: Job, result: Optional[tuple[Outcome, datetime, float, torch.device]]):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from initlab.config import validate
 from initlab.group import GroupTraining, group_key
@@ -116,6 +117,21 @@ def test_launcher_writes_ordinary_job_folders_splits_groups_and_resumes(tmp_path
         a = basic.layers[basic.layers.run == name].sort_values(["metric", "step", "layer"]).value.to_numpy()
         b = vec.layers[vec.layers.run == name].sort_values(["metric", "step", "layer"]).value.to_numpy()
         assert np.allclose(a, b, rtol=2e-4, atol=1e-6)
+        # Hydra's own files say the same as the basic launcher's, but for where and how they ran.
+        hydra_files = [tmp_path / sweep / name / ".hydra" for sweep in ("basic", "vec")]
+        for file in ("config.yaml", "overrides.yaml"):
+            assert (hydra_files[0] / file).read_text() == (hydra_files[1] / file).read_text()
+        where = ("launcher", "sweep", "runtime.output_dir", "runtime.choices.hydra/launcher", "overrides.hydra")
+        def what(folder):
+            hydra = OmegaConf.to_container(OmegaConf.load(folder / "hydra.yaml").hydra)
+            for key in where:
+                *path, last = key.split(".") if "/" not in key else ["runtime", "choices", key.split(".")[-1]]
+                node = hydra
+                for part in path:
+                    node = node[part]
+                node.pop(last)
+            return hydra
+        assert what(hydra_files[0]) == what(hydra_files[1])
     again = run_cli(*args, "hydra/launcher=vectorized", "hydra.sweep.dir=vec", cwd=tmp_path)
     assert "6 already finished, 0 to train" in again.stdout and again.stdout.count("skipped:") == 6
 
