@@ -215,10 +215,12 @@ def _node(container: dict, path: str) -> dict:
 def validate(cfg: DictConfig) -> dict:
     """Check a composed config against the schema; return it resolved, as plain containers.
 
-    Raises ConfigError with a one-line message for the first value that is not allowed.
+    A job config Hydra composed for a sweep still holds its `hydra` node: it is left out (and
+    not copied). Raises ConfigError with a one-line message for the first value that is not allowed.
     """
     try:
-        container = OmegaConf.to_container(cfg, resolve=True)
+        container = {key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+                     for key, node in ((k, cfg[k]) for k in cfg if k != "hydra")}
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or "config"
         raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None

@@ -108,8 +108,8 @@ class VectorizedSweep:
             config = self.launcher.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(config):
                 config.hydra.job.id, config.hydra.job.num = num, num
-            try:  # the task's own config, as run() sees it: without the hydra node
-                settings = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+            try:  # the task's own config, as run() sees it (validate leaves the hydra node out)
+                settings = validate(config)
             except ConfigError as e:  # fail fast, as a single run does
                 print(f"initlab: {e}", file=sys.stderr)
                 sys.exit(2)
