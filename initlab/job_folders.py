@@ -70,20 +70,23 @@ def _watches_jobs(callbacks) -> bool:
 
 def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callbacks, logs: JobLogs,
                  job_dir_key: str = "hydra.sweep.dir", job_subdir_key: str = "hydra.sweep.subdir") -> JobReturn:
-    """What hydra.core.utils.run_job does for one job (no chdir: initlab runs with hydra.job.chdir=false)."""
+    """What hydra.core.utils.run_job does for one job.
+
+    `config` is the job's own: its hydra node is taken out of it for the task (no copy).
+    """
     output_dir = os.path.join(str(OmegaConf.select(config, job_dir_key)), str(OmegaConf.select(config, job_subdir_key)))
     with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
         config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-    previous = HydraConfig.instance().cfg
+    previous, old_cwd = HydraConfig.instance().cfg, os.getcwd()
     HydraConfig.instance().set_config(config)
     try:
         hydra_cfg = HydraConfig.instance().cfg
-        # The job's config is this job's alone: its task part is taken without a copy (run_job
-        # deep-copies the whole config and deletes the hydra node; HydraConfig keeps its own copy).
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         logs.use(config.hydra)  # its interpolations resolve against the whole config
         # Callbacks that watch jobs get the whole config, as from run_job (a copy, only then).
         full = copy.deepcopy(config) if _watches_jobs(callbacks) else config
+        # The job's config is this job's alone: its task part is taken without a copy (run_job
+        # deep-copies the whole config and deletes the hydra node; HydraConfig keeps its own copy).
         task_cfg = config
         with open_dict(task_cfg):
             del task_cfg["hydra"]
@@ -96,6 +99,9 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
             for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg),
                                ("overrides.yaml", hydra.overrides.task)):
                 (hydra_output / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
+        if hydra.job.chdir:  # initlab's conf says false; a user's may say true, as run_job honours it
+            os.chdir(output_dir)
+            ret.working_dir = output_dir
         with env_override(hydra.job.env_set):
             callbacks.on_job_start(config=full, task_function=task)
             try:
@@ -110,3 +116,4 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
         return ret
     finally:
         HydraConfig.instance().cfg = previous
+        os.chdir(old_cwd)

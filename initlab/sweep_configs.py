@@ -57,15 +57,17 @@ class SweepConfigs:
         return keys, tuple(o.input_line for o in parsed if o.key_or_group in self.groups)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        # The basic sweeper asks for every job once to check its batch and the launcher once more:
-        # the second request gets the first one's result (the check keeps nothing of it).
-        key = tuple(sweep_overrides)
-        if key in self.checked:
-            return self.checked.pop(key)
+        """Hydra's ConfigLoader call. The basic sweeper makes it for every job to check its batch and
+        keeps nothing of the result: the result is kept for the launcher's `for_launch` of that job."""
         config = self._load(master_config, sweep_overrides)
         if len(self.checked) < self.keep:
-            self.checked[key] = config
+            self.checked[tuple(sweep_overrides)] = config
         return config
+
+    def for_launch(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The job's config for the launcher, which owns it: the one the sweeper's check made, or a new one."""
+        config = self.checked.pop(tuple(sweep_overrides), None)
+        return config if config is not None else self._load(master_config, sweep_overrides)
 
     def _load(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = self.parser.parse_overrides(list(sweep_overrides))

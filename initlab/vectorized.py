@@ -4,9 +4,10 @@
 hydra_plugins/initlab_vectorized). Jobs that share an architecture and training schedule and
 differ only in init, learning rate, optimizer hyper-parameters or seed are grouped
 (group.group_key) and each group trains as one StackedMLP. As soon as a group finishes, each of
-its jobs goes through Hydra's own run_job, which makes its job folder (.hydra/, the log file)
-exactly as for the basic launcher, and the task writes that member's records with the ordinary
-runner's code: resume, diagnosis and the report work unchanged.
+its jobs gets its job folder with the files Hydra's run_job writes (job_folders.write_member:
+.hydra/, the log file, the callbacks) and the task writes that member's records with the
+ordinary runner's code: resume, diagnosis and the report work unchanged. The jobs' configs come
+from sweep_configs.SweepConfigs, one composition per distinct set of group choices.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ class VectorizedSweep:
         jobs = []
         for i, overrides in enumerate(job_overrides):
             num = initial_job_idx + i
-            config = self.launcher.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            loader = self.launcher.hydra_context.config_loader
+            load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
+            config = load(self.config, list(overrides))
             with open_dict(config):
                 config.hydra.job.id, config.hydra.job.num = num, num
             try:  # the task's own config, as run() sees it (validate leaves the hydra node out)

@@ -122,8 +122,12 @@ def test_launchers_give_the_basic_launchers_results(tmp_path, launcher):
 
 
 @pytest.mark.slow
-def test_optuna_search_minimizes_the_final_test_loss(tmp_path):
-    run_cli("hparams_search=lr_optuna", *SMALL, "trainer.max_steps=10", "hydra.sweeper.n_trials=3",
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=vectorized", "hydra.sweeper.n_jobs=3"]],
+                         ids=["basic", "vectorized"])
+def test_optuna_search_minimizes_the_final_test_loss(tmp_path, launcher):
+    # Optuna asks for trials in batches and never checks a batch first: the vectorized launcher
+    # then composes each job itself.
+    run_cli("hparams_search=lr_optuna", *SMALL, "trainer.max_steps=10", "hydra.sweeper.n_trials=3", *launcher,
             "hydra.sweep.dir=search", cwd=tmp_path)
     results = (tmp_path / "search" / "optimization_results.yaml").read_text()
     runs = load([tmp_path / "search"]).runs
