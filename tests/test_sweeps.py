@@ -39,9 +39,9 @@ def summaries(sweep):
 
 def test_job_folders_are_named_by_configuration():
     assert job_dirname("init=xavier_uniform,lr.value=0.1") == "init=xavier_uniform,lr.value=0.1"
-    odd = job_dirname("init=he2015/xavier,model.depth=30")
-    assert "/" not in odd and odd.startswith("init=he2015_xavier,model.depth=30-")
-    assert job_dirname("init=he2015/xavier") != job_dirname("init=he2015_xavier")
+    odd = job_dirname("init=he2015/small_normal,model.depth=30")
+    assert "/" not in odd and odd.startswith("init=he2015_small_normal,model.depth=30-")
+    assert job_dirname("init=he2015/small_normal") != job_dirname("init=he2015_small_normal")
     assert len(job_dirname("x=" + "1" * 500)) < 100 and job_dirname("") == "default"
 
 
