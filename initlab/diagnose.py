@@ -78,6 +78,11 @@ class Evidence:
         first, last = float(self.loss.iloc[:n].mean()), float(self.loss.iloc[-n:].mean())
         return first, last, (first - last) / first if first > 0 else math.nan
 
+    def dead_hidden(self) -> pd.Series:
+        """Each hidden layer's fraction of units dead on the test set after the last epoch."""
+        dead = self.wide("eval_dead_fraction")
+        return dead.iloc[-1, :-1] if dead.shape[1] > 1 and len(dead) else pd.Series(dtype=float)
+
     def hidden_std(self) -> pd.Series:
         """Each hidden layer's activation std at the first recorded step (all layers of a net without any)."""
         std = self.wide("act_std")
@@ -330,8 +335,7 @@ def updates_too_small(ev: Evidence, th: dict) -> Optional[Finding]:
     if not (0 < ratio < th["small_update_ratio"] and fell < th["min_loss_fall"]):
         return None
     # Tiny updates from a vanishing signal or dead units are their fault, not the learning rate's.
-    dead = ev.wide("eval_dead_fraction")
-    if ev.signal_shrink() < th["weak_signal"] or (dead.shape[1] > 1 and (dead.iloc[-1, :-1] > th["dead_fraction"]).any()):
+    if ev.signal_shrink() < th["weak_signal"] or (ev.dead_hidden() > th["dead_fraction"]).any():
         return None
     lr = ev.final("lr")
     return Finding(
@@ -367,8 +371,7 @@ def _likeliest_cause(ev: Evidence, th: dict) -> str:
                 f"are identical)")
     grads = ev.grads()
     zero = (grads.max(axis=1) <= th["zero_grad"]).mean() if not grads.empty else 0.0
-    dead = ev.wide("eval_dead_fraction")
-    dead_hidden = dead.iloc[-1, :-1] if dead.shape[1] > 1 else pd.Series(dtype=float)
+    dead_hidden = ev.dead_hidden()
     if zero >= 0.5:
         return f"the likeliest cause: zero gradients (every gradient is ~0 at {zero:.0%} of the recorded steps)"
     if (dead_hidden > th["dead_fraction"]).any():
