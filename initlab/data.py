@@ -8,6 +8,8 @@ the tensors are also kept in memory, per device.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import os
@@ -35,9 +37,10 @@ class Tensors:
     test_y: torch.Tensor
     num_classes: int
 
-    @property
+    @functools.cached_property
     def chance_accuracy(self) -> float:
-        """The test accuracy of always answering the most frequent test class."""
+        """The test accuracy of always answering the most frequent test class (computed once: every
+        diagnosis context asks, and on a GPU reading it back syncs)."""
         return (self.test_y.bincount().max() / len(self.test_y)).item()
 
     @property

@@ -35,7 +35,6 @@ AUTO_KEYS = ("gain", "nonlinearity", "a")
 
 # initlab's activation names -> torch.nn.init's nonlinearity names.
 _TORCH_NONLINEARITY = {"identity": "linear"}
-NONLINEARITIES = ("linear", "identity", "sigmoid", "tanh", "relu", "leaky_relu", "selu", "gelu")
 
 Gain = Annotated[Union[float, Literal["auto"]], rule(lambda v: v == AUTO or v > 0, "a number > 0 or auto")]
 Slope = Annotated[Union[float, Literal["auto"]], rule(lambda v: v == AUTO or v >= 0, "a number >= 0 or auto")]
