@@ -164,7 +164,7 @@ class GroupTraining:
 
     def _tables(self, k: int, last_step: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         layers = pd.concat([self.recorder.table(k, last_step), records.layers_frame(self.eval_rows[k])],
-                           ignore_index=True).astype(records.LAYER_TYPES)
+                           ignore_index=True)  # both typed as records.LAYER_TYPES
         curves = records.curves_frame(self.curves[k]).sort_values(["metric", "step"], kind="stable", ignore_index=True)
         return layers, curves
 

@@ -1,28 +1,39 @@
 """A stacked member's job folder, with the files Hydra's run_job writes, at a fraction of its cost.
 
 For each job of a sweep Hydra's `run_job` deep-copies the config twice, copies the hydra node
-into HydraConfig twice, re-configures logging from scratch (a new file handler) and renders
-three YAML files. For the members of a stacked group, whose training is already done, that is
-most of the per-job cost. `write_member` does the same steps once each: the same
-`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml` (rendered by OmegaConf, so byte for byte
-what run_job writes), the same job log file (the logging config is applied in full for the
-first job and whenever it changes in anything but the file's path; otherwise the file handler
-is pointed at the new job's file), the same callbacks and the same JobReturn.
-tests/test_vectorized.py compares the folders with the basic launcher's.
+into HydraConfig, re-configures logging from scratch (a new file handler) and renders three
+YAML files with PyYAML's pure-Python emitter. For the members of a stacked group, whose
+training is already done, that is most of the per-job cost. `write_member` does the same
+steps without the copies and the repeated work:
+- the task's config and HydraConfig's config share the job config's nodes instead of copying
+  them (the job config is this job's alone, made for it by sweep_configs);
+- `.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml` are byte for byte what run_job writes
+  (`OmegaConf.to_yaml`), assembled from the YAML of each top-level part, which `HydraYaml`
+  renders once per distinct content (a seed sweep changes 6 of ~250 lines);
+- the job log file: the logging config is applied in full for the first job and whenever it
+  changes in anything but the file's path; otherwise the file handler is pointed at the new file;
+- the same callbacks and the same JobReturn.
+tests/test_job_folders.py checks the YAML against OmegaConf's and the shared configs against
+copies; tests/test_vectorized.py compares the folders with the basic launcher's.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import yaml
+from hydra import version
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, env_override
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
+from omegaconf._utils import get_omega_conf_dumper
+
+from initlab import file_writes
 
 
 def _files(conf: dict) -> dict[str, str]:
@@ -62,48 +73,142 @@ class JobLogs:
                 handler.release()
 
 
-def _watches_jobs(callbacks) -> bool:
-    """Whether any registered Hydra callback does something on job start or end."""
+def _dump(container: Any) -> str:
+    """YAML exactly as OmegaConf.to_yaml renders a container (its dumper and options)."""
+    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False,
+                     Dumper=get_omega_conf_dumper())
+
+
+# Keys a mapping may be split at: short names PyYAML writes on one line (its own rendering of
+# the key is used, so a quoted `"on":` stays right).
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+class HydraYaml:
+    """OmegaConf.to_yaml of job configs, rendered part by part and each distinct part once.
+
+    A block mapping's YAML is its entries' YAML one after another, each indented by its depth
+    alone: `{a: A, b: B}` renders as the lines of `{a: A}` then those of `{b: B}`, and the entry
+    `c` of a nested mapping at `a.b` as the lines of `{a: {b: {c: C}}}` without the first two.
+    Entries are rendered once per distinct content (repr of the plain container: it tells 1
+    from 1.0, True and '1', and a mapping's order). Mappings are split `depth` levels deep; an
+    empty one, or one with a key that is not a short plain name, is rendered whole.
+    tests/test_job_folders.py compares the result with OmegaConf.to_yaml.
+    """
+
+    def __init__(self, depth: int = 3) -> None:
+        self.depth = depth
+        self.rendered: dict[tuple, str] = {}
+
+    def to_yaml(self, container: Any) -> str:
+        if not _splittable(container):
+            return _dump(container)
+        return self._entries(container, (), self.depth)
+
+    def _entries(self, mapping: dict, path: tuple, depth: int) -> str:
+        parts = []
+        for key, value in mapping.items():
+            if depth > 1 and _splittable(value):
+                parts.append(self._entry((*path, key), {"_": 0}).split("\n", 1)[0] + "\n")  # `key:`
+                parts.append(self._entries(value, (*path, key), depth - 1))
+            else:
+                parts.append(self._entry((*path, key), value))
+        return "".join(parts)
+
+    def _entry(self, path: tuple, value: Any) -> str:
+        """The lines of the entry `path[-1]: value` of the mapping at `path[:-1]`, as in the whole document."""
+        if type(value) is int and value != 0:  # a job's number or seed: PyYAML writes str(int), plain
+            return self._entry(path, 0)[:-2] + f"{value}\n"
+        cache_key = (path, repr(value))
+        text = self.rendered.get(cache_key)
+        if text is None:
+            for key in reversed(path):
+                value = {key: value}
+            text = _dump(value)
+            for _ in path[:-1]:  # the enclosing keys' lines (one each), written by the caller
+                text = text.split("\n", 1)[1]
+            self.rendered[cache_key] = text
+        return text
+
+
+def _splittable(container: Any) -> bool:
+    return (isinstance(container, dict) and bool(container)
+            and all(isinstance(k, str) and _PLAIN_KEY.match(k) for k in container))
+
+
+def watches_jobs(callbacks) -> bool:
+    """Whether any registered Hydra callback does something when a job starts or ends (it may
+    read the job's files then, so they must be on disk before it is called)."""
     return any(type(cb).on_job_start is not Callback.on_job_start or type(cb).on_job_end is not Callback.on_job_end
                for cb in getattr(callbacks, "callbacks", []))
 
 
-def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callbacks, logs: JobLogs,
-                 job_dir_key: str = "hydra.sweep.dir", job_subdir_key: str = "hydra.sweep.subdir") -> JobReturn:
-    """What hydra.core.utils.run_job does for one job.
+def sharing(config: DictConfig, keys: list[str]) -> DictConfig:
+    """A DictConfig whose entries are `config`'s nodes at `keys` themselves, not copies of them.
 
-    `config` is the job's own: its hydra node is taken out of it for the task (no copy).
+    The nodes' parent becomes the new config, so their interpolations resolve within it; the
+    root's flags (struct, readonly) are the original's. For a config that is one job's alone.
     """
-    output_dir = os.path.join(str(OmegaConf.select(config, job_dir_key)), str(OmegaConf.select(config, job_subdir_key)))
-    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    shared = DictConfig({})
+    with flag_override(shared, ["no_deepcopy_set_nodes", "struct", "readonly"], [True, False, False]):
+        for key in keys:
+            shared[key] = config._get_node(key)
+    for flag, value in config._metadata.flags.items():
+        shared._set_flag(flag, value)
+    return shared
+
+
+def set_hydra_config(config: DictConfig) -> None:
+    """HydraConfig.set_config without its copy of the hydra node: HydraConfig's config holds the
+    job config's own (read-only) hydra node, whose interpolations resolve against the whole job
+    config, as set_config arranges for its copy."""
+    OmegaConf.set_readonly(config.hydra, True)
+    hydra_cfg = sharing(config, ["hydra"])
+    config.hydra._set_parent(config)
+    HydraConfig.instance().cfg = hydra_cfg  # type: ignore[assignment]
+
+
+def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callbacks, logs: JobLogs,
+                 files: HydraYaml, job_dir_key: str = "hydra.sweep.dir",
+                 job_subdir_key: str = "hydra.sweep.subdir") -> JobReturn:
+    """What hydra.core.utils.run_job does for one job, in the same order.
+
+    `config` is the job's own (sweep_configs made it for this job): the task's config and
+    HydraConfig's share its nodes instead of copying them, as run_job copies them.
+    """
     previous, old_cwd = HydraConfig.instance().cfg, os.getcwd()
-    HydraConfig.instance().set_config(config)
+    set_hydra_config(config)
     try:
+        output_dir = str(OmegaConf.select(config, job_dir_key))
+        if job_subdir_key is not None:
+            output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(output_dir)
         hydra_cfg = HydraConfig.instance().cfg
+        task_cfg = sharing(config, [key for key in config if key != "hydra"])
+        hydra = config.hydra
+        plain = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
+        hydra_plain = {"hydra": plain.pop("hydra")}
+        overrides = hydra_plain["hydra"]["overrides"]["task"]
+        ret = JobReturn(overrides=list(overrides), cfg=task_cfg, hydra_cfg=hydra_cfg)
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        logs.use(config.hydra)  # its interpolations resolve against the whole config
-        # Callbacks that watch jobs get the whole config, as from run_job (a copy, only then).
-        full = copy.deepcopy(config) if _watches_jobs(callbacks) else config
-        # The job's config is this job's alone: its task part is taken without a copy (run_job
-        # deep-copies the whole config and deletes the hydra node; HydraConfig keeps its own copy).
-        task_cfg = config
-        with open_dict(task_cfg):
-            del task_cfg["hydra"]
-        hydra = hydra_cfg.hydra
-        ret = JobReturn(overrides=OmegaConf.to_container(hydra.overrides.task), cfg=task_cfg,
-                        hydra_cfg=hydra_cfg, working_dir=os.getcwd())
+        chdir = hydra.job.chdir
+        if chdir is None:  # as run_job decides it
+            chdir = not version.base_at_least("1.2")
+        if chdir:
+            os.chdir(output_dir)
+            ret.working_dir = output_dir
+        else:
+            ret.working_dir = os.getcwd()
+        logs.use(hydra)
         if hydra.output_subdir is not None:
             hydra_output = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
             hydra_output.mkdir(parents=True, exist_ok=True)
-            for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg),
-                               ("overrides.yaml", hydra.overrides.task)):
-                (hydra_output / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
-        if hydra.job.chdir:  # initlab's conf says false; a user's may say true, as run_job honours it
-            os.chdir(output_dir)
-            ret.working_dir = output_dir
+            for name, container in (("config.yaml", plain), ("hydra.yaml", hydra_plain), ("overrides.yaml", overrides)):
+                text, path = files.to_yaml(container), hydra_output / name
+                file_writes.write(lambda path=path, text=text: path.write_text(text, encoding="utf-8"))
         with env_override(hydra.job.env_set):
-            callbacks.on_job_start(config=full, task_function=task)
+            callbacks.on_job_start(config=config, task_function=task)
             try:
                 ret.return_value = task(task_cfg)
                 ret.status = JobStatus.COMPLETED
@@ -112,7 +217,7 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
         ret.task_name = JobRuntime.instance().get("name")
         for handler in logging.getLogger().handlers:
             handler.flush()
-        callbacks.on_job_end(config=full, job_return=ret)
+        callbacks.on_job_end(config=config, job_return=ret)
         return ret
     finally:
         HydraConfig.instance().cfg = previous

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initlab.diagnose import Context, diagnose
+from initlab.diagnose import Context, Evidence, diagnose
 
 from conftest import make_config
 from initlab.config import validate
@@ -178,3 +178,17 @@ def test_a_run_that_did_not_learn_is_never_healthy():
 def test_a_diverged_run_is_not_called_not_learning():
     assert "not_learning" not in kinds(verdict(*tables(accuracy=float("nan")), status="diverged",
                                                diverged_at_step=5))
+
+
+def test_wide_views_equal_pandas_reshape():
+    # Evidence.wide builds step x layer with numpy; pandas' unstack of the whole table is the reference.
+    # Metrics with their own steps and layers: eval_dead_fraction has one step, `hidden` lacks the last layer.
+    layers, curves = tables(extra={"hidden": lambda s, l: np.nan if l == N_LAYERS - 1 else s * 10 + l})
+    layers = layers[~((layers.metric == "hidden") & (layers.layer == N_LAYERS - 1))].sample(frac=1, random_state=0)
+    ev = Evidence(layers, curves, Context(num_classes=10, activation="relu", output_activation=None))
+    reference = layers.set_index(["metric", "step", "layer"]).value.unstack("layer").sort_index()
+    for metric in layers.metric.unique():
+        pd.testing.assert_frame_equal(ev.wide(metric), reference.loc[metric], check_names=True)
+    assert ev.wide("not_recorded").empty
+    empty = Evidence(layers.iloc[:0], curves, Context(num_classes=10, activation="relu", output_activation=None))
+    assert empty.wide("act_std").empty

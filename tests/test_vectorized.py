@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,6 +135,18 @@ def test_launcher_writes_ordinary_job_folders_splits_groups_and_resumes(tmp_path
         assert what(hydra_files[0]) == what(hydra_files[1])
     again = run_cli(*args, "hydra/launcher=vectorized", "hydra.sweep.dir=vec", cwd=tmp_path)
     assert "6 already finished, 0 to train" in again.stdout and again.stdout.count("skipped:") == 6
+
+
+def test_a_callback_at_job_end_finds_the_records_on_disk(tmp_path):
+    # The launcher writes files on a background thread, but not when a callback may read them.
+    env_path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run(initlab_cmd("-m", *SMALL, "trainer.seed=0,1,2", "hydra/launcher=vectorized",
+                                        "hydra.sweep.dir=sweep",
+                                        "+hydra.callbacks.probe._target_=job_end_probe.RecordsAtJobEnd"),
+                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": env_path})
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = [p.read_text() for p in (tmp_path / "sweep").glob("*/records_at_job_end.txt")]
+    assert seen == ["True"] * 3
 
 
 @pytest.mark.slow
