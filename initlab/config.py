@@ -15,6 +15,7 @@ the schema entries show up as choices in Hydra's "Available options" lists.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import typing
@@ -55,10 +56,11 @@ def _split_annotated(tp: Any) -> tuple[Any, dict]:
     return tp, ANY
 
 
-def dataclass_keys(schema: type[Schema]) -> list[Key]:
+@functools.lru_cache(maxsize=None)  # a schema's keys never change; typing.get_type_hints is slow
+def dataclass_keys(schema: type[Schema]) -> tuple[Key, ...]:
     hints = typing.get_type_hints(schema)
-    return [Key(f.name, hints[f.name], dict(f.metadata) or ANY, f.default is MISSING,
-                None if f.default is MISSING else f.default) for f in fields(schema)]
+    return tuple(Key(f.name, hints[f.name], dict(f.metadata) or ANY, f.default is MISSING,
+                     None if f.default is MISSING else f.default) for f in fields(schema))
 
 
 def signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Key], bool]:

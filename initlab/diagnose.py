@@ -41,56 +41,73 @@ class Context:
 
 
 class Evidence:
-    """Wide views of the tidy tables that the rules share: step x layer per metric, loss per step."""
+    """What the rules read, computed once: per metric a step x layer array, the loss per step.
+
+    The rules work on numpy arrays (`values`): pandas' per-call overhead made a diagnosis of a
+    short run cost more than the run's training in a vectorized sweep. `wide` gives the same
+    numbers as labelled DataFrames, for reading and for the tests.
+    """
 
     def __init__(self, layers: pd.DataFrame, curves: pd.DataFrame, context: Context) -> None:
         self.context = context
         self.ln_c = math.log(context.num_classes) if context.num_classes > 1 else math.nan
         self._layers, self._curves = layers, curves
-        # The curves by metric, in step order (numpy: pandas' filtering took a tenth of a diagnosis).
+        # The curves by metric, in step order.
         steps, metrics = curves.step.to_numpy(), curves.metric.to_numpy()
         order = np.argsort(steps, kind="stable")
         steps, metrics, values = steps[order], metrics[order], curves.value.to_numpy()[order]
         self._finals = dict(zip(metrics.tolist(), values.tolist()))  # the last one of each metric wins
         is_loss = metrics == "train_loss"
-        self.loss = pd.Series(values[is_loss], index=pd.Index(steps[is_loss], name="step"), name="value")
+        self.loss_steps, self.loss_values = steps[is_loss], values[is_loss].astype(float)
+        self.loss = pd.Series(self.loss_values, index=pd.Index(self.loss_steps, name="step"), name="value")
         self.n_layers = int(layers.layer.max()) + 1 if len(layers) else 0
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._wide: dict[str, pd.DataFrame] = {}
         self._rows: Optional[dict[str, np.ndarray]] = None  # each metric's row numbers in the layers table
         self._columns = np.unique(layers.layer.to_numpy()) if len(layers) else np.array([], dtype=int)
 
+    def values(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values): the metric's recorded steps, sorted, and a step x layer array whose
+        column l is layer l (NaN where the metric has no value); no rows when it was not recorded."""
+        if metric not in self._arrays:
+            t = self._layers
+            if self._rows is None:
+                codes, names = pd.factorize(t.metric)
+                self._rows = {name: np.flatnonzero(codes == k) for k, name in enumerate(names)}
+            rows = self._rows.get(metric, np.array([], dtype=int))
+            steps, row = np.unique(t.step.to_numpy()[rows], return_inverse=True)
+            array = np.full((len(steps), self.n_layers), np.nan)
+            array[row, t.layer.to_numpy()[rows]] = t.value.to_numpy()[rows]
+            self._arrays[metric] = steps, array
+        return self._arrays[metric]
+
     def wide(self, metric: str) -> pd.DataFrame:
-        """step x layer for one metric (empty when the run did not record it).
+        """step x layer for one metric as a DataFrame (empty when the run did not record it).
 
         As `layers.set_index(["metric", "step", "layer"]).value.unstack("layer")` then the
         metric's rows: its own steps, sorted, and every layer of the table as columns (NaN
-        where the metric has none). Built with numpy, one metric at a time as the rules ask:
-        pandas' reshape of the whole table took half of a diagnosis (tests/test_diagnose.py
-        compares the two).
+        where the metric has none). tests/test_diagnose.py compares the two.
         """
         if metric not in self._wide:
-            self._wide[metric] = self._pivot(metric)
+            steps, array = self.values(metric)
+            if not len(steps):
+                frame = pd.DataFrame(index=pd.Index([], name="step"), columns=pd.Index([], name="layer"))
+            else:
+                frame = pd.DataFrame(array[:, self._columns], index=pd.Index(steps, name="step"),
+                                     columns=pd.Index(self._columns, name="layer"))
+            self._wide[metric] = frame
         return self._wide[metric]
 
-    def _pivot(self, metric: str) -> pd.DataFrame:
-        t = self._layers
-        if self._rows is None:
-            codes, names = pd.factorize(t.metric)
-            self._rows = {name: np.flatnonzero(codes == k) for k, name in enumerate(names)}
-        rows = self._rows.get(metric)
-        if rows is None:
-            return pd.DataFrame(index=pd.Index([], name="step"), columns=pd.Index([], name="layer"))
-        steps, layer = t.step.to_numpy()[rows], t.layer.to_numpy()[rows]
-        index, row = np.unique(steps, return_inverse=True)
-        values = np.full((len(index), len(self._columns)), np.nan)
-        values[row, np.searchsorted(self._columns, layer)] = t.value.to_numpy()[rows]
-        return pd.DataFrame(values, index=pd.Index(index, name="step"), columns=pd.Index(self._columns, name="layer"))
-
-    def grads(self) -> pd.DataFrame:
-        """Weight- and bias-gradient norms side by side: the largest says whether anything moves."""
-        if "grads" not in self._wide:
-            self._wide["grads"] = pd.concat([self.wide("weight_grad_norm"), self.wide("bias_grad_norm")], axis=1)
-        return self._wide["grads"]
+    def grad_max(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, the largest weight- or bias-gradient norm of any layer at each): whether anything moves."""
+        if "grad_max" not in self._arrays:
+            (ws, w), (bs, b) = self.values("weight_grad_norm"), self.values("bias_grad_norm")
+            steps = np.union1d(ws, bs)
+            both = np.full((len(steps), 2 * self.n_layers), np.nan)
+            both[np.searchsorted(steps, ws), :self.n_layers] = w
+            both[np.searchsorted(steps, bs), self.n_layers:] = b
+            self._arrays["grad_max"] = steps, _fmax(both, axis=1)
+        return self._arrays["grad_max"]
 
     def final(self, metric: str) -> float:
         """The last value of an epoch metric in the curves (test_accuracy, ...), NaN when there is none."""
@@ -99,26 +116,49 @@ class Evidence:
     def loss_fall(self, th: dict) -> tuple[float, float, float]:
         """(first, last, fraction fallen): the mean batch loss over the first and the last
         `progress_steps` steps, and how much of the first the run shed by the end."""
-        n = max(1, min(th["progress_steps"], len(self.loss) // 2))
-        first, last = float(self.loss.iloc[:n].mean()), float(self.loss.iloc[-n:].mean())
+        n = max(1, min(th["progress_steps"], len(self.loss_values) // 2))
+        first, last = _nanmean(self.loss_values[:n]), _nanmean(self.loss_values[-n:])
         return first, last, (first - last) / first if first > 0 else math.nan
 
-    def dead_hidden(self) -> pd.Series:
+    def dead_hidden(self) -> np.ndarray:
         """Each hidden layer's fraction of units dead on the test set after the last epoch."""
-        dead = self.wide("eval_dead_fraction")
-        return dead.iloc[-1, :-1] if dead.shape[1] > 1 and len(dead) else pd.Series(dtype=float)
+        _, dead = self.values("eval_dead_fraction")
+        return dead[-1, :-1] if dead.shape[1] > 1 and len(dead) else np.array([])
 
-    def hidden_std(self) -> pd.Series:
+    def hidden_std(self) -> np.ndarray:
         """Each hidden layer's activation std at the first recorded step (all layers of a net without any)."""
-        std = self.wide("act_std")
-        if std.empty:
-            return pd.Series(dtype=float)
-        return std.iloc[0, :-1] if std.shape[1] > 1 else std.iloc[0]
+        _, std = self.values("act_std")
+        if not len(std):
+            return np.array([])
+        return std[0, :-1] if std.shape[1] > 1 else std[0]
 
     def signal_shrink(self) -> float:
         """Last / first hidden layer's activation std at the first recorded step (He et al. 2015)."""
         hidden = self.hidden_std()
-        return float(hidden.iloc[-1] / hidden.iloc[0]) if len(hidden) and hidden.iloc[0] > 0 else math.nan
+        return float(hidden[-1] / hidden[0]) if len(hidden) and hidden[0] > 0 else math.nan
+
+
+# NaN-skipping reductions, as pandas' (an all-NaN or empty input gives NaN, and no warning).
+def _fmax(a: np.ndarray, axis=None):
+    if a.size == 0:
+        return np.full(a.shape[1 - axis], np.nan) if axis is not None and a.ndim == 2 else math.nan
+    return np.fmax.reduce(a, axis=axis)
+
+
+def _fmin(a: np.ndarray) -> float:
+    return float(np.fmin.reduce(a)) if a.size else math.nan
+
+
+def _nanmean(a: np.ndarray) -> float:
+    a = a[~np.isnan(a)]
+    return float(a.mean()) if len(a) else math.nan
+
+
+def _nanmedian(a: np.ndarray, axis=None):
+    if axis is None:
+        a = a[~np.isnan(a)]
+        return float(np.median(a)) if len(a) else math.nan
+    return np.array([_nanmedian(column) for column in np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])])
 
 
 def _fmt(x: float) -> str:
@@ -156,66 +196,68 @@ def diverged(ev: Evidence, th: dict) -> Optional[Finding]:
 
 
 def exploding(ev: Evidence, th: dict) -> Optional[Finding]:
-    grad = ev.wide("weight_grad_norm")
-    if grad.empty:
+    steps, grad = ev.values("weight_grad_norm")
+    if not grad.size:
         return None
-    bad = grad[~np.isfinite(grad).all(axis=1)]
-    if len(bad):
-        step = int(bad.index[0])
-        layers = [int(l) for l in grad.columns if not np.isfinite(grad.loc[step, l])]
+    finite = np.isfinite(grad)
+    bad = ~finite.all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        step = int(steps[row])
+        layers = [int(l) for l in np.flatnonzero(~finite[row])]
         return Finding("exploding", f"Gradient norms overflowed (non-finite) at step {step} in layers {layers}.",
                        step=step, layers=layers, values={"first_nonfinite_step": step})
-    first = grad.iloc[0].replace(0, np.nan)
-    growth = grad.max() / first
+    first = np.where(grad[0] == 0, np.nan, grad[0])
+    top = grad.max(axis=0)  # every value is finite here
+    growth = top / first
     # Growth from a vanishing start to an ordinary size is recovery, not explosion: count it
     # only where the norm also ends up large.
-    grown = [int(l) for l in growth.index
-             if growth[l] > th["exploding_growth"] and grad[l].max() > th["exploding_min_norm"]]
-    big = [int(l) for l in grad.columns if grad[l].max() > th["exploding_norm"]]
+    grown = [l for l in range(grad.shape[1]) if growth[l] > th["exploding_growth"] and top[l] > th["exploding_min_norm"]]
+    big = [l for l in range(grad.shape[1]) if top[l] > th["exploding_norm"]]
     layers = sorted(set(grown) | set(big))
     if not layers:
         return None
-    worst = max(layers, key=lambda l: grad[l].max())
-    step = int(grad[worst].idxmax())
+    worst = max(layers, key=lambda l: top[l])
+    step = int(steps[int(np.argmax(grad[:, worst]))])
     return Finding(
         "exploding",
-        f"Gradient norms explode: layer {worst}'s grew to {_fmt(grad[worst].max())} at step {step} "
-        f"({_fmt(growth.get(worst, float('nan')))}x its first value; thresholds: growth "
+        f"Gradient norms explode: layer {worst}'s grew to {_fmt(top[worst])} at step {step} "
+        f"({_fmt(growth[worst])}x its first value; thresholds: growth "
         f"{_fmt(th['exploding_growth'])}x, norm {_fmt(th['exploding_norm'])}).",
-        step=step, layers=layers,
-        values={"max_norm": float(grad[worst].max()), "growth": float(growth.get(worst, float("nan")))},
+        step=step, layers=layers, values={"max_norm": float(top[worst]), "growth": float(growth[worst])},
     )
 
 
 def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
-    grad = ev.wide("weight_grad_norm")
-    early = grad[grad.index < th["window"]]
-    if early.empty:
+    steps, grad = ev.values("weight_grad_norm")
+    in_window = steps < th["window"]
+    early, early_steps = grad[in_window], steps[in_window]
+    if not early.size:
         return None
     last = ev.n_layers - 1
-    moving = early[early[last] > 0]
-    ratio = (moving[0] / moving[last]) if len(moving) else pd.Series(dtype=float)
-    if len(ratio) and ratio.median() < th["vanishing_ratio"]:
-        median = early.median()
-        layers = [int(l) for l in median.index if median[l] < th["vanishing_ratio"] * median[last]]
-        step = int(ratio[ratio < th["vanishing_ratio"]].index[0])
+    moving = early[:, last] > 0
+    ratio, ratio_steps = early[moving, 0] / early[moving, last], early_steps[moving]
+    if len(ratio) and _nanmedian(ratio) < th["vanishing_ratio"]:
+        median = _nanmedian(early, axis=0)
+        layers = [l for l in range(len(median)) if median[l] < th["vanishing_ratio"] * median[last]]
+        step = int(ratio_steps[ratio < th["vanishing_ratio"]][0])
         return Finding(
             "vanishing",
-            f"Gradients vanish towards the input: layer 0's weight-gradient norm is {_fmt(ratio.median())}x "
+            f"Gradients vanish towards the input: layer 0's weight-gradient norm is {_fmt(_nanmedian(ratio))}x "
             f"the output layer's ({_fmt(median[0])} vs {_fmt(median[last])}, medians over the first "
             f"{th['window']} steps; threshold {_fmt(th['vanishing_ratio'])}x).",
             step=step, layers=layers,
-            values={"first_to_last_ratio": float(ratio.median()), "first_layer_norm": float(median[0]),
+            values={"first_to_last_ratio": _nanmedian(ratio), "first_layer_norm": float(median[0]),
                     "last_layer_norm": float(median[last])},
         )
-    early_loss = ev.loss[ev.loss.index < th["window"]]
-    if not early_loss.mean() > th["high_loss"] * ev.ln_c:
+    early_loss = _nanmean(ev.loss_values[ev.loss_steps < th["window"]])
+    if not early_loss > th["high_loss"] * ev.ln_c:
         return None  # the loss is falling: whatever the norms are, it trains
     hidden, shrink = ev.hidden_std(), ev.signal_shrink()
-    typical = float(early.max(axis=1).median())  # the largest layer's norm, median over the early steps
-    values = {"largest_grad_norm": typical, "first_hidden_std": float(hidden.iloc[0]),
-              "last_hidden_std": float(hidden.iloc[-1]), "signal_ratio": shrink}
-    signal = (f"the signal shrinks from std {_fmt(hidden.iloc[0])} after layer 0 to {_fmt(hidden.iloc[-1])} "
+    typical = _nanmedian(_fmax(early, axis=1))  # the largest layer's norm, median over the early steps
+    values = {"largest_grad_norm": typical, "first_hidden_std": float(hidden[0]),
+              "last_hidden_std": float(hidden[-1]), "signal_ratio": shrink}
+    signal = (f"the signal shrinks from std {_fmt(hidden[0])} after layer 0 to {_fmt(hidden[-1])} "
               f"after layer {len(hidden) - 1}")
     if shrink < th["vanishing_ratio"]:
         # He et al. 2015, Sec. 2.2: each layer scales the forward signal (and the backward one) by a
@@ -224,58 +266,62 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
             "vanishing",
             f"The signal vanishes on its way through the layers: {signal} ({_fmt(shrink)}x; threshold "
             f"{_fmt(th['vanishing_ratio'])}x), so the output barely depends on the input and the loss stays near "
-            f"{_fmt(early_loss.mean())}.",
-            step=int(early.index[0]), layers=list(range(ev.n_layers)), values=values)
+            f"{_fmt(early_loss)}.",
+            step=int(early_steps[0]), layers=list(range(ev.n_layers)), values=values)
     # Exactly zero gradients are not vanishing ones: nothing flows at all (see `stuck`).
     if th["zero_grad"] < typical < th["vanishing_norm"]:
         return Finding(
             "vanishing",
             f"Gradients vanish in every layer: the largest weight-gradient norm is {_fmt(typical)} (median over the "
             f"first {th['window']} steps; threshold {_fmt(th['vanishing_norm'])}) while the loss stays near "
-            f"{_fmt(early_loss.mean())}; {signal}.",
-            step=int(early.index[0]), layers=list(range(ev.n_layers)), values=values)
+            f"{_fmt(early_loss)}; {signal}.",
+            step=int(early_steps[0]), layers=list(range(ev.n_layers)), values=values)
     return None
 
 
-def _flat_and_still(ev: Evidence, th: dict, window: int) -> Optional[tuple[int, pd.Index]]:
+def _flat_and_still(ev: Evidence, th: dict, window: int) -> Optional[tuple[int, np.ndarray]]:
     """The first step from which, for `window` steps, the loss is flat and every gradient ~0."""
-    loss, grads = ev.loss, ev.grads()
+    steps, top = ev.grad_max()
+    still = top <= th["zero_grad"]
+    if not still.any():
+        return None
     # Range of the loss over the next `window` steps, for every step (reversed rolling window).
-    ahead = loss[::-1].rolling(window)
+    ahead = ev.loss[::-1].rolling(window)
     spread = (ahead.max() - ahead.min())[::-1]
-    still = grads.max(axis=1) <= th["zero_grad"]
-    for start in still.index[still]:
-        in_window = still[(still.index >= start) & (still.index < start + window)]
-        if start in spread.index and spread[start] <= th["flat_tol"] and in_window.all():
-            return int(start), in_window.index
+    for start in steps[still]:
+        in_window = (steps >= start) & (steps < start + window)
+        if start in spread.index and spread[start] <= th["flat_tol"] and still[in_window].all():
+            return int(start), steps[in_window]
     return None
 
 
-def _stuck_at_the_end(ev: Evidence, th: dict) -> Optional[tuple[int, pd.Index]]:
+def _stuck_at_the_end(ev: Evidence, th: dict) -> Optional[tuple[int, np.ndarray]]:
     """An absorbing state, however short the run: the last `stuck_log_steps` or more log steps
     all have every gradient ~0 and the loss has been flat since the first of them."""
-    still = ev.grads().max(axis=1) <= th["zero_grad"]
-    tail = still[::-1].cummin()[::-1]  # True from the last recorded step back to the last moving one
-    steps = tail.index[tail]
+    steps, top = ev.grad_max()
+    still = top <= th["zero_grad"]
+    tail = np.logical_and.accumulate(still[::-1])[::-1]  # True from the last recorded step back to the last moving one
+    steps = steps[tail]
     if len(steps) < th["stuck_log_steps"]:
         return None
-    after = ev.loss[ev.loss.index >= steps[0]]
-    return (int(steps[0]), steps) if after.max() - after.min() <= th["flat_tol"] else None
+    after = ev.loss_values[ev.loss_steps >= steps[0]]
+    return (int(steps[0]), steps) if _fmax(after) - _fmin(after) <= th["flat_tol"] else None
 
 
 def stuck(ev: Evidence, th: dict, absorbing: bool = True) -> Optional[Finding]:
     """Loss flat for `window` steps while every gradient norm is ~0; or, with `absorbing`, the run
     ends that way at `stuck_log_steps` consecutive log steps, whatever its length."""
-    if ev.grads().empty or not len(ev.loss):
+    grad_steps, top = ev.grad_max()
+    if not len(grad_steps) or not ev.n_layers or not len(ev.loss_values):
         return None
-    found = _flat_and_still(ev, th, th["window"]) if len(ev.loss) >= th["window"] else None
+    found = _flat_and_still(ev, th, th["window"]) if len(ev.loss_values) >= th["window"] else None
     if found is None and absorbing:
         found = _stuck_at_the_end(ev, th)
     if found is None:
         return None
     start, steps = found
     level = float(ev.loss.loc[start:start + th["window"] - 1].mean())
-    values = {"loss": level, "window": th["window"], "max_grad_norm": float(ev.grads().loc[steps].max().max())}
+    values = {"loss": level, "window": th["window"], "max_grad_norm": float(_fmax(top[np.isin(grad_steps, steps)]))}
     at_chance = abs(level - ev.ln_c) < 1e-3
     where = f"ln {ev.context.num_classes} = {ev.ln_c:.6f}, the loss of a uniform prediction," if at_chance else _fmt(level)
     dead = ev.wide("dead_fraction")
@@ -324,11 +370,11 @@ def symmetric(ev: Evidence, th: dict) -> Optional[Finding]:
 
 def init_too_large(ev: Evidence, th: dict) -> Optional[Finding]:
     """A first loss far above ln C, or huge first gradient norms: the init's scale is too large."""
-    if not len(ev.loss):
+    if not len(ev.loss_values):
         return None
-    first_loss = float(ev.loss.iloc[0])
-    grad = ev.wide("weight_grad_norm")
-    first_grad = float(grad.iloc[0].max()) if not grad.empty else math.nan
+    first_loss = float(ev.loss_values[0])
+    _, grad = ev.values("weight_grad_norm")
+    first_grad = float(_fmax(grad[0])) if grad.size else math.nan
     high_loss = first_loss >= th["init_loss_ratio"] * ev.ln_c
     high_grad = first_grad > th["init_grad_norm"]
     if not (high_loss or high_grad):
@@ -341,19 +387,19 @@ def init_too_large(ev: Evidence, th: dict) -> Optional[Finding]:
     if high_grad:
         parts.append(f"the first weight-gradient norms reach {_fmt(first_grad)} (threshold {_fmt(th['init_grad_norm'])})")
     return Finding("init_too_large", "The init is too large: " + " and ".join(parts) + f"; {_ends(ev)}.",
-                   step=int(ev.loss.index[0]), layers=list(range(ev.n_layers)),
+                   step=int(ev.loss_steps[0]), layers=list(range(ev.n_layers)),
                    values={"first_loss": first_loss, "first_grad_norm": first_grad})
 
 
 def _median_update_ratio(ev: Evidence) -> float:
-    ratio = ev.wide("update_ratio").to_numpy().ravel()
+    ratio = ev.values("update_ratio")[1].ravel()
     ratio = ratio[np.isfinite(ratio)]
     return float(np.median(ratio)) if len(ratio) else math.nan
 
 
 def updates_too_small(ev: Evidence, th: dict) -> Optional[Finding]:
     """Update ratios far below the usual ~1e-3 while the loss barely falls: the learning rate."""
-    if ev.context.status != "completed" or not len(ev.loss):
+    if ev.context.status != "completed" or not len(ev.loss_values):
         return None
     ratio = _median_update_ratio(ev)
     first, last, fell = ev.loss_fall(th)
@@ -373,7 +419,7 @@ def updates_too_small(ev: Evidence, th: dict) -> Optional[Finding]:
 
 def not_learning(ev: Evidence, th: dict) -> Optional[Finding]:
     """By the end, the loss has hardly fallen or the test accuracy is near chance: never healthy."""
-    if ev.context.status != "completed" or not len(ev.loss):
+    if ev.context.status != "completed" or not len(ev.loss_values):
         return None
     first, last, fell = ev.loss_fall(th)
     acc, chance = ev.final("test_accuracy"), ev.context.chance_accuracy
@@ -382,7 +428,7 @@ def not_learning(ev: Evidence, th: dict) -> Optional[Finding]:
         return None
     what = (f"the test accuracy is {acc:.2%}, near chance ({chance:.2%}, the most frequent class)" if near_chance
             else f"the loss fell only {fell:.1%} ({_fmt(first)} -> {_fmt(last)})")
-    return Finding("not_learning", f"Not learning: {what} after {int(ev.loss.index[-1]) + 1} steps; "
+    return Finding("not_learning", f"Not learning: {what} after {int(ev.loss_steps[-1]) + 1} steps; "
                                    f"{_likeliest_cause(ev, th)}.",
                    layers=list(range(ev.n_layers)),
                    values={"test_accuracy": acc, "chance_accuracy": chance, "first_loss": first, "last_loss": last,
@@ -394,21 +440,22 @@ def _likeliest_cause(ev: Evidence, th: dict) -> str:
     if ev.context.symmetric_layers:
         return (f"the likeliest cause: a symmetric init (the units of hidden layer(s) {ev.context.symmetric_layers} "
                 f"are identical)")
-    grads = ev.grads()
-    zero = (grads.max(axis=1) <= th["zero_grad"]).mean() if not grads.empty else 0.0
+    steps, top = ev.grad_max()
+    zero = float((top <= th["zero_grad"]).mean()) if len(steps) and ev.n_layers else 0.0
     dead_hidden = ev.dead_hidden()
     if zero >= 0.5:
         return f"the likeliest cause: zero gradients (every gradient is ~0 at {zero:.0%} of the recorded steps)"
     if (dead_hidden > th["dead_fraction"]).any():
-        return (f"the likeliest cause: dead units (up to {dead_hidden.max():.0%} of a hidden layer's units never "
+        return (f"the likeliest cause: dead units (up to {_fmax(dead_hidden):.0%} of a hidden layer's units never "
                 f"activate on the test set)")
     shrink = ev.signal_shrink()
     if shrink < th["weak_signal"]:
         return (f"the likeliest cause: a vanishing signal (the activations' std shrinks {_fmt(shrink)}x from the first "
                 f"to the last hidden layer at the start; a depth-preserving init such as kaiming_normal keeps it ~1)")
-    grad = ev.wide("weight_grad_norm")
-    if not grad.empty and grad.shape[1] > 1:
-        ratio = float((grad[0] / grad[grad.columns[-1]]).median())
+    _, grad = ev.values("weight_grad_norm")
+    if grad.size and grad.shape[1] > 1:
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 is NaN and skipped, as in pandas
+            ratio = _nanmedian(grad[:, 0] / grad[:, -1])
         if ratio < th["weak_signal"]:
             return (f"the likeliest cause: vanishing gradients (layer 0's weight-gradient norm is {_fmt(ratio)}x the "
                     f"output layer's)")
@@ -421,12 +468,12 @@ def _likeliest_cause(ev: Evidence, th: dict) -> str:
 
 
 def dead_units(ev: Evidence, th: dict) -> Optional[Finding]:
-    dead = ev.wide("eval_dead_fraction")
-    if dead.empty:
+    steps, dead = ev.values("eval_dead_fraction")
+    if not dead.size:
         return None
-    final = dead.iloc[-1]
+    final = dead[-1]
     out = ev.n_layers - 1
-    layers = [int(l) for l in final.index if l != out and final[l] > th["dead_fraction"]]
+    layers = [l for l in range(len(final)) if l != out and final[l] > th["dead_fraction"]]
     classes = ev.context.dead_outputs
     if not layers and not classes:
         return None
@@ -438,27 +485,26 @@ def dead_units(ev: Evidence, th: dict) -> Optional[Finding]:
         parts.append(f"the logits of classes {classes} are 0 for every test sample (the output "
                      f"{ev.context.output_activation} kills them), so those classes get no gradient")
         layers.append(out)
-    first = dead[(dead[layers] > th["dead_fraction"]).any(axis=1) | (dead[out] > 0)].index
+    first = steps[(dead[:, layers] > th["dead_fraction"]).any(axis=1) | (dead[:, out] > 0)]
     return Finding("dead_units", "Dead units: " + "; ".join(parts) + ".",
                    step=int(first[0]) if len(first) else None, layers=layers,
                    values={"dead_fraction": {int(l): float(final[l]) for l in layers}, "dead_classes": classes})
 
 
 def saturation(ev: Evidence, th: dict) -> Optional[Finding]:
-    sat = ev.wide("saturated_fraction")
-    if sat.empty:
-        return None
+    steps, sat = ev.values("saturated_fraction")
     over = sat > th["saturation"]
-    if not over.any().any():
+    if not over.any():
         return None
-    layers = [int(l) for l in sat.columns if over[l].any()]
-    step = int(over.any(axis=1).idxmax())
-    worst = max(layers, key=lambda l: sat[l].max())
+    layers = [int(l) for l in np.flatnonzero(over.any(axis=0))]
+    step = int(steps[int(np.argmax(over.any(axis=1)))])
+    top = _fmax(sat, axis=0)
+    worst = max(layers, key=lambda l: top[l])
     return Finding(
         "saturation",
-        f"Saturated {ev.context.activation}: up to {sat[worst].max():.0%} of layer {worst}'s outputs sit in the "
+        f"Saturated {ev.context.activation}: up to {top[worst]:.0%} of layer {worst}'s outputs sit in the "
         f"flat region (from step {step}; threshold {th['saturation']:.0%}), where almost no gradient passes.",
-        step=step, layers=layers, values={"max_saturated_fraction": float(sat[worst].max())},
+        step=step, layers=layers, values={"max_saturated_fraction": float(top[worst])},
     )
 
 

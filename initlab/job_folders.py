@@ -36,33 +36,36 @@ from omegaconf._utils import get_omega_conf_dumper
 from initlab import file_writes
 
 
-def _files(conf: dict) -> dict[str, str]:
-    """The file names a logging config's handlers write to, by handler name."""
-    return {name: h["filename"] for name, h in (conf.get("handlers") or {}).items() if "filename" in h}
-
-
 class JobLogs:
-    """Job log files: the full logging config once, then only the file handlers re-pointed."""
+    """Job log files: the full logging config once, then only the file handlers re-pointed.
+
+    Hydra's run_job applies `hydra.job_logging` in full for every job (logging.config.dictConfig,
+    new handlers). The jobs of a sweep usually differ in nothing but the log file's name: when a
+    job's config (unresolved, with the file names left out, and its `hydra.verbose`) is the last
+    one's and holds no interpolation, the file handlers are pointed at the new job's files.
+    """
 
     def __init__(self) -> None:
-        self.conf: Optional[dict] = None  # the last logging config applied, file names blanked
+        self.last: Optional[str] = None  # the last config applied in full, file names left out
 
-    def use(self, hydra: DictConfig) -> None:
-        """Log into the job's files as `hydra` (a job's hydra node) configures them."""
-        log_config = hydra.job_logging
-        if log_config is None:
-            configure_log(log_config, hydra.verbose)
+    def use(self, config: DictConfig, job_logging: Optional[dict]) -> None:
+        """Log into the job's files as its config says; `job_logging` is its unresolved `hydra.job_logging`."""
+        hydra = config.hydra
+        if job_logging is None:
+            configure_log(None, hydra.verbose)
+            self.last = None
             return
-        conf = OmegaConf.to_container(log_config, resolve=True)
-        files = _files(conf)
-        same_but_files = {**conf, "handlers": {n: {**h, "filename": None} if "filename" in h else h
-                                               for n, h in (conf.get("handlers") or {}).items()}}
-        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-        if same_but_files != self.conf or len(handlers) != len(files):
-            configure_log(log_config, hydra.verbose)
-            self.conf = same_but_files
+        handlers = job_logging.get("handlers") or {}
+        files = [name for name, h in handlers.items() if "filename" in h]
+        same_but_files = repr(({**job_logging, "handlers": {n: {**h, "filename": None} if n in files else h
+                                                             for n, h in handlers.items()}}, hydra.verbose))
+        open_files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        if same_but_files != self.last or "${" in same_but_files or len(open_files) != len(files):
+            configure_log(hydra.job_logging, hydra.verbose)
+            self.last = same_but_files
             return
-        for handler, filename in zip(handlers, files.values()):
+        for handler, name in zip(open_files, files):
+            filename = str(OmegaConf.select(config, f"hydra.job_logging.handlers.{name}.filename"))
             Path(filename).parent.mkdir(parents=True, exist_ok=True)
             handler.acquire()
             try:
@@ -200,7 +203,7 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
             ret.working_dir = output_dir
         else:
             ret.working_dir = os.getcwd()
-        logs.use(hydra)
+        logs.use(config, hydra_plain["hydra"]["job_logging"])
         if hydra.output_subdir is not None:
             hydra_output = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
             hydra_output.mkdir(parents=True, exist_ok=True)

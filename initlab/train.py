@@ -148,6 +148,7 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
 
 def failed_outcome(settings: dict, training: Optional["Training"], error: BaseException, folder: Path) -> Outcome:
     """The outcome of a run that raised: what it recorded so far, and the traceback in error.txt."""
+    folder.mkdir(parents=True, exist_ok=True)
     records.write_text(folder / records.ERROR, traceback.format_exc())
     log.error(f"failed: {type(error).__name__}: {error} (traceback in {folder / records.ERROR})")
     if training is not None:

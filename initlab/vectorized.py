@@ -199,8 +199,9 @@ class VectorizedSweep:
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = self._jobs(job_overrides, initial_job_idx)
         todo = [j for j in jobs if j.settings["rerun"] or finished_before(j.folder, j.settings) is None]
-        for job in todo:
-            records.clear_run(job.folder)  # until its records land, the job counts as unfinished
+        for job in todo:  # until its records land, the job counts as unfinished
+            if job.folder.exists():  # (a new job's folder is made when its records are written)
+                records.clear_run(job.folder)
         groups: dict[str, list[Job]] = {}
         for job in todo:
             groups.setdefault(group_key(job.settings), []).append(job)
