@@ -173,25 +173,31 @@ def set_hydra_config(config: DictConfig) -> None:
 
 def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callbacks, logs: JobLogs,
                  files: HydraYaml, job_dir_key: str = "hydra.sweep.dir",
-                 job_subdir_key: str = "hydra.sweep.subdir") -> JobReturn:
+                 job_subdir_key: str = "hydra.sweep.subdir", output_dir: Optional[str] = None,
+                 plain: Optional[Callable[[DictConfig], Optional[dict]]] = None) -> JobReturn:
     """What hydra.core.utils.run_job does for one job, in the same order.
 
     `config` is the job's own (sweep_configs made it for this job): the task's config and
     HydraConfig's share its nodes instead of copying them, as run_job copies them.
+    `output_dir`, when the caller has resolved the job's folder already, saves resolving it again;
+    `plain(config)`, when it knows, gives OmegaConf.to_container(config, resolve=False,
+    enum_to_str=True) at less cost (sweep_configs.SweepConfigs.plain).
     """
     previous, old_cwd = HydraConfig.instance().cfg, os.getcwd()
     set_hydra_config(config)
     try:
-        output_dir = str(OmegaConf.select(config, job_dir_key))
-        if job_subdir_key is not None:
-            output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
+        if output_dir is None:
+            output_dir = str(OmegaConf.select(config, job_dir_key))
+            if job_subdir_key is not None:
+                output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = os.path.abspath(output_dir)
         hydra_cfg = HydraConfig.instance().cfg
         task_cfg = sharing(config, [key for key in config if key != "hydra"])
         hydra = config.hydra
-        plain = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
-        hydra_plain = {"hydra": plain.pop("hydra")}
+        known = plain(config) if plain is not None else None
+        as_plain = known if known is not None else OmegaConf.to_container(config, resolve=False, enum_to_str=True)
+        hydra_plain = {"hydra": as_plain.pop("hydra")}
         overrides = hydra_plain["hydra"]["overrides"]["task"]
         ret = JobReturn(overrides=list(overrides), cfg=task_cfg, hydra_cfg=hydra_cfg)
         Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -207,7 +213,7 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
         if hydra.output_subdir is not None:
             hydra_output = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
             hydra_output.mkdir(parents=True, exist_ok=True)
-            for name, container in (("config.yaml", plain), ("hydra.yaml", hydra_plain), ("overrides.yaml", overrides)):
+            for name, container in (("config.yaml", as_plain), ("hydra.yaml", hydra_plain), ("overrides.yaml", overrides)):
                 text, path = files.to_yaml(container), hydra_output / name
                 file_writes.write(lambda path=path, text=text: path.write_text(text, encoding="utf-8"))
         with env_override(hydra.job.env_set):

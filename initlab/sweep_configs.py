@@ -16,7 +16,7 @@ tests/test_sweep_configs.py checks the result against full composition.
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, Optional
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,6 +35,8 @@ class SweepConfigs:
         self.composed = 0  # full compositions done (for the benchmark and the tests)
         self.checked: dict[tuple, DictConfig] = {}  # results handed out once, to be handed out once more
         self.keep = 4096  # at most this many held between the sweeper's check and the launcher
+        self.plains: dict[tuple, dict] = {}  # the base's plain container per signature, made when first asked
+        self.derived: dict[int, tuple[tuple, set[str]]] = {}  # id(job config) -> (signature, top-level keys set)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)  # everything else is the wrapped loader's
@@ -74,12 +76,15 @@ class SweepConfigs:
         signature = self._signature(parsed)
         if signature is None or signature not in self.bases:
             config = self._compose(master_config, list(sweep_overrides))
+            self.derived.pop(id(config), None)  # an id once held by a config gone since
             signature = self._signature(parsed)  # the groups are known now
             if signature is not None:
                 self.bases[signature] = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+                self.derived[id(config)] = signature, set()
             return config
         config = pickle.loads(self.bases[signature])
         values = [o for o in parsed if o.key_or_group not in self.groups]
+        self.derived[id(config)] = signature, {o.key_or_group.split(".")[0] for o in values}
         ConfigLoaderImpl._apply_overrides_to_config(values, config)
         # What composition derives from the overrides, set the way it sets it.
         job = config.hydra.job
@@ -91,3 +96,28 @@ class SweepConfigs:
                 exclude_keys=job.config.override_dirname.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=config)
         return config
+
+    def plain(self, config: DictConfig) -> Optional[dict]:
+        """OmegaConf.to_container(config, resolve=False, enum_to_str=True) of a job config this
+        loader made, assembled from its base's (made once per signature): the top-level keys its
+        value overrides set, and `hydra.job`, `hydra.runtime`, `hydra.overrides` (which composition
+        and the launcher set per job), are converted anew; every other part is the base's, shared
+        and not to be changed. None for a config it did not make."""
+        entry = self.derived.get(id(config))
+        if entry is None:
+            return None
+        signature, changed = entry
+        if signature not in self.plains:
+            self.plains[signature] = _plain(pickle.loads(self.bases[signature]))
+        base = self.plains[signature]
+        plain = {**base, **{key: _plain(config[key]) for key in changed}}
+        plain["hydra"] = {**base["hydra"], **{key: _plain(config.hydra[key]) for key in ("job", "runtime", "overrides")}}
+        return plain
+
+    def forget(self, config: DictConfig) -> None:
+        """Drop what `plain` keeps about a job config (once its folder is written)."""
+        self.derived.pop(id(config), None)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=False, enum_to_str=True) if OmegaConf.is_config(node) else node

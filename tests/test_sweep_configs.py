@@ -6,7 +6,7 @@ import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
 from initlab.sweep_configs import SweepConfigs
@@ -65,3 +65,22 @@ def test_a_bad_value_fails_as_composition_does(loaders):
     with pytest.raises(Exception) as full:
         plain.load_sweep_config(master, ["trainer.sed=1"])
     assert type(derived.value) is type(full.value)
+
+
+def test_plain_containers_are_the_configs(loaders):
+    # SweepConfigs.plain assembles a job's plain container from its base's: equal to OmegaConf's own,
+    # after what the launcher sets per job (number, output folder).
+    _, fast, master = loaders
+    for num, overrides in enumerate(JOBS + [["+init.extra=1", "trainer.seed=1"]]):
+        config = fast.load_sweep_config(master, overrides)
+        with open_dict(config):
+            config.hydra.job.id = config.hydra.job.num = num
+            config.hydra.runtime.output_dir = f"/somewhere/{num}"
+        plain = fast.plain(config)
+        if overrides[0].startswith("+"):  # composed in full, nothing to assemble from
+            assert plain is None
+            continue
+        assert plain == OmegaConf.to_container(config, resolve=False, enum_to_str=True), overrides
+        assert list(plain) == list(config) and list(plain["hydra"]) == list(config.hydra)  # the same order
+    base = next(iter(fast.plains.values()))
+    assert base["hydra"]["runtime"]["output_dir"] != "/somewhere/0"  # the shared base was not changed
