@@ -48,8 +48,9 @@ class JobLogs:
     def __init__(self) -> None:
         self.last: Optional[str] = None  # the last config applied in full, file names left out
 
-    def use(self, config: DictConfig, job_logging: Optional[dict]) -> None:
-        """Log into the job's files as its config says; `job_logging` is its unresolved `hydra.job_logging`."""
+    def use(self, config: DictConfig, job_logging: Optional[dict], plain: Optional[dict] = None) -> None:
+        """Log into the job's files as its config says; `job_logging` is its unresolved
+        `hydra.job_logging`, `plain` (optional) the whole config as plain containers."""
         hydra = config.hydra
         if job_logging is None:
             configure_log(None, hydra.verbose)
@@ -65,7 +66,9 @@ class JobLogs:
             self.last = same_but_files
             return
         for handler, name in zip(open_files, files):
-            filename = str(OmegaConf.select(config, f"hydra.job_logging.handlers.{name}.filename"))
+            filename = resolve_simple(handlers[name]["filename"], plain) if plain is not None else None
+            if filename is None:
+                filename = str(OmegaConf.select(config, f"hydra.job_logging.handlers.{name}.filename"))
             Path(filename).parent.mkdir(parents=True, exist_ok=True)
             handler.acquire()
             try:
@@ -74,6 +77,35 @@ class JobLogs:
                 handler.stream = handler._open()
             finally:
                 handler.release()
+
+
+# `${a.b.c}`: an absolute interpolation of a key, nothing else (no resolver, no nesting, no escape).
+_SIMPLE_INTERPOLATION = re.compile(r"\$\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\}")
+
+
+def resolve_simple(template: Any, plain: dict) -> Optional[str]:
+    """`template` resolved as OmegaConf resolves it, when it only interpolates keys that hold
+    plain strings in `plain` (the config as plain containers); otherwise None (ask OmegaConf).
+    Hydra's job log file, `${hydra.runtime.output_dir}/${hydra.job.name}.log`, is such a one:
+    OmegaConf would parse it with its ANTLR grammar for every job."""
+    if not isinstance(template, str) or "\\" in template:
+        return None
+
+    def value(match: re.Match) -> str:
+        node: Any = plain
+        for part in match.group(1).split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise LookupError(part)
+            node = node[part]
+        if not isinstance(node, str) or "${" in node:
+            raise LookupError(match.group(0))
+        return node
+
+    try:
+        resolved = _SIMPLE_INTERPOLATION.sub(value, template)
+    except LookupError:
+        return None
+    return None if "${" in resolved else resolved
 
 
 def _dump(container: Any) -> str:
@@ -209,7 +241,7 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
             ret.working_dir = output_dir
         else:
             ret.working_dir = os.getcwd()
-        logs.use(config, hydra_plain["hydra"]["job_logging"])
+        logs.use(config, hydra_plain["hydra"]["job_logging"], {**as_plain, **hydra_plain})
         if hydra.output_subdir is not None:
             hydra_output = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
             hydra_output.mkdir(parents=True, exist_ok=True)

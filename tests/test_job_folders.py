@@ -15,7 +15,7 @@ from omegaconf import OmegaConf, open_dict
 
 import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
 from initlab.file_writes import BackgroundWrites, write
-from initlab.job_folders import HydraYaml, JobLogs, write_member
+from initlab.job_folders import HydraYaml, JobLogs, resolve_simple, write_member
 
 from conftest import CONF
 
@@ -115,3 +115,18 @@ def test_background_writes_keep_order_and_stop_at_a_failure(tmp_path):
             write(lambda: (_ for _ in ()).throw(OSError("disk full")))
             write(slow("summary"))  # never lands beside tables that did not
     assert log == ["tables"]
+
+
+@pytest.mark.parametrize("template", [
+    "${hydra.runtime.output_dir}/${hydra.job.name}.log", "plain.log", "${a}-${a}", "x${hydra.job.name}y",
+    "${oc.env:HOME}/x.log", r"\${a}.log", "${.a}", "${n}", "${hydra.job.missing}", "${a_ref}", "${hydra.job}",
+])
+def test_simple_interpolations_resolve_as_omegaconf_does(template):
+    config = OmegaConf.create({"a": "A", "n": 3, "a_ref": "${a}", "f": template,
+                               "hydra": {"runtime": {"output_dir": "/out/x=1"}, "job": {"name": "cli"}}})
+    plain = OmegaConf.to_container(config, resolve=False)
+    ours = resolve_simple(template, plain)
+    if ours is not None:  # None: left to OmegaConf (a resolver, an escape, a number, a missing key, ...)
+        assert ours == OmegaConf.select(config, "f")
+    simple = {"${hydra.runtime.output_dir}/${hydra.job.name}.log", "plain.log", "${a}-${a}", "x${hydra.job.name}y"}
+    assert (ours is not None) == (template in simple)
