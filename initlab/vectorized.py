@@ -62,6 +62,23 @@ def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> i
     return 4 * (5 * params + batch * (in_features + 4 * sum(widths)))
 
 
+# On the CPU, the largest tensor a group makes at each step (a layer's stacked weight gradient,
+# its update) stays below this. glibc hands out larger blocks as fresh pages every time (above
+# its 32 MB mmap threshold) and the kernel faults them in one by one: 256 members of the
+# founding net in one group spent 2/3 of a 40-step sweep in page faults (33.8 s; in groups of
+# 16 to 48: 22-23 s; benchmarks/results/cpu-sweep.txt).
+CPU_TENSOR_BYTES = 2**24
+
+
+def member_tensor_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
+    """The bytes one member adds to its group's largest per-step tensor: a weight matrix (and its
+    gradient and update), or a batch's activations."""
+    m, batch = settings["model"], settings["trainer"]["batch_size"]
+    widths = [m["width"]] * m["depth"] + [classes]
+    fans = [in_features] + widths[:-1]
+    return 4 * max(max(o * i for o, i in zip(widths, fans)), batch * max(widths + [in_features]))
+
+
 def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
@@ -173,11 +190,15 @@ class VectorizedSweep:
         return jobs
 
     def _group_size(self, job: Job) -> int:
-        """Members per stacked group: as set, or as many as the free memory of the job's device holds."""
+        """Members per stacked group: as set, or as many as the free memory of the job's device holds
+        and, on the CPU, as many as keep each step's tensors below CPU_TENSOR_BYTES."""
         if self.launcher.max_group_size:
             return self.launcher.max_group_size
-        budget = available_bytes(resolve_device(job.settings["trainer"]["device"])) * self.launcher.memory_fraction
-        return max(1, int(budget // member_bytes(job.settings)))
+        device = resolve_device(job.settings["trainer"]["device"])
+        size = int(available_bytes(device) * self.launcher.memory_fraction // member_bytes(job.settings))
+        if device.type == "cpu":
+            size = min(size, CPU_TENSOR_BYTES // member_tensor_bytes(job.settings))
+        return max(1, size)
 
     def _train(self, group: list[Job]) -> list[tuple[Outcome, datetime, float, torch.device]]:
         """Train one group: each member's Outcome (a failed one if the group raised), start, time share, device."""
