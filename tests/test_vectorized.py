@@ -16,6 +16,7 @@ from initlab.config import validate
 from initlab.group import GroupTraining, group_key
 from initlab.report import load
 from initlab.train import run
+from initlab.vectorized import CPU_TENSOR_BYTES, member_tensor_bytes
 
 from conftest import make_config
 from test_sweeps import BIGGER, initlab_cmd, run_cli, summaries
@@ -135,6 +136,18 @@ def test_launcher_writes_ordinary_job_folders_splits_groups_and_resumes(tmp_path
         assert what(hydra_files[0]) == what(hydra_files[1])
     again = run_cli(*args, "hydra/launcher=vectorized", "hydra.sweep.dir=vec", cwd=tmp_path)
     assert "6 already finished, 0 to train" in again.stdout and again.stdout.count("skipped:") == 6
+
+
+def test_cpu_groups_keep_each_steps_tensors_small(tmp_path):
+    # The founding net's first layer is 784 x 200 floats per member: 26 members stay below 16 MB.
+    settings = validate(make_config("data=synthetic"))
+    assert member_tensor_bytes(settings) == 4 * 784 * 200
+    assert CPU_TENSOR_BYTES // member_tensor_bytes(settings) == 26
+    wide = validate(make_config("data=synthetic", "model.width=2000", "trainer.batch_size=64"))
+    assert member_tensor_bytes(wide) == 4 * 2000 * 2000
+    result = run_cli("-m", "data=synthetic", "trainer.max_steps=1", "trainer.seed=range(0,60)",
+                     "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert "60 to train in 3 stacked group(s) of 26, 26, 8" in result.stdout
 
 
 def test_a_callback_at_job_end_finds_the_records_on_disk(tmp_path):
