@@ -13,8 +13,8 @@ steps without the copies and the repeated work:
 - the job log file: the logging config is applied in full for the first job and whenever it
   changes in anything but the file's path; otherwise the file handler is pointed at the new file;
 - the same callbacks and the same JobReturn.
-tests/test_job_folders.py checks the YAML against OmegaConf's and the shared configs against
-copies; tests/test_vectorized.py compares the folders with the basic launcher's.
+tests/test_job_folders.py compares a member's folder, JobReturn and HydraConfig with run_job's
+and the YAML with OmegaConf's; tests/test_vectorized.py compares whole sweeps with the basic launcher's.
 """
 
 from __future__ import annotations

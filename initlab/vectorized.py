@@ -6,8 +6,9 @@ differ only in init, learning rate, optimizer hyper-parameters or seed are group
 (group.group_key) and each group trains as one StackedMLP. As soon as a group finishes, each of
 its jobs gets its job folder with the files Hydra's run_job writes (job_folders.write_member:
 .hydra/, the log file, the callbacks) and the task writes that member's records with the
-ordinary runner's code: resume, diagnosis and the report work unchanged. The jobs' configs come
-from sweep_configs.SweepConfigs, one composition per distinct set of group choices.
+ordinary runner's code: resume, diagnosis and the report work unchanged; the files go to disk on
+a background thread (file_writes), all of them before the next group trains. The jobs' configs
+come from sweep_configs.SweepConfigs, one composition per distinct set of group choices.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> i
 # its update) stays below this. glibc hands out larger blocks as fresh pages every time (above
 # its 32 MB mmap threshold) and the kernel faults them in one by one: 256 members of the
 # founding net in one group spent 2/3 of a 40-step sweep in page faults (33.8 s; in groups of
-# 16 to 48: 22-23 s; benchmarks/results/cpu-sweep.txt).
+# 16 to 48: 22-23 s; benchmarks/bench_group_size.py, results in benchmarks/results/).
 CPU_TENSOR_BYTES = 2**24
 
 
