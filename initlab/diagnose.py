@@ -237,17 +237,18 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
     last = ev.n_layers - 1
     moving = early[:, last] > 0
     ratio, ratio_steps = early[moving, 0] / early[moving, last], early_steps[moving]
-    if len(ratio) and _nanmedian(ratio) < th["vanishing_ratio"]:
+    typical_ratio = _nanmedian(ratio)  # NaN when no step has a moving output layer
+    if typical_ratio < th["vanishing_ratio"]:
         median = _nanmedian(early, axis=0)
         layers = [l for l in range(len(median)) if median[l] < th["vanishing_ratio"] * median[last]]
         step = int(ratio_steps[ratio < th["vanishing_ratio"]][0])
         return Finding(
             "vanishing",
-            f"Gradients vanish towards the input: layer 0's weight-gradient norm is {_fmt(_nanmedian(ratio))}x "
+            f"Gradients vanish towards the input: layer 0's weight-gradient norm is {_fmt(typical_ratio)}x "
             f"the output layer's ({_fmt(median[0])} vs {_fmt(median[last])}, medians over the first "
             f"{th['window']} steps; threshold {_fmt(th['vanishing_ratio'])}x).",
             step=step, layers=layers,
-            values={"first_to_last_ratio": _nanmedian(ratio), "first_layer_norm": float(median[0]),
+            values={"first_to_last_ratio": typical_ratio, "first_layer_norm": float(median[0]),
                     "last_layer_norm": float(median[last])},
         )
     early_loss = _nanmean(ev.loss_values[ev.loss_steps < th["window"]])

@@ -53,31 +53,36 @@ class Job:
     output_dir: str  # the folder as Hydra's run_job spells it
 
 
+def layer_shapes(settings: dict, in_features: int = 784, classes: int = 10) -> list[tuple[int, int]]:
+    """(out, in) of each linear layer of a member's model."""
+    m = settings["model"]
+    widths = [m["width"]] * m["depth"] + [classes]
+    return list(zip(widths, [in_features] + widths[:-1]))
+
+
 def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
     """A generous estimate of the memory one member needs while its group trains."""
-    m, batch = settings["model"], settings["trainer"]["batch_size"]
-    widths = [m["width"]] * m["depth"] + [classes]
-    fans = [in_features] + widths[:-1]
-    params = sum(o * i + o for o, i in zip(widths, fans))
+    batch = settings["trainer"]["batch_size"]
+    shapes = layer_shapes(settings, in_features, classes)
+    widths = [o for o, _ in shapes]
+    params = sum(o * i + o for o, i in shapes)
     # weights, grads, two optimizer buffers, the update-ratio snapshot; per-step activations and their grads.
     return 4 * (5 * params + batch * (in_features + 4 * sum(widths)))
 
 
 # On the CPU, the largest tensor a group makes at each step (a layer's stacked weight gradient,
 # its update) stays below this. glibc hands out larger blocks as fresh pages every time (above
-# its 32 MB mmap threshold) and the kernel faults them in one by one: 256 members of the
-# founding net in one group spent 2/3 of a 40-step sweep in page faults (33.8 s; in groups of
-# 16 to 48: 22-23 s; benchmarks/bench_group_size.py, results in benchmarks/results/).
+# its 32 MB mmap threshold) and the kernel faults them in one by one: 40 steps of 256 founding
+# nets took 34.1 s in one group (14.9 M page faults), 21.3 s in groups of 26
+# (benchmarks/bench_group_size.py, benchmarks/results/cpu-group-size.txt).
 CPU_TENSOR_BYTES = 2**24
 
 
 def member_tensor_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
     """The bytes one member adds to its group's largest per-step tensor: a weight matrix (and its
     gradient and update), or a batch's activations."""
-    m, batch = settings["model"], settings["trainer"]["batch_size"]
-    widths = [m["width"]] * m["depth"] + [classes]
-    fans = [in_features] + widths[:-1]
-    return 4 * max(max(o * i for o, i in zip(widths, fans)), batch * max(widths + [in_features]))
+    shapes = layer_shapes(settings, in_features, classes)
+    return 4 * max(max(o * i for o, i in shapes), settings["trainer"]["batch_size"] * max(max(s) for s in shapes))
 
 
 def available_bytes(device: torch.device) -> int:
