@@ -11,7 +11,7 @@ lands beside tables that did not. Outside the block, `write(fn)` calls fn at onc
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 _active: Optional["BackgroundWrites"] = None
@@ -30,12 +30,11 @@ class BackgroundWrites:
 
     def __init__(self) -> None:
         self.pool: Optional[ThreadPoolExecutor] = None
-        self.futures: list[Future] = []
         self.error: Optional[BaseException] = None
         self.outer: Optional[BackgroundWrites] = None
 
     def submit(self, fn: Callable[[], None]) -> None:
-        self.futures.append(self.pool.submit(self._run, fn))
+        self.pool.submit(self._run, fn)  # its outcome is kept in self.error
 
     def _run(self, fn: Callable[[], None]) -> None:
         if self.error is not None:

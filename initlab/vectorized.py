@@ -49,8 +49,11 @@ class Job:
     overrides: list[str]
     config: DictConfig
     settings: dict
-    folder: Path
-    output_dir: str  # the folder as Hydra's run_job spells it
+    output_dir: str  # the job's folder as Hydra's run_job spells it
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output_dir)
 
 
 def layer_shapes(settings: dict, in_features: int = 784, classes: int = 10) -> list[tuple[int, int]]:
@@ -192,7 +195,7 @@ class VectorizedSweep:
                 sys.exit(2)
             # The job's folder as run_job names it (os.path.join of the two, unnormalized).
             output_dir = os.path.join(str(config.hydra.sweep.dir), str(OmegaConf.select(config, "hydra.sweep.subdir")))
-            jobs.append(Job(num, list(overrides), config, settings, Path(output_dir), output_dir))
+            jobs.append(Job(num, list(overrides), config, settings, output_dir))
         return jobs
 
     def _group_size(self, job: Job) -> int:
