@@ -40,9 +40,18 @@ def job_dirname(overrides: str) -> str:
 OmegaConf.register_new_resolver("initlab_job", job_dirname, replace=True)
 
 
-# conf/ sits beside the package in the checkout (installed editable). An absolute path, since
-# Hydra resolves a relative one against the module name when started as a console script.
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+def conf_dir() -> str:
+    """initlab's configs: `initlab/conf` in an installed wheel (the build maps the checkout's conf/
+    there), else conf/ beside the package in a checkout (an editable install). An absolute path,
+    since Hydra resolves a relative one against the module name when started as a console script."""
+    package = Path(__file__).resolve().parent
+    for place in (package / "conf", package.parent / "conf"):
+        if (place / "config.yaml").is_file():
+            return str(place)
+    raise SystemExit(f"initlab: no configs (conf/config.yaml) in {package} or beside it: the installation is incomplete")
+
+
+CONF = conf_dir()
 
 
 def train_job(cfg: DictConfig) -> float:
