@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -11,19 +10,27 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from initlab import records
+
 log = logging.getLogger("initlab")
 
 
+def run_status(folder: Path) -> str:
+    """A run's status from its summary.json alone: `unfinished` without one, `corrupt` when it cannot
+    be read (the report also reads the tables, and calls a run whose tables are damaged corrupt too)."""
+    try:
+        return records.read_summary(folder)["status"]
+    except FileNotFoundError:
+        return "unfinished"
+    except (records.Unreadable, OSError):
+        return "corrupt"
+
+
 def sweep_statuses(sweep_dir: Path) -> Counter:
-    """How many runs under `sweep_dir` completed, diverged, failed, or never finished."""
+    """How many runs under `sweep_dir` completed, diverged, failed, never finished, or are damaged."""
     from initlab.report import find_runs
 
-    counts: Counter = Counter()
-    if sweep_dir.exists():
-        for folder in find_runs([sweep_dir]):
-            summary = folder / "summary.json"
-            counts[json.loads(summary.read_text())["status"] if summary.exists() else "unfinished"] += 1
-    return counts
+    return Counter(run_status(folder) for folder in find_runs([sweep_dir])) if sweep_dir.exists() else Counter()
 
 
 class SweepEnd(Callback):
@@ -37,9 +44,10 @@ class SweepEnd(Callback):
         self.report = report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from initlab.report import STATUSES as states
+
         sweep_dir = Path(config.hydra.sweep.dir)
         counts = sweep_statuses(sweep_dir)
-        states = ("completed", "diverged", "failed", "unfinished")
         log.info(f"sweep: {sum(counts.values())} runs: " + ", ".join(f"{counts[s]} {s}" for s in states)
                  + f" | {sweep_dir}")
         if self.report and counts:
@@ -49,6 +57,9 @@ class SweepEnd(Callback):
                 write_report([sweep_dir], sweep_dir / "report")
             except Exception as e:  # the runs are done and on disk: a report problem must not hide that
                 log.error(f"report failed ({type(e).__name__}: {e}); retry with: initlab-report {sweep_dir}")
+        if counts["corrupt"]:
+            log.error(f"{counts['corrupt']} run(s) have a damaged summary.json: the next run of this sweep runs them again")
         if counts["failed"]:
             log.error(f"{counts['failed']} run(s) failed: their error.txt has the traceback")
+        if counts["failed"] or counts["corrupt"]:
             raise SystemExit(1)

@@ -89,8 +89,8 @@ def report_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="where to write (default: <first PATH>/report)")
     args = parser.parse_args(argv)
     try:
-        write_report(args.paths, args.out)
+        written = write_report(args.paths, args.out)
     except FileNotFoundError as e:
         print(f"initlab-report: {e}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if written.corrupt else 0

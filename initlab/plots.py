@@ -181,7 +181,8 @@ def gradient_heatmap(sweep: Sweep, path: Path, metric: str = "weight_grad_norm")
         part = table[table.run.map(facet_of) == facet]
         grids[facet] = part.pivot_table(index="layer", columns="step", values="value", aggfunc="median",
                                         observed=True).clip(lower=FLOOR)
-    values = pd.concat([g.stack() for g in grids.values() if g.size]) if grids else pd.Series([1.0])
+    stacked = [g.stack() for g in grids.values() if g.size]
+    values = pd.concat(stacked) if stacked else pd.Series([1.0])
     finite = values[np.isfinite(values)]
     norm = LogNorm(vmin=max(finite.min(), FLOOR), vmax=max(finite.max(), FLOOR * 10))
     fig, axes, cols = _grid(len(order), width=4.4, height=3.0)
@@ -253,7 +254,9 @@ def dead_units(sweep: Sweep, palette: dict, path: Path) -> Path:
 
 
 def all_figures(sweep: Sweep, palette: dict, folder: Path) -> dict[str, Path]:
-    """Every figure of a report, by name."""
+    """Every figure of a report, by name; none when no run has records (all unfinished or corrupt)."""
+    if sweep.layers.empty and sweep.curves.empty:
+        return {}
     folder.mkdir(parents=True, exist_ok=True)
     return {
         "Training curves": training_curves(sweep, palette, folder / "curves.png"),

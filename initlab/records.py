@@ -7,7 +7,9 @@ A run directory holds:
   summary.json    status, final metrics, config and provenance; written last
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file,
-and summary.json is written last: a directory without it is a run that never finished.
+and summary.json is written last: a directory without it is a run that never finished. A finished
+run whose files cannot be read (a damaged disk, a copy cut short) is `corrupt` to a reader and
+unfinished to a resumed sweep, which runs it again.
 """
 
 from __future__ import annotations
@@ -100,17 +102,51 @@ class RunRecord:
     curves: pd.DataFrame
 
 
+class Unreadable(Exception):
+    """A run's file exists but cannot be read. The message names the file and what is wrong."""
+
+
 def is_finished(folder: Path) -> bool:
     return (Path(folder) / SUMMARY).is_file()
 
 
+def read_summary(folder: Path) -> dict:
+    """The run's summary.json; Unreadable when it is truncated, not JSON, from another schema, or
+    lacks a status; FileNotFoundError when there is none (the run never finished, or is running again)."""
+    path = Path(folder) / SUMMARY
+    text = path.read_bytes()
+    try:
+        summary = json.loads(text)
+    except ValueError as e:  # UnicodeDecodeError too
+        raise Unreadable(f"{SUMMARY}: not valid JSON ({e}; {len(text)} bytes)") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
+        raise Unreadable(f"{SUMMARY}: not a run summary (no metrics)")
+    if summary.get("status") not in STATUSES:
+        raise Unreadable(f"{SUMMARY}: status {summary.get('status')!r} is none of {', '.join(STATUSES)}")
+    if summary.get("schema_version") != SCHEMA_VERSION:
+        raise Unreadable(f"{SUMMARY}: schema_version {summary.get('schema_version')!r}, this initlab reads {SCHEMA_VERSION}")
+    return summary
+
+
+def read_table(folder: Path, name: str) -> pd.DataFrame:
+    """One of the run's parquet tables; Unreadable when it is missing, damaged or lacks its columns."""
+    columns = LAYER_COLUMNS if name == LAYERS else CURVE_COLUMNS
+    try:
+        table = pd.read_parquet(Path(folder) / name)
+    except FileNotFoundError:
+        raise Unreadable(f"{name}: missing (summary.json says the run finished)") from None
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
+        raise Unreadable(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise Unreadable(f"{name}: no column(s) {', '.join(missing)}")
+    return table
+
+
 def load_run(folder: str | Path) -> RunRecord:
-    """Read a run directory written by `save_run`."""
+    """Read a run directory written by `save_run` (FileNotFoundError: unfinished; Unreadable: damaged)."""
     folder = Path(folder)
     if not is_finished(folder):
         raise FileNotFoundError(f"{folder} holds no {SUMMARY}: the run did not finish")
-    summary = json.loads((folder / SUMMARY).read_text())
-    if summary.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{folder / SUMMARY}: schema_version {summary.get('schema_version')}, "
-                         f"this initlab reads {SCHEMA_VERSION}")
-    return RunRecord(folder, summary, pd.read_parquet(folder / LAYERS), pd.read_parquet(folder / CURVES))
+    summary = read_summary(folder)
+    return RunRecord(folder, summary, read_table(folder, LAYERS), read_table(folder, CURVES))

@@ -8,7 +8,9 @@
     sweep.summary()     # mean ± std over seeds per swept configuration, and diagnosis counts
 
 A run is any folder holding a summary.json (a finished run: completed, diverged or failed) or a
-Hydra `.hydra/config.yaml` without one (a run that never finished). Nothing here writes.
+Hydra `.hydra/config.yaml` without one (a run that never finished: `unfinished`). A finished run
+whose files cannot be read is `corrupt`, its `error` naming the file and the problem; every other
+run is still reported. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ SEED = "trainer.seed"
 # A run is an `outlier` when its final test accuracy is more than OUTLIER_GAP below the median of
 # the runs that differ from it only in seed, and more than OUTLIER_SPREAD times their std.
 OUTLIER_GAP, OUTLIER_SPREAD = 0.05, 3.0
+STATUSES = (*records.STATUSES, "unfinished", "corrupt")  # every status a runs table can hold
 GROUPS = ("init", "bias", "model", "lr", "optim", "data", "trainer", "diagnose", "experiment")
 METRICS = ("test_accuracy", "test_loss", "train_loss")
 
@@ -69,8 +72,10 @@ def _flatten(node: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _unfinished(folder: Path) -> dict:
-    """What a run that never wrote summary.json still tells: its config and choices, from .hydra/."""
+def _from_hydra(folder: Path) -> dict:
+    """A run's config and group choices from Hydra's .hydra/ files (empty for a run outside Hydra)."""
+    if not (folder / ".hydra" / "config.yaml").exists():
+        return {}
     cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -81,14 +86,47 @@ def _unfinished(folder: Path) -> dict:
     if hydra_file.exists():
         runtime = OmegaConf.load(hydra_file).hydra.runtime
         choices = {k: v for k, v in OmegaConf.to_container(runtime.choices).items() if not k.startswith("hydra")}
-    return {"status": "unfinished", "config": config, "choices": choices, "metrics": {}}
+    return {"config": config, "choices": choices}
 
 
-def _run_row(folder: Path, name: str) -> dict:
-    if records.is_finished(folder):
-        summary = json.loads((folder / records.SUMMARY).read_text())
-    else:
-        summary = _unfinished(folder)
+def _problem(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename:
+        return f"{Path(e.filename).name}: {e.strerror or type(e).__name__}"
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {first}"
+
+
+def _without_records(folder: Path, status: str, reason: str | None) -> dict:
+    """The summary of a run whose records are absent (unfinished) or unreadable (corrupt): what its
+    .hydra/ files still tell, and why it has no numbers."""
+    try:
+        known = _from_hydra(folder)
+    except Exception as e:  # half-written by a job starting right now, or damaged
+        known, reason = {}, reason or f".hydra/config.yaml: unreadable ({_problem(e)})"
+    return {"status": status, "metrics": {}, **known, "error": {"message": reason} if reason else None}
+
+
+def read_run(folder: Path, name: str) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
+    """One run folder as a row of the runs table, with its layers and curves tables (None without records).
+
+    Never raises for what a folder holds: a finished run whose summary.json or tables cannot be read
+    is status `corrupt` with the file and the problem in `error`; a folder without summary.json (a
+    run that never finished, or one being run again at this moment) is `unfinished`.
+    """
+    try:
+        record = records.load_run(folder)
+    except FileNotFoundError as e:
+        if records.is_finished(folder):  # summary.json is there, a table is not readable as a file
+            return _row(folder, name, _without_records(folder, "corrupt", _problem(e))), None, None
+        return _row(folder, name, _without_records(folder, "unfinished", None)), None, None
+    except records.Unreadable as e:
+        return _row(folder, name, _without_records(folder, "corrupt", str(e))), None, None
+    except OSError as e:  # permission denied, an I/O error of the disk
+        return _row(folder, name, _without_records(folder, "corrupt", _problem(e))), None, None
+    return _row(folder, name, record.summary), record.layers, record.curves
+
+
+def _row(folder: Path, name: str, summary: dict) -> dict:
     findings = (summary.get("diagnosis") or {}).get("findings") or []
     row = {"run": name, "path": str(folder), "status": summary["status"],
            "diagnosis": (summary.get("diagnosis") or {}).get("label"),
@@ -98,11 +136,12 @@ def _run_row(folder: Path, name: str) -> dict:
            "stopped_early": (summary.get("stopped_early") or {}).get("reason")}
     row.update({m: summary["metrics"].get(m) for m in METRICS})
     row["steps"] = summary["metrics"].get("steps")
-    row.update({g: c for g, c in summary.get("choices", {}).items() if c is not None})
-    if "init" not in row:  # run outside Hydra: name the scheme by its function
-        target = summary.get("config", {}).get("init", {}).get("_target_", "")
+    row.update({g: c for g, c in (summary.get("choices") or {}).items() if c is not None})
+    config = summary.get("config") or {}
+    if "init" not in row and config:  # run outside Hydra: name the scheme by its function
+        target = (config.get("init") or {}).get("_target_", "")
         row["init"] = target.rsplit(".", 1)[-1].rstrip("_") or None
-    row.update({k: v for k, v in _flatten(summary.get("config", {})).items() if k not in WHERE_NOT_WHAT})
+    row.update({k: v for k, v in _flatten(config).items() if k not in WHERE_NOT_WHAT})
     return row
 
 
@@ -198,15 +237,13 @@ def load(paths: Iterable[str | Path]) -> Sweep:
         raise FileNotFoundError(f"no runs (summary.json or .hydra/) under {', '.join(map(str, paths))}")
     base = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
     names = [str(f.relative_to(base)) for f in folders]
-    runs = pd.DataFrame([_run_row(f, n) for f, n in zip(folders, names)])
+    read = [read_run(f, n) for f, n in zip(folders, names)]
+    runs = pd.DataFrame([row for row, _, _ in read])
     swept = swept_keys(runs)
     runs = flag_outliers(runs, [k for k in swept if k != SEED]) if SEED in swept else runs.assign(
         outlier=False, outlier_gap=float("nan"))
-    layers, curves = [], []
-    for folder, name in zip(folders, names):
-        if records.is_finished(folder) and (folder / records.LAYERS).exists():
-            layers.append(pd.read_parquet(folder / records.LAYERS).assign(run=name))
-            curves.append(pd.read_parquet(folder / records.CURVES).assign(run=name))
+    layers = [table.assign(run=name) for name, (_, table, _) in zip(names, read) if table is not None]
+    curves = [table.assign(run=name) for name, (_, _, table) in zip(names, read) if table is not None]
     joined = list(dict.fromkeys(["init", *swept, "status", "diagnosis"]))
     joined = [c for c in joined if c in runs.columns]
     return Sweep(runs, _join(layers, runs, joined), _join(curves, runs, joined), swept)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -26,7 +27,10 @@ def _findings(sweep: Sweep) -> list[str]:
     lines = []
     for row in sweep.runs.itertuples():
         if row.status == "unfinished":
-            lines.append(f"- `{row.run}`: never finished (no summary.json)")
+            lines.append(f"- `{row.run}`: never finished (no summary.json)"
+                         + (f"; {row.error}" if isinstance(row.error, str) else ""))
+        elif row.status == "corrupt":
+            lines.append(f"- `{row.run}`: **corrupt**: {row.error} (a resumed sweep runs it again)")
         elif row.status == "failed":
             lines.append(f"- `{row.run}`: **failed**: {row.error}")
         elif isinstance(row.finding, str):
@@ -44,8 +48,21 @@ def _outliers(sweep: Sweep) -> list[str]:
     return lines
 
 
-def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) -> Path:
-    """Load every run under `paths` and write the report into `out` (default: <first path>/report)."""
+@dataclass
+class Written:
+    """Where a report went, and how many of its runs could not be read."""
+
+    out: Path
+    runs: int
+    corrupt: int
+
+
+def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) -> Written:
+    """Load every run under `paths` and write the report into `out` (default: <first path>/report).
+
+    Damaged runs (status `corrupt`) are listed with the file and the problem; every readable run is
+    reported, and the last line printed says how many were damaged.
+    """
     paths = [Path(p) for p in paths]
     sweep = load(paths)
     out = Path(out) if out else paths[0] / "report"
@@ -59,7 +76,7 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
 
     figures = plots.all_figures(sweep, init_palette(sweep), figures_dir)
     counts = sweep.runs.status.value_counts()
-    status_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("completed", "diverged", "failed", "unfinished"))
+    status_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in report.STATUSES)
     diagnoses = sweep.runs.diagnosis.fillna(sweep.runs.status).value_counts().rename_axis("diagnosis").reset_index()
     page = [
         "# initlab report", "",
@@ -73,6 +90,8 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
                                else "Only one seed per configuration: no outliers to look for."]), "",
         "## Figures", "",
     ]
+    if not figures:
+        page += [f"No figures: none of the {len(sweep.runs)} runs has records yet ({status_line}).", ""]
     for title, path in figures.items():
         page += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
     page += ["## Runs", "", markdown_table(_runs_view(sweep)), ""]
@@ -82,4 +101,8 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
         print(f"{len(sweep.runs)} runs: {status_line}")
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"report: {out / 'report.md'}")
-    return out
+    corrupt = int(counts.get("corrupt", 0))
+    if corrupt:
+        print(f"initlab-report: {corrupt} of {len(sweep.runs)} runs damaged (status corrupt): the file and the "
+              f"problem of each are in {out / 'report.md'} and runs.csv; a resumed sweep runs them again")
+    return Written(out, len(sweep.runs), corrupt)

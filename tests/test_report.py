@@ -85,7 +85,7 @@ def test_failed_and_unfinished_runs_are_reported(sweep_dir, tmp_path, monkeypatc
     monkeypatch.setattr(training_module, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         run(make_config(*SMALL, "trainer.max_steps=3"), output_dir=sweep / "9")
-    out = write_report([sweep])
+    out = write_report([sweep]).out
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs.status) == ["completed"] * 3 + ["failed", "unfinished"]
     unfinished = runs[runs.status == "unfinished"].iloc[0]
