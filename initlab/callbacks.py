@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,27 @@ def sweep_statuses(sweep_dir: Path) -> Counter:
     from initlab.report import find_runs
 
     return Counter(run_status(folder) for folder in find_runs([sweep_dir])) if sweep_dir.exists() else Counter()
+
+
+class OutputFolder(Callback):
+    """Before Hydra makes the run's (or the sweep's) folder: one line and exit 2 when it cannot be
+    written (Hydra's own error is a traceback from inside its job runner)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(folder: str, key: str) -> None:
+        from initlab.environment import Unavailable, check_writable
+
+        try:
+            check_writable(folder, key)
+        except Unavailable as e:
+            print(f"initlab: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 class SweepEnd(Callback):

@@ -9,16 +9,21 @@ the tensors are also kept in memory, per device.
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import json
+import logging
+import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from filelock import FileLock
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+
+log = logging.getLogger("initlab")
 
 CACHE_FORMAT = 1  # bump when the cached tensors change meaning
 
@@ -71,15 +76,58 @@ class Synthetic:
         self.classes = [str(c) for c in range(num_classes)]
 
 
+# idx files (LeCun's MNIST format): magic 0 0 <type> <ndim>, ndim big-endian uint32 sizes, the data.
+IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
+def idx_problem(path: Path) -> Optional[str]:
+    """What is wrong with the idx file at `path` (not one, cut short, too long), or None when its size
+    is what its header says. Reads only the header."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_ITEM_BYTES:
+            return f"{path}: not an idx file (it starts {magic.hex() or 'empty'}; an idx file starts 0000080N)"
+        header = f.read(4 * magic[3])
+    if len(header) < 4 * magic[3]:
+        return f"{path}: cut short inside its header ({size} bytes)"
+    dims = struct.unpack(f">{magic[3]}I", header)
+    need = 4 + len(header) + math.prod(dims) * IDX_ITEM_BYTES[magic[2]]
+    if size != need:
+        shape = " x ".join(map(str, dims))
+        return (f"{path}: {'cut short' if size < need else 'longer than its header says'}: {size:,} bytes, "
+                f"its header ({shape}) needs {need:,}")
+    return None
+
+
+def _raw_files(source: dict) -> tuple[Path, list[Path]]:
+    """The raw folder a torchvision dataset reads and the files it expects there (none if unknown)."""
+    name = source["_target_"].rsplit(".", 1)[-1]
+    raw = Path(str(source.get("root", "."))).expanduser().resolve() / name / "raw"
+    try:
+        resources = get_class(source["_target_"]).resources
+    except Exception:  # not a torchvision idx dataset (a user's own, Synthetic)
+        return raw, []
+    return raw, [raw / Path(url).name.removesuffix(".gz") for url, _ in resources]
+
+
 def _decode(source: dict, train: bool, mean: float, std: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     try:
         dataset = instantiate(source, train=train)
     except Exception as e:  # torchvision raises RuntimeError, URLError, OSError, ... for missing files
         name = source["_target_"].rsplit(".", 1)[-1]
-        root = Path(str(source.get("root", "."))).expanduser().resolve()
-        hint = ("downloading failed" if source.get("download") else "data.download=false")
+        raw, expected = _raw_files(source)
+        damaged = [problem for f in expected if f.is_file() and (problem := idx_problem(f))]
+        if damaged:
+            raise DataError(f"{name}: {damaged[0]}. Copy the file again (or delete it and allow downloading "
+                            f"with data.source.download=true)") from None
+        cause = e.__cause__ or e  # Hydra wraps the dataset's own error in an InstantiationException
+        missing = [f.name for f in expected if not f.exists()]
+        hint = ("downloading failed" if source.get("download") else "data.source.download=false")
+        first = (str(cause).splitlines() or [type(cause).__name__])[0]
         raise DataError(
-            f"{name} could not be loaded from {root / name / 'raw'} ({hint}: {str(e).splitlines()[0]}). "
+            f"{name} could not be loaded from {raw} ({hint}: {first}"
+            f"{'; missing: ' + ', '.join(missing) if missing else ''}). "
             f"Put the dataset's idx files there, or point data.source.root (or INITLAB_DATA) at a folder "
             f"that has {name}/raw/, or allow downloading with data.source.download=true."
         ) from None
@@ -106,16 +154,27 @@ def cache_key(data_cfg: dict) -> str:
 def _cached(data_cfg: dict) -> Tensors:
     """Load the tensors from the disk cache, building it first (once, under a lock) if needed."""
     folder = Path(data_cfg["cache_dir"]).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{data_cfg['name']}-{cache_key(data_cfg)}.pt"
-    with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            tensors = _build(data_cfg)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(tensors.__dict__, tmp)
-            os.replace(tmp, path)  # readers never see a half-written cache
-            return tensors
-    return Tensors(**torch.load(path, mmap=True, weights_only=True))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError as e:
+        raise DataError(f"data.cache_dir={data_cfg['cache_dir']}: cannot write the data cache there "
+                        f"({e.strerror or e}); set data.cache_dir to a folder you can write, or data.cache=false") from None
+    try:
+        if path.exists():
+            try:
+                return Tensors(**torch.load(path, mmap=True, weights_only=True))
+            except Exception as e:  # written atomically, so only a damaged disk or a hand edit gets here
+                log.warning(f"the data cache {path} cannot be read ({type(e).__name__}): building it again")
+        tensors = _build(data_cfg)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(tensors.__dict__, tmp)
+        os.replace(tmp, path)  # readers never see a half-written cache
+        return tensors
+    finally:
+        lock.release()
 
 
 _memory: dict[tuple[str, str], Tensors] = {}

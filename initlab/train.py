@@ -21,6 +21,7 @@ from initlab import data as datasets
 from initlab import provenance, records
 from initlab.config import ConfigError, validate
 from initlab.diagnose import Context, describe, diagnose
+from initlab.environment import resolve_device
 from initlab.training import Outcome, Training
 
 log = logging.getLogger("initlab")
@@ -42,17 +43,6 @@ def objective(result: Optional["RunResult"]) -> float:
     """A job's value for a sweeper that minimizes (Optuna): the final test loss, inf when there is none."""
     loss = result.metrics.get("test_loss") if result is not None else None
     return loss if loss is not None and math.isfinite(loss) else math.inf
-
-
-def resolve_device(name: str, job_num: Optional[int] = None) -> torch.device:
-    """`auto` is CUDA when available, else the CPU. Jobs of a multirun on a machine with several
-    GPUs take them in turn (job n on GPU n mod count), so parallel jobs do not all land on GPU 0."""
-    if name != "auto":
-        return torch.device(name)
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    count = torch.cuda.device_count()
-    return torch.device("cuda", job_num % count if job_num is not None and count > 1 else 0)
 
 
 @dataclass
@@ -117,8 +107,8 @@ def log_skipped(done: RunResult) -> None:
 def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
     """Train the configuration `cfg` and write its records into `output_dir` (Hydra's job dir by default).
 
-    A bad config value raises ConfigError and a missing dataset DataError before anything is
-    written. When the folder already holds this configuration's finished run (a resumed sweep),
+    A bad config value raises ConfigError, a device this machine lacks Unavailable (a ConfigError)
+    and a missing or damaged dataset DataError, before anything is written. When the folder already holds this configuration's finished run (a resumed sweep),
     that run is returned and nothing trains, unless `rerun=true`. A non-finite loss ends the run
     with status `diverged`; any other exception is recorded as `failed` (summary.json and
     error.txt) and then raised again.
@@ -129,9 +119,9 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
     if done is not None:
         log_skipped(done)
         return done
+    device = resolve_device(settings["trainer"]["device"], job.job_num)  # Unavailable before anything is written
     records.clear_run(job.folder)  # a half-written earlier attempt must never count as this run's result
     started_at, started = datetime.now(timezone.utc), time.perf_counter()
-    device = resolve_device(settings["trainer"]["device"], job.job_num)
     training = None
     try:
         training = Training(settings, device)

@@ -37,7 +37,8 @@ from initlab.group import GroupTraining, group_key
 from initlab.file_writes import BackgroundWrites
 from initlab.job_folders import HydraYaml, JobLogs, watches_jobs, write_member
 from initlab.sweep_configs import SweepConfigs
-from initlab.train import failed_outcome, finished_before, job_context, log_skipped, objective, record, resolve_device
+from initlab.environment import check_device, resolve_device
+from initlab.train import failed_outcome, finished_before, job_context, log_skipped, objective, record
 from initlab.training import Outcome
 
 log = logging.getLogger("initlab")
@@ -190,6 +191,7 @@ class VectorizedSweep:
                 config.hydra.job.id, config.hydra.job.num = num, num
             try:  # the task's own config, as run() sees it (validate leaves the hydra node out)
                 settings = validate(config)
+                check_device(settings["trainer"]["device"])
             except ConfigError as e:  # fail fast, as a single run does
                 print(f"initlab: {e}", file=sys.stderr)
                 sys.exit(2)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from initlab import environment
 from initlab import train as train_module
 from initlab.cli import job_dirname
 from initlab.report import load
@@ -86,24 +87,26 @@ def test_rerun_true_trains_finished_jobs_again(tmp_path):
 
 
 def test_diverging_and_raising_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
-    # mps is not available on this Linux build: moving the data there raises, a real bad combination.
-    result = run_cli("-m", *SMALL, "trainer.max_steps=20", "trainer.device=mps,cpu", "lr.value=1e6,0.01",
+    # torch.nn.init.dirac_ takes only 3- to 5-dimensional tensors: on a Linear weight it raises at run
+    # time, a real bad combination that no config check can see.
+    result = run_cli("-m", *SMALL, "trainer.max_steps=20", "init=zeros",
+                     "init._target_=torch.nn.init.dirac_,torch.nn.init.eye_", "lr.value=1e6,0.01",
                      "hydra.sweep.dir=sweep", cwd=tmp_path, check=False)
     assert result.returncode == 1
     by_config = {}
     for path in (tmp_path / "sweep").glob("*/summary.json"):
         s = json.loads(path.read_text())
-        by_config[(s["config"]["trainer"]["device"], s["config"]["lr"]["value"])] = (s, path.parent)
+        by_config[(s["config"]["init"]["_target_"].rsplit(".", 1)[-1], s["config"]["lr"]["value"])] = (s, path.parent)
     assert {k: v[0]["status"] for k, v in by_config.items()} == {
-        ("mps", 1e6): "failed", ("mps", 0.01): "failed", ("cpu", 1e6): "diverged", ("cpu", 0.01): "completed"}
-    failed, folder = by_config[("mps", 0.01)]
-    assert failed["error"]["type"] == "RuntimeError" and "mps" in failed["error"]["message"]
+        ("dirac_", 1e6): "failed", ("dirac_", 0.01): "failed", ("eye_", 1e6): "diverged", ("eye_", 0.01): "completed"}
+    failed, folder = by_config[("dirac_", 0.01)]
+    assert failed["error"]["type"] == "ValueError" and "dimensions are supported" in failed["error"]["message"]
     assert "Traceback" in (folder / "error.txt").read_text()
     assert failed["diagnosis"]["label"] == "failed"
     out = result.stdout
     assert "sweep: 4 runs: 1 completed, 1 diverged, 2 failed, 0 unfinished" in out
     # Reported when it happened: the first failure's line comes before the later jobs' lines.
-    assert out.index("failed: RuntimeError") < out.index("completed |")
+    assert out.index("failed: ValueError") < out.index("completed |")
 
 
 @pytest.mark.slow
@@ -139,6 +142,6 @@ def test_optuna_search_minimizes_the_final_test_loss(tmp_path, launcher):
 def test_auto_device_spreads_multirun_jobs_over_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
-    assert [train_module.resolve_device("auto", n).index for n in range(5)] == [0, 1, 2, 0, 1]
-    assert train_module.resolve_device("auto", None) == torch.device("cuda", 0)
-    assert train_module.resolve_device("cpu", 4) == torch.device("cpu")
+    assert [environment.resolve_device("auto", n).index for n in range(5)] == [0, 1, 2, 0, 1]
+    assert environment.resolve_device("auto", None) == torch.device("cuda", 0)
+    assert environment.resolve_device("cpu", 4) == torch.device("cpu")

@@ -1,0 +1,76 @@
+"""What the machine must provide for a config to run: its device, a writable output folder.
+
+Each problem is one readable line that names the value and what this machine has instead
+(`Unavailable`, a ConfigError: the command prints it and exits 2 before anything trains).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from initlab.config import ConfigError
+
+
+class Unavailable(ConfigError):
+    """The config asks for something this machine does not have; its message is one readable line."""
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use here, by the names trainer.device takes."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(name: str) -> None:
+    """Raise Unavailable when trainer.device names a device this machine lacks (`auto` always works)."""
+    if name in ("auto", "cpu"):
+        return
+    have = ", ".join(available_devices())
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match:
+        if not torch.cuda.is_available():
+            why = ("this torch is built without CUDA" if torch.version.cuda is None
+                   else "torch finds no CUDA GPU or driver")
+            raise Unavailable(f"trainer.device={name}: no CUDA GPU here ({why}; torch {torch.__version__}); "
+                              f"available: {have} (or trainer.device=auto)")
+        index, count = int(match.group(1) or 0), torch.cuda.device_count()
+        if index >= count:
+            raise Unavailable(f"trainer.device={name}: this machine has {count} CUDA GPU(s); available: {have}")
+    elif name == "mps" and "mps" not in available_devices():
+        raise Unavailable(f"trainer.device=mps: Apple's MPS is not available here; available: {have}")
+
+
+def resolve_device(name: str, job_num: Optional[int] = None) -> torch.device:
+    """The torch device for trainer.device (checked first). `auto` is CUDA when available, else the
+    CPU; jobs of a multirun on a machine with several GPUs take them in turn (job n on GPU n mod
+    count), so parallel jobs do not all land on GPU 0."""
+    check_device(name)
+    if name != "auto":
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    return torch.device("cuda", job_num % count if job_num is not None and count > 1 else 0)
+
+
+def check_writable(folder: str | Path, key: str) -> None:
+    """Raise Unavailable unless `folder` exists or can be made, and a file can be written in it."""
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".initlab-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        where = Path(e.filename) if e.filename else path
+        raise Unavailable(f"{key}={folder}: cannot write the output folder ({where}: {e.strerror or e}); "
+                          f"set {key} to a folder you can write") from None
