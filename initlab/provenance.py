@@ -9,27 +9,56 @@ import math
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-# Settings that change where or how visibly a run happens, not what it computes.
 # Settings that say where or how visibly a run happens, not what it computes. The report
 # leaves them out of its columns for the same reason.
 WHERE_NOT_WHAT = ("trainer.progress", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
 _NOT_IDENTITY_GROUPS = {"diagnose", "rerun"}  # they change the verdict or the bookkeeping, not the training
 _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
 
+# A run's identity (summary.json's config_hash) is the computation it did, so that a resumed sweep
+# skips it after initlab is upgraded. Version 1 is the identity of initlab 0.2.0 (summaries without
+# an identity_version field). Two rules keep it stable:
+# - A key added later, whose default computes what initlab computed before the key existed, goes
+#   into NEUTRAL_DEFAULTS with that default: holding it, the key is left out of the identity, so a
+#   run recorded before the key existed and a new run with the default have one identity.
+# - A change that cannot be said that way (a key renamed or moved, a value that means something
+#   else now) bumps IDENTITY_VERSION and adds MIGRATIONS[old version]: a function turning a config
+#   recorded under the old version into the new form. A run's recorded config is migrated, then hashed.
+IDENTITY_VERSION = 1
+NEUTRAL_DEFAULTS: dict[str, Any] = {}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
-def config_hash(settings: dict) -> str:
-    """A digest of the resolved config that identifies a run's computation (for resume, dedup)."""
+
+def config_hash(settings: dict, version: Optional[int] = None) -> str:
+    """A digest of the computation a config describes (for resume and dedup), for a config of this
+    initlab or one recorded under an older identity `version` (migrated first)."""
+    version = IDENTITY_VERSION if version is None else version
+    if version > IDENTITY_VERSION:
+        raise ValueError(f"identity version {version} comes from a newer initlab (this one knows {IDENTITY_VERSION})")
+    for old in range(version, IDENTITY_VERSION):
+        settings = MIGRATIONS[old](settings)
+
     def keep(node: Any, path: str) -> Any:
         if not isinstance(node, dict):
             return node
-        return {k: keep(v, f"{path}{k}.") for k, v in node.items() if f"{path}{k}" not in WHERE_NOT_WHAT}
+        return {k: keep(v, f"{path}{k}.") for k, v in node.items() if f"{path}{k}" not in WHERE_NOT_WHAT
+                and not (f"{path}{k}" in NEUTRAL_DEFAULTS and NEUTRAL_DEFAULTS[f"{path}{k}"] == v)}
 
     ident = {group: keep(node, f"{group}.") for group, node in settings.items() if group not in _NOT_IDENTITY_GROUPS}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recorded_hash(summary: dict) -> Optional[str]:
+    """The identity, as this initlab computes it, of the run a summary.json describes (None when it
+    comes from a newer initlab, whose identity this one cannot compute)."""
+    version = summary.get("identity_version", 1)
+    if not isinstance(version, int) or version > IDENTITY_VERSION:
+        return None
+    return config_hash(summary.get("config") or {}, version)
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,6 +117,7 @@ def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], sett
         "overrides": overrides,
         "config": settings,
         "config_hash": config_hash(settings),
+        "identity_version": IDENTITY_VERSION,
         "device": device_name(device),
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -75,7 +75,9 @@ def finished_before(folder: Path, settings: dict) -> Optional[RunResult]:
     except Exception:  # unreadable or from another schema version: run again
         return None
     summary = previous.summary
-    if summary.get("status") not in ("completed", "diverged") or summary.get("config_hash") != provenance.config_hash(settings):
+    # The identity is recomputed from the recorded config (migrated from its identity version), not
+    # read from the recorded hash: a key added since with a neutral default leaves it unchanged.
+    if summary.get("status") not in ("completed", "diverged") or provenance.recorded_hash(summary) != provenance.config_hash(settings):
         return None
     return RunResult(summary["status"], summary["metrics"], folder, summary, previous.layers, previous.curves)
 

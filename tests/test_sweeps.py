@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from initlab import environment
-from initlab import train as train_module
 from initlab.cli import job_dirname
 from initlab.report import load
 
