@@ -56,7 +56,8 @@ class OutputFolder(Callback):
 
 
 class SweepEnd(Callback):
-    """When a multirun ends: print the run counts, optionally write the report, and exit 1 if a run failed.
+    """When a multirun ends: print the run counts, optionally write the report, and exit 1 if a run
+    failed, never finished or cannot be read.
 
     It reads the sweep folder, not the launcher's return values, so it counts the same way for
     every launcher (basic, joblib, submitit) and includes runs finished by an earlier attempt.
@@ -81,7 +82,10 @@ class SweepEnd(Callback):
                 log.error(f"report failed ({type(e).__name__}: {e}); retry with: initlab-report {sweep_dir}")
         if counts["corrupt"]:
             log.error(f"{counts['corrupt']} run(s) have a damaged summary.json: the next run of this sweep runs them again")
+        if counts["unfinished"]:
+            log.error(f"{counts['unfinished']} run(s) never finished (killed, or their records could not be written): "
+                      f"the same command runs them again")
         if counts["failed"]:
             log.error(f"{counts['failed']} run(s) failed: their error.txt has the traceback")
-        if counts["failed"] or counts["corrupt"]:
+        if counts["failed"] or counts["corrupt"] or counts["unfinished"]:
             raise SystemExit(1)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from initlab.config import ConfigError
 from initlab.data import DataError
-from initlab.train import objective, run
+from initlab.train import RecordsNotWritten, objective, run
 
 log = logging.getLogger("initlab")
 
@@ -66,6 +66,12 @@ def train_job(cfg: DictConfig) -> float:
         # One readable line and exit 2, before anything trains (Hydra would print a traceback).
         print(f"initlab: {e}", file=sys.stderr)
         sys.exit(2)
+    except RecordsNotWritten as e:  # a full disk: one line; a sweep goes on (the job stays unfinished)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            print(f"initlab: {e}", file=sys.stderr)
+            sys.exit(1)
+        log.error(str(e))
+        return math.inf
     except Exception:
         # run() has recorded the failure (summary.json, error.txt) and logged it. A single run
         # fails loudly; in a sweep the next job goes on and the sweep exits 1 at the end.

@@ -15,18 +15,24 @@ unfinished to a resumed sweep, which runs it again.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from initlab import file_writes
 
+log = logging.getLogger("initlab")
+
 SCHEMA_VERSION = 1
 SUMMARY, LAYERS, CURVES, ERROR = "summary.json", "layers.parquet", "curves.parquet", "error.txt"
+LOCK = ".initlab.lock"  # held by the process running the job (job_lock)
 STATUSES = ("completed", "diverged", "failed")
 
 
@@ -54,6 +60,36 @@ def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
     return _frame(list(rows), CURVE_COLUMNS, CURVE_TYPES)
 
 
+def lock_job(folder: Path, wait: bool = True) -> Optional[FileLock]:
+    """Take the lock on one job's folder, held while a process decides whether the job is finished,
+    trains it and writes its records: two processes resuming one sweep train each job once.
+
+    Returns the lock, acquired (the caller releases it); with wait=False, None when another process
+    holds it. The lock is the operating system's (flock), so a process killed with -9 lets it go.
+    Re-entrant within a process: one lock object per folder.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK), is_singleton=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            return None
+        log.info(f"waiting: another process is running the job in {folder}")
+        lock.acquire()
+    return lock
+
+
+@contextmanager
+def job_lock(folder: Path) -> Iterator[FileLock]:
+    """`lock_job(folder)` for the length of a with block."""
+    lock = lock_job(folder)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
 def clear_run(folder: Path) -> None:
     """Remove an earlier attempt's summary and error, so the folder counts as unfinished until this run ends."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,11 +99,16 @@ def clear_run(folder: Path) -> None:
 
 def _atomic(path: Path, write) -> None:
     """Write `path` through a temporary file renamed over it: a reader sees the old file or the
-    whole new one. Queued for the background writer inside file_writes.BackgroundWrites."""
+    whole new one, and a write that fails (a full disk) leaves neither half a file nor its
+    temporary. Queued for the background writer inside file_writes.BackgroundWrites."""
     def now() -> None:
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        write(tmp)
-        os.replace(tmp, path)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     file_writes.write(now)
 
 

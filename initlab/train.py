@@ -27,6 +27,11 @@ from initlab.training import Outcome, Training
 log = logging.getLogger("initlab")
 
 
+class RecordsNotWritten(OSError):
+    """A run's records could not be written (a full disk, a folder gone): it stays unfinished, with
+    no summary.json and no half-written file, and a resumed sweep runs it again. One readable line."""
+
+
 @dataclass
 class RunResult:
     """What one run produced: the same content as its directory's files."""
@@ -94,7 +99,11 @@ def record(job: JobContext, settings: dict, device: torch.device, started_at: da
         overrides=job.overrides, device=device, started_at=started_at, wall_time_s=wall_time_s,
         error=outcome.error,
     )
-    records.save_run(job.folder, summary, outcome.layers, outcome.curves)
+    try:
+        records.save_run(job.folder, summary, outcome.layers, outcome.curves)
+    except OSError as e:
+        raise RecordsNotWritten(f"{job.folder}: records not written ({e.strerror or e}): the run stays "
+                                f"unfinished and runs again when the sweep is resumed") from e
     for line in describe(diagnosis):
         log.info(line)
     log.info(f"{outcome.status} | {provenance.describe(summary['metrics'])} | {outcome.steps} steps | "
@@ -117,22 +126,23 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
     """
     settings = validate(cfg)
     job = job_context(output_dir)
-    done = finished_before(job.folder, settings)
-    if done is not None:
-        log_skipped(done)
-        return done
-    device = resolve_device(settings["trainer"]["device"], job.job_num)  # Unavailable before anything is written
-    records.clear_run(job.folder)  # a half-written earlier attempt must never count as this run's result
-    started_at, started = datetime.now(timezone.utc), time.perf_counter()
-    training = None
-    try:
-        training = Training(settings, device)
-        outcome = training.outcome(training.fit())
-    except (ConfigError, datasets.DataError):
-        raise
-    except Exception as e:  # a crash is a result too: record it, then let it propagate
-        outcome = failed_outcome(settings, training, e, job.folder)
-    result = record(job, settings, device, started_at, time.perf_counter() - started, outcome)
+    with records.job_lock(job.folder):  # another process resuming this sweep waits, then skips it
+        done = finished_before(job.folder, settings)
+        if done is not None:
+            log_skipped(done)
+            return done
+        device = resolve_device(settings["trainer"]["device"], job.job_num)  # Unavailable before anything is written
+        records.clear_run(job.folder)  # a half-written earlier attempt must never count as this run's result
+        started_at, started = datetime.now(timezone.utc), time.perf_counter()
+        training = None
+        try:
+            training = Training(settings, device)
+            outcome = training.outcome(training.fit())
+        except (ConfigError, datasets.DataError):
+            raise
+        except Exception as e:  # a crash is a result too: record it, then let it propagate
+            outcome = failed_outcome(settings, training, e, job.folder)
+        result = record(job, settings, device, started_at, time.perf_counter() - started, outcome)
     if outcome.error is not None:
         raise outcome.error
     return result

@@ -241,9 +241,6 @@ class VectorizedSweep:
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = self._jobs(job_overrides, initial_job_idx)
         todo = [j for j in jobs if j.settings["rerun"] or finished_before(j.folder, j.settings) is None]
-        for job in todo:  # until its records land, the job counts as unfinished
-            if job.folder.exists():  # (a new job's folder is made when its records are written)
-                records.clear_run(job.folder)
         groups: dict[str, list[Job]] = {}
         for job in todo:
             groups.setdefault(group_key(job.settings), []).append(job)
@@ -254,16 +251,51 @@ class VectorizedSweep:
         pending = {j.num for j in todo}
         # Finished by an earlier attempt: their folders as usual, nothing trains.
         self._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
-        for n, group in enumerate(plan, 1):
-            log.info(f"group {n}/{len(plan)}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}")
-            if len(group) == 1:  # nothing to stack: the ordinary task, as the basic launcher runs it
-                returns[group[0].num] = self._run_job(group[0], self.launcher.task_function)
-                continue
-            results = self._train(group)
-            # Written now, before the next group trains: a kill loses at most the group in flight,
-            # and memory holds one group's records at a time.
-            self._write_members([(job, _writer(job, result)) for job, result in zip(group, results)], returns)
+        elsewhere: list[Job] = []  # jobs another process (resuming the same sweep) is running
+        for n, planned in enumerate(plan, 1):
+            group, done_meanwhile, busy, locks = self._claim(planned)
+            elsewhere += busy
+            try:
+                self._write_members([(job, _writer(job, None)) for job in done_meanwhile], returns)
+                if not group:
+                    continue
+                log.info(f"group {n}/{len(plan)}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}"
+                         + (f" ({len(busy)} running in another process)" if busy else ""))
+                if len(group) == 1:  # nothing to stack: the ordinary task, as the basic launcher runs it
+                    returns[group[0].num] = self._run_job(group[0], self.launcher.task_function)
+                    continue
+                results = self._train(group)
+                # Written now, before the next group trains: a kill loses at most the group in flight,
+                # and memory holds one group's records at a time.
+                self._write_members([(job, _writer(job, result)) for job, result in zip(group, results)], returns)
+            finally:
+                for lock in locks:
+                    lock.release()
+        for job in elsewhere:  # wait for the other process; train here what it left unfinished
+            with records.job_lock(job.folder):
+                if not job.settings["rerun"] and finished_before(job.folder, job.settings) is not None:
+                    self._write_members([(job, _writer(job, None))], returns)
+                else:
+                    returns[job.num] = self._run_job(job, self.launcher.task_function)
         return [returns[j.num] for j in jobs]
+
+    def _claim(self, planned: list[Job]) -> tuple[list[Job], list[Job], list[Job], list]:
+        """Lock a planned group's jobs: (to train here, finished by another process since the plan,
+        held by another process now, the locks taken). A job to train is cleared of an earlier
+        attempt's summary: until its records land it counts as unfinished."""
+        group, done_meanwhile, busy, locks = [], [], [], []
+        for job in planned:
+            lock = records.lock_job(job.folder, wait=False)
+            if lock is None:
+                busy.append(job)
+                continue
+            locks.append(lock)
+            if not job.settings["rerun"] and finished_before(job.folder, job.settings) is not None:
+                done_meanwhile.append(job)
+            else:
+                records.clear_run(job.folder)
+                group.append(job)
+        return group, done_meanwhile, busy, locks
 
     def _write_members(self, members: list[tuple[Job, Any]], returns: dict[int, JobReturn]) -> None:
         """The job folders of jobs whose work is done (trained in a group, or finished earlier)."""
@@ -274,12 +306,16 @@ class VectorizedSweep:
         plain = loader.plain if isinstance(loader, SweepConfigs) else None
         # The files go to disk on a background thread while the next member's are prepared, all
         # of them before the next group trains; not when a callback may read them at job end.
-        with nullcontext() if watches_jobs(callbacks) else BackgroundWrites():
-            for job, task in members:
-                returns[job.num] = write_member(job.config, task, callbacks, logs, self.yaml, output_dir=job.output_dir,
-                                                plain=plain)
-                if plain is not None:
-                    loader.forget(job.config)
+        try:
+            with nullcontext() if watches_jobs(callbacks) else BackgroundWrites():
+                for job, task in members:
+                    returns[job.num] = write_member(job.config, task, callbacks, logs, self.yaml,
+                                                    output_dir=job.output_dir, plain=plain)
+                    if plain is not None:
+                        loader.forget(job.config)
+        except OSError as e:  # a full disk: the writes after the failed one were skipped
+            log.error(f"records not written ({e.strerror or e}{f': {e.filename}' if e.filename else ''}): the "
+                      f"jobs of this group without a summary.json stay unfinished and run again on resume")
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
 
