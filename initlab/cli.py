@@ -85,18 +85,8 @@ main = hydra.main(version_base="1.3", config_path=CONF, config_name="config")(tr
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    """`initlab-report PATH [PATH ...] [--out DIR]`: tables, figures and report.md for some sweeps."""
-    import argparse
+    """`initlab-report`: see initlab.report_page.main (the console script calls it directly, so a
+    report does not wait for torch and Hydra to import)."""
+    from initlab.report_page import main as report
 
-    from initlab.report_page import write_report
-
-    parser = argparse.ArgumentParser(prog="initlab-report", description=report_main.__doc__)
-    parser.add_argument("paths", nargs="+", help="a sweep folder, a run folder, or a folder of sweeps")
-    parser.add_argument("--out", help="where to write (default: <first PATH>/report)")
-    args = parser.parse_args(argv)
-    try:
-        written = write_report(args.paths, args.out)
-    except FileNotFoundError as e:
-        print(f"initlab-report: {e}", file=sys.stderr)
-        return 2
-    return 1 if written.corrupt else 0
+    return report(argv)

@@ -11,8 +11,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any, Callable, Optional
 
-import torch
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # the report reads provenance too, and must not wait a second for torch to import
+    import torch
 # Settings that say where or how visibly a run happens, not what it computes. The report
 # leaves them out of its columns for the same reason.
 WHERE_NOT_WHAT = ("trainer.progress", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
@@ -82,8 +84,10 @@ def versions_now() -> dict[str, Optional[str]]:
     return found
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: "torch.device") -> str:
     if device.type == "cuda":
+        import torch
+
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
 
@@ -103,7 +107,7 @@ def describe(metrics: dict) -> str:
 
 
 def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], settings: dict, choices: dict,
-            overrides: list, device: torch.device, started_at: datetime, wall_time_s: float,
+            overrides: list, device: "torch.device", started_at: datetime, wall_time_s: float,
             error: Optional[BaseException], diagnosis: dict, stopped: Optional[dict]) -> dict:
     """The content of summary.json (records.save_run adds the schema version)."""
     return {

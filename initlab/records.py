@@ -24,6 +24,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from initlab import file_writes
@@ -169,19 +171,24 @@ def read_summary(folder: Path) -> dict:
     return summary
 
 
-def read_table(folder: Path, name: str) -> pd.DataFrame:
-    """One of the run's parquet tables; Unreadable when it is missing, damaged or lacks its columns."""
-    columns = LAYER_COLUMNS if name == LAYERS else CURVE_COLUMNS
+def read_arrow(folder: Path, name: str) -> pa.Table:
+    """One of the run's parquet tables as an Arrow table; Unreadable when it is missing, damaged or
+    lacks its columns. (Arrow's reader lets go of the GIL: a report reads many runs on threads.)"""
     try:
-        table = pd.read_parquet(Path(folder) / name)
+        table = pq.read_table(Path(folder) / name)
     except FileNotFoundError:
         raise Unreadable(f"{name}: missing (summary.json says the run finished)") from None
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
         raise Unreadable(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    missing = [c for c in columns if c not in table.columns]
+    missing = [c for c in (LAYER_COLUMNS if name == LAYERS else CURVE_COLUMNS) if c not in table.column_names]
     if missing:
         raise Unreadable(f"{name}: no column(s) {', '.join(missing)}")
     return table
+
+
+def read_table(folder: Path, name: str) -> pd.DataFrame:
+    """One of the run's parquet tables; Unreadable when it is missing, damaged or lacks its columns."""
+    return read_arrow(folder, name).to_pandas()
 
 
 def load_run(folder: str | Path) -> RunRecord:

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from omegaconf import OmegaConf
 
 from initlab import records
 from initlab.provenance import WHERE_NOT_WHAT
 
 SEED = "trainer.seed"
+READERS = 8  # threads reading run folders
 # A run is an `outlier` when its final test accuracy is more than OUTLIER_GAP below the median of
 # the runs that differ from it only in seed, and more than OUTLIER_SPREAD times their std.
 OUTLIER_GAP, OUTLIER_SPREAD = 0.05, 3.0
@@ -106,7 +110,7 @@ def _without_records(folder: Path, status: str, reason: str | None) -> dict:
     return {"status": status, "metrics": {}, **known, "error": {"message": reason} if reason else None}
 
 
-def read_run(folder: Path, name: str) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
+def read_run(folder: Path, name: str) -> tuple[dict, pa.Table | None, pa.Table | None]:
     """One run folder as a row of the runs table, with its layers and curves tables (None without records).
 
     Never raises for what a folder holds: a finished run whose summary.json or tables cannot be read
@@ -114,16 +118,15 @@ def read_run(folder: Path, name: str) -> tuple[dict, pd.DataFrame | None, pd.Dat
     run that never finished, or one being run again at this moment) is `unfinished`.
     """
     try:
-        record = records.load_run(folder)
-    except FileNotFoundError as e:
-        if records.is_finished(folder):  # summary.json is there, a table is not readable as a file
-            return _row(folder, name, _without_records(folder, "corrupt", _problem(e))), None, None
+        summary = records.read_summary(folder)
+        layers, curves = records.read_arrow(folder, records.LAYERS), records.read_arrow(folder, records.CURVES)
+    except FileNotFoundError:  # no summary.json (the tables' absence is Unreadable)
         return _row(folder, name, _without_records(folder, "unfinished", None)), None, None
     except records.Unreadable as e:
         return _row(folder, name, _without_records(folder, "corrupt", str(e))), None, None
     except OSError as e:  # permission denied, an I/O error of the disk
         return _row(folder, name, _without_records(folder, "corrupt", _problem(e))), None, None
-    return _row(folder, name, record.summary), record.layers, record.curves
+    return _row(folder, name, summary), layers, curves
 
 
 def _row(folder: Path, name: str, summary: dict) -> dict:
@@ -183,14 +186,16 @@ def _sortable(column: pd.Series) -> pd.Series:
     return numeric if numeric.notna().all() else column.astype(str)
 
 
-def _join(tables: list[pd.DataFrame], runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def _join(tables: list[tuple[str, pa.Table]], runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The runs' tables as one (each row with its run's name and `columns` from the runs table)."""
     if not tables:
         return pd.DataFrame(columns=["run", "step", "epoch", "layer", "metric", "value"])
-    table = pd.concat(tables, ignore_index=True)
+    named = [t.append_column("run", pa.array([name] * t.num_rows, pa.string())) for name, t in tables]
+    table = pa.concat_tables(named, promote_options="permissive").to_pandas()
     table["metric"] = table["metric"].astype("category")
     table = table.merge(runs[["run", *columns]], on="run", how="left")
     for column in ("run", *columns):
-        if table[column].dtype == object:
+        if not isinstance(table[column].dtype, pd.CategoricalDtype) and not pd.api.types.is_numeric_dtype(table[column]):
             table[column] = table[column].astype("category")
     return table
 
@@ -202,19 +207,22 @@ def flag_outliers(runs: pd.DataFrame, keys: list[str], gap: float = OUTLIER_GAP,
     Siblings are the runs with the same values of `keys` (every swept key but the seed); a run
     needs at least two siblings with a final accuracy to be judged.
     """
-    runs = runs.assign(outlier=False, outlier_gap=float("nan"))
-    accuracy = pd.to_numeric(runs.test_accuracy, errors="coerce")
-    groups = [g.index for _, g in runs.groupby([runs[k].astype(str) for k in keys], sort=False)] if keys else [runs.index]
-    for members in groups:
-        scored = accuracy[members].dropna()
-        if len(scored) < 3:
+    accuracy = pd.to_numeric(runs.test_accuracy, errors="coerce").to_numpy(dtype=float)
+    codes = (runs.groupby([runs[k].astype(str) for k in keys], sort=False).ngroup().to_numpy() if keys
+             else np.zeros(len(runs), dtype=int))
+    gaps, flags = np.full(len(runs), np.nan), np.zeros(len(runs), dtype=bool)
+    for code in np.unique(codes):
+        members = np.flatnonzero((codes == code) & np.isfinite(accuracy))
+        n = len(members)
+        if n < 3:
             continue
-        for i in scored.index:
-            others = scored.drop(i)
-            below = float(others.median() - scored[i])
-            runs.loc[i, "outlier_gap"] = below
-            runs.loc[i, "outlier"] = below > gap and below > spread * float(others.std())
-    return runs
+        values = accuracy[members]
+        # row i: the accuracies of every sibling but i (leave-one-out), one group at a time
+        others = np.broadcast_to(values, (n, n))[~np.eye(n, dtype=bool)].reshape(n, n - 1)
+        below = np.median(others, axis=1) - values
+        gaps[members] = below
+        flags[members] = (below > gap) & (below > spread * others.std(axis=1, ddof=1))
+    return runs.assign(outlier=flags, outlier_gap=gaps)
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
@@ -237,24 +245,24 @@ def load(paths: Iterable[str | Path]) -> Sweep:
         raise FileNotFoundError(f"no runs (summary.json or .hydra/) under {', '.join(map(str, paths))}")
     base = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
     names = [str(f.relative_to(base)) for f in folders]
-    read = [read_run(f, n) for f, n in zip(folders, names)]
+    with ThreadPoolExecutor(READERS) as pool:  # the parquet reads overlap; a few ms each otherwise
+        read = list(pool.map(read_run, folders, names))
     runs = pd.DataFrame([row for row, _, _ in read])
     swept = swept_keys(runs)
     runs = flag_outliers(runs, [k for k in swept if k != SEED]) if SEED in swept else runs.assign(
         outlier=False, outlier_gap=float("nan"))
-    layers = [table.assign(run=name) for name, (_, table, _) in zip(names, read) if table is not None]
-    curves = [table.assign(run=name) for name, (_, _, table) in zip(names, read) if table is not None]
+    layers = [(name, table) for name, (_, table, _) in zip(names, read) if table is not None]
+    curves = [(name, table) for name, (_, _, table) in zip(names, read) if table is not None]
     joined = list(dict.fromkeys(["init", *swept, "status", "diagnosis"]))
     joined = [c for c in joined if c in runs.columns]
     return Sweep(runs, _join(layers, runs, joined), _join(curves, runs, joined), swept)
 
 
 def init_palette(sweep: Sweep) -> dict[str, tuple]:
-    """One colour per init scheme, the same in every figure of a report."""
-    import seaborn as sns
+    """One clearly distinct colour per init scheme, the same in every figure of a report."""
+    from initlab.facets import palette
 
-    names = sorted(sweep.runs["init"].dropna().astype(str).unique()) if "init" in sweep.runs else []
-    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "tab20", len(names))))
+    return palette(sorted(sweep.runs["init"].dropna().astype(str).unique()) if "init" in sweep.runs else [])
 
 
 def markdown_table(table: pd.DataFrame, floatfmt: str = ".4g") -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 
+from initlab import facets as fx
 from initlab import plots
 from initlab import report
 from initlab.report import OUTLIER_GAP, OUTLIER_SPREAD, Sweep, init_palette, load, markdown_table
@@ -16,33 +19,78 @@ from initlab.report import OUTLIER_GAP, OUTLIER_SPREAD, Sweep, init_palette, loa
 log = logging.getLogger("initlab")
 
 
-def _runs_view(sweep: Sweep) -> pd.DataFrame:
+MAX_LINES = 20  # past this many non-healthy runs, report.md groups them by finding
+MAX_ROWS = 64  # past this many runs, report.md's runs table shows the worst (runs.csv has all)
+
+
+def worst_first(table: pd.DataFrame, accuracy: str) -> pd.DataFrame:
+    """Rows by final accuracy, lowest first; rows without one (diverged, failed, unfinished) before all."""
+    key = pd.to_numeric(table[accuracy], errors="coerce").fillna(-1.0)
+    return table.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key")
+
+
+def link(row, out: Path) -> str:
+    """The run's name, linked to its folder (relative to the report, so the page moves with the sweep)."""
+    return f"[`{row.run}`](<{Path(os.path.relpath(row.path, out)).as_posix()}>)"
+
+
+def _runs_view(sweep: Sweep, out: Path) -> tuple[pd.DataFrame, str]:
     columns = ["run", "status", "diagnosis", "outlier", *dict.fromkeys(["init", *sweep.swept]),
                "test_accuracy", "test_loss", "train_loss", "steps", "wall_time_s"]
-    return sweep.runs[[c for c in columns if c in sweep.runs]]
+    runs = worst_first(sweep.runs, "test_accuracy")
+    note = ""
+    if len(runs) > MAX_ROWS:
+        runs = runs.head(MAX_ROWS)
+        note = f"The {MAX_ROWS} runs with the lowest final accuracy of {len(sweep.runs)} (every run: `runs.csv`)."
+    view = runs[[c for c in columns if c in runs]].assign(run=[link(r, out) for r in runs.itertuples()])
+    return view, note
 
 
-def _findings(sweep: Sweep) -> list[str]:
-    """One line per run that is not healthy: its first finding, or its error."""
-    lines = []
-    for row in sweep.runs.itertuples():
-        if row.status == "unfinished":
-            lines.append(f"- `{row.run}`: never finished (no summary.json)"
-                         + (f"; {row.error}" if isinstance(row.error, str) else ""))
-        elif row.status == "corrupt":
-            lines.append(f"- `{row.run}`: **corrupt**: {row.error} (a resumed sweep runs it again)")
-        elif row.status == "failed":
-            lines.append(f"- `{row.run}`: **failed**: {row.error}")
-        elif isinstance(row.finding, str):
-            lines.append(f"- `{row.run}` (**{row.diagnosis}**): {row.finding}")
-    return lines
+def _problem(row) -> str | None:
+    """What is wrong with a run, in words (None for a healthy one)."""
+    if row.status == "unfinished":
+        return "never finished (no summary.json)" + (f"; {row.error}" if isinstance(row.error, str) else "")
+    if row.status == "corrupt":
+        return f"**corrupt**: {row.error} (a resumed sweep runs it again)"
+    if row.status == "failed":
+        return f"**failed**: {row.error}"
+    if isinstance(row.finding, str):
+        return f"(**{row.diagnosis}**): {row.finding}"
+    return None
 
 
-def _outliers(sweep: Sweep) -> list[str]:
+def _findings(sweep: Sweep, out: Path) -> list[str]:
+    """One line per run that is not healthy, or past MAX_LINES one paragraph per finding: how many
+    runs in how many configurations, and one example with its message."""
+    runs = worst_first(sweep.runs, "test_accuracy")
+    problems = [(row, text) for row in runs.itertuples() if (text := _problem(row)) is not None]
+    if len(problems) <= MAX_LINES:
+        return [f"- {link(row, out)}: {text}" if not text.startswith("(") else f"- {link(row, out)} {text}"
+                for row, text in problems]
+    groups = []
+    label = runs.diagnosis.fillna(runs.status).astype(str)
+    keys = sweep.keys
+    for name, members in runs.groupby(label, sort=False):
+        members = members[[(_problem(r) is not None) for r in members.itertuples()]]
+        if not len(members):
+            continue
+        configs = members[keys].astype(str).drop_duplicates() if keys else members.head(1)
+        shown = ["; ".join(f"{fx.short(k)}={v}" for k, v in zip(keys, c)) for c in configs.itertuples(index=False)]
+        example = next(members.itertuples())
+        listed = ", ".join(f"`{s}`" for s in shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
+        why = example.finding if isinstance(example.finding, str) else _problem(example)
+        groups.append((len(members), f"- **{name}**: {len(members)} runs in {len(configs)} configuration(s)"
+                       + (f" ({listed})" if keys else "") + f". Example {link(example, out)}: {why}"))
+    groups.sort(key=lambda g: -g[0])  # the most frequent finding first
+    return [f"{len(problems)} runs are not healthy; by finding, each with one example (its worst run):", "",
+            *(line for _, line in groups)]
+
+
+def _outliers(sweep: Sweep, out: Path) -> list[str]:
     """One line per run far below the runs that differ from it only in seed."""
     lines = []
     for row in sweep.runs[sweep.runs.outlier].itertuples():
-        lines.append(f"- `{row.run}` (**outlier**): test accuracy {row.test_accuracy:.2%}, {100 * row.outlier_gap:.1f} "
+        lines.append(f"- {link(row, out)} (**outlier**): test accuracy {row.test_accuracy:.2%}, {100 * row.outlier_gap:.1f} "
                      f"points below the median of the runs that differ from it only in `trainer.seed`"
                      f"{f' (its own diagnosis: {row.diagnosis})' if isinstance(row.diagnosis, str) else ''}")
     return lines
@@ -71,7 +119,8 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
     sweep.runs.to_csv(out / "runs.csv", index=False)
     sweep.runs.to_parquet(out / "runs.parquet", index=False)
     summary = sweep.summary()
-    summary.to_csv(out / "summary.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)  # in the order of the keys' values
+    summary = worst_first(summary, "test_accuracy_mean")  # the pages: what went wrong first
     (out / "summary.md").write_text(markdown_table(summary) + "\n")
 
     figures = plots.all_figures(sweep, init_palette(sweep), figures_dir)
@@ -82,19 +131,22 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
         "# initlab report", "",
         f"Runs from {', '.join(f'`{p}`' for p in paths)}: **{len(sweep.runs)} runs** ({status_line}).",
         f"Swept: {', '.join(f'`{k}`' for k in sweep.swept) or 'nothing (a single configuration)'}.", "",
-        "## Summary (mean ± std over seeds)", "", markdown_table(summary), "",
-        "## Diagnoses", "", markdown_table(diagnoses), "", *(_findings(sweep) or ["Every run is healthy."]), "",
+        "## Summary (mean ± std over seeds; lowest accuracy first; `n_<label>`: runs per diagnosis)", "",
+        markdown_table(summary), "",
+        "## Diagnoses", "", markdown_table(diagnoses), "", *(_findings(sweep, out) or ["Every run is healthy."]), "",
         "## Outliers among seeds", "",
-        *(_outliers(sweep) or [f"No run is more than {100 * OUTLIER_GAP:.0f} points (and {OUTLIER_SPREAD:g} standard "
+        *(_outliers(sweep, out) or [f"No run is more than {100 * OUTLIER_GAP:.0f} points (and {OUTLIER_SPREAD:g} standard "
                                 "deviations) below the median of its seed siblings." if report.SEED in sweep.swept
                                else "Only one seed per configuration: no outliers to look for."]), "",
         "## Figures", "",
     ]
     if not figures:
         page += [f"No figures: none of the {len(sweep.runs)} runs has records yet ({status_line}).", ""]
-    for title, path in figures.items():
-        page += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
-    page += ["## Runs", "", markdown_table(_runs_view(sweep)), ""]
+    for title, drawn in figures.items():
+        page += [f"### {title}", "", *([f"*Shows {drawn.note}.*", ""] if drawn.note else []),
+                 f"![{title}]({drawn.path.relative_to(out).as_posix()})", ""]
+    view, note = _runs_view(sweep, out)
+    page += ["## Runs", "", *([note, ""] if note else []), markdown_table(view), ""]
     (out / "report.md").write_text("\n".join(page))
 
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
@@ -106,3 +158,22 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
         print(f"initlab-report: {corrupt} of {len(sweep.runs)} runs damaged (status corrupt): the file and the "
               f"problem of each are in {out / 'report.md'} and runs.csv; a resumed sweep runs them again")
     return Written(out, len(sweep.runs), corrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`initlab-report PATH [PATH ...] [--out DIR]`: tables, figures and report.md for some sweeps.
+
+    Exit code 0, 1 when some runs are damaged (status corrupt), 2 when a PATH holds no runs.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="initlab-report", description=main.__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="a sweep folder, a run folder, or a folder of sweeps")
+    parser.add_argument("--out", help="where to write (default: <first PATH>/report)")
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(args.paths, args.out)
+    except FileNotFoundError as e:
+        print(f"initlab-report: {e}", file=sys.stderr)
+        return 2
+    return 1 if written.corrupt else 0

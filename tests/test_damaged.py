@@ -63,7 +63,7 @@ def test_a_damaged_run_is_corrupt_and_the_others_are_reported(sweep, tmp_path, c
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1].startswith("initlab-report: 1 of 3 runs damaged (status corrupt)")
     page = (tmp_path / "report" / "report.md").read_text()
-    assert "1 corrupt" in page and f"`{victim.name}`: **corrupt**: {reason}" in page
+    assert "1 corrupt" in page and f"`{victim.name}`](<../sweep/{victim.name}>): **corrupt**: {reason}" in page
     assert (tmp_path / "report" / "figures" / "accuracy_heatmap.png").exists()
     assert pd.read_csv(tmp_path / "report" / "runs.csv").status.tolist().count("corrupt") == 1
     assert sweep_statuses(sweep)["corrupt"] == (1 if "summary" in reason else 0)

@@ -19,7 +19,7 @@ from conftest import make_config
 from test_cli import SMALL, initlab
 
 FIGURES = ("curves.png", "gradient_flow.png", "backprop_flow.png", "grad_heatmap.png", "accuracy_heatmap.png",
-           "dead_units.png")
+           "signature_heatmap.png", "diagnosis_heatmap.png", "dead_units.png")
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_report_files_figures_and_page(sweep_dir):
         assert image.size[0] >= 500 and image.size[1] >= 250, name
         assert np.asarray(image.convert("L")).std() > 5, f"{name} looks blank"
     page = (out / "report.md").read_text()
-    for run_name in load([sweep_dir]).runs.run:
-        assert f"| {run_name} |" in page
+    for run_name in load([sweep_dir]).runs.run:  # each run in the table, linked to its folder
+        assert f"| [`{run_name}`](<../{run_name}>) |" in page and (out / ".." / run_name).is_dir()
     assert all(f"figures/{name}" in page for name in FIGURES)
 
 

@@ -1,0 +1,127 @@
+"""Which panels a figure draws, and how a line sums up many runs: the choices every figure shares.
+
+A figure shows every configuration, or says on itself and in report.md which ones it shows and
+why: past MAX_FACETS panels it draws the worst and the best half by final test loss (median over
+the panel's runs; a run without a loss, diverged or failed, counts as the worst), never the first N.
+A line that sums up more than HANDFUL runs is their median with the 25-75 % band (robust to one
+exploding seed); fewer runs give the mean with a band of one standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MAX_FACETS = 12
+HANDFUL = 5
+SHORT = {"model.depth": "depth", "model.width": "width", "model.activation": "activation",
+         "lr.value": "lr", "trainer.seed": "seed", "optim.momentum": "momentum"}
+
+
+def short(key: str) -> str:
+    return SHORT.get(key, key)
+
+
+@dataclass
+class Drawn:
+    """A saved figure and what it leaves out ('' when it shows every configuration)."""
+
+    path: Path
+    note: str = ""
+
+
+@dataclass
+class Facets:
+    """The panels of a figure: each run's panel label, the panels drawn (in order), and a note."""
+
+    keys: list[str]
+    label_of: dict  # run name -> its panel's label
+    shown: list[str]
+    total: int
+    note: str
+
+    def runs_in(self, table: pd.DataFrame, label: str) -> pd.DataFrame:
+        return table[table.run.map(self.label_of) == label]
+
+
+def labels(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """A readable panel label per run ('depth=10, lr=0.1'), or one shared label."""
+    if not keys:
+        return pd.Series("all runs", index=runs.index)
+    parts = [runs[k].astype(str).radd(f"{short(k)}=") for k in keys]
+    return parts[0].str.cat(parts[1:], sep=", ") if len(parts) > 1 else parts[0]
+
+
+def _key_order(runs: pd.DataFrame, keys: list[str], label: pd.Series) -> list[str]:
+    # Panels in the order of their (numeric where possible) key values, not alphabetically.
+    frame = runs[keys].copy() if keys else pd.DataFrame(index=runs.index)
+    frame["_label"] = label
+    frame = frame.drop_duplicates("_label")
+    for key in keys:
+        numeric = pd.to_numeric(frame[key], errors="coerce")
+        frame[key] = numeric if numeric.notna().all() else frame[key].astype(str)
+    return list(frame.sort_values(keys)["_label"] if keys else frame["_label"])
+
+
+def choose(runs: pd.DataFrame, keys: list[str], limit: int = MAX_FACETS, what: str = "configurations") -> Facets:
+    """The panels for one panel per value of `keys`: all of them, or past `limit` the worst and
+    the best half by final test loss (median over the panel's runs), worst first."""
+    label = labels(runs, keys)
+    order = _key_order(runs, keys, label)
+    if len(order) <= limit:
+        return Facets(keys, dict(zip(runs.run, label)), order, len(order), "")
+    loss = pd.to_numeric(runs.test_loss, errors="coerce").where(lambda s: np.isfinite(s), np.inf)
+    median = loss.groupby(label).median().reindex(order)
+    ranked = median.sort_values(ascending=False, kind="stable")  # worst (highest loss, no loss) first
+    half = limit // 2
+    shown = list(ranked.index[:half]) + list(ranked.index[-(limit - half):])
+    note = (f"{limit} of {len(order)} {what}: the {half} worst and the {limit - half} best by final test loss "
+            f"(median over their runs; diverged or failed counts as worst), worst first")
+    return Facets(keys, dict(zip(runs.run, label)), shown, len(order), note)
+
+
+def band(table: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
+    """Per group of `by`: center, low and high of `value`, and n (runs). Median and 25-75 % where
+    the largest group holds more than HANDFUL values, else mean ± 1 sd; non-finite values dropped."""
+    finite = table[np.isfinite(table[value])]
+    grouped = finite.groupby(by, observed=True)[value]
+    n = grouped.size()
+    if len(n) and n.max() > HANDFUL:
+        out = pd.DataFrame({"center": grouped.median(), "low": grouped.quantile(0.25), "high": grouped.quantile(0.75)})
+    else:
+        mean, sd = grouped.mean(), grouped.std().fillna(0.0)
+        out = pd.DataFrame({"center": mean, "low": mean - sd, "high": mean + sd})
+    return out.assign(n=n).reset_index()
+
+
+def band_words(table: pd.DataFrame, by: list[str]) -> str:
+    """How `band` sums up these groups, for a figure's title."""
+    sizes = table[by].value_counts() if len(table) else pd.Series([0])
+    if sizes.max() > HANDFUL:
+        return "median over runs, band 25-75 %"
+    return "one run per line" if sizes.max() <= 1 else "mean over runs, band ±1 sd"
+
+
+# After tab10: colours far from all of tab10's and from each other (from Sasha Trubetskoy's list of
+# 20 distinct colours): black, maroon, navy, teal, magenta, lime, lavender, yellow.
+EXTRA_COLOURS = ("#000000", "#800000", "#000075", "#469990", "#f032e6", "#bfef45", "#dcbeff", "#ffe119")
+
+
+def palette(names: list[str]) -> dict[str, tuple]:
+    """One clearly distinct colour per name: tab10, then EXTRA_COLOURS (not tab20, whose pairs are a
+    dark and a light shade of one hue), then evenly spaced hues."""
+    import seaborn as sns
+    from matplotlib.colors import to_rgb
+
+    colours = list(sns.color_palette("tab10")) + [to_rgb(c) for c in EXTRA_COLOURS]
+    if len(names) > len(colours):
+        colours += sns.color_palette("husl", len(names) - len(colours))
+    return dict(zip(names, colours))
+
+
+def dashes(names: list[str]) -> dict[str, tuple]:
+    """A line style per name: solid for the first ten colours, dashed after (a second cue)."""
+    return {name: (0, ()) if i < 10 else (0, (5, 2)) for i, name in enumerate(names)}
