@@ -3,8 +3,8 @@
 A figure shows every configuration, or says on itself and in report.md which ones it shows and
 why: past MAX_FACETS panels it draws the worst and the best half by final test loss (median over
 the panel's runs; a run without a loss, diverged or failed, counts as the worst), never the first N.
-A line that sums up more than HANDFUL runs is their median with the 25-75 % band (robust to one
-exploding seed); fewer runs give the mean with a band of one standard deviation.
+A line is the median of the runs it sums up (one exploding seed does not drag it); its band is
+their 25-75 % range when there are more than HANDFUL runs, else their whole range (min to max).
 """
 
 from __future__ import annotations
@@ -84,16 +84,15 @@ def choose(runs: pd.DataFrame, keys: list[str], limit: int = MAX_FACETS, what: s
 
 
 def band(table: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
-    """Per group of `by`: center, low and high of `value`, and n (runs). Median and 25-75 % where
-    the largest group holds more than HANDFUL values, else mean ± 1 sd; non-finite values dropped."""
+    """Per group of `by`: center (median), low and high of `value`, and n (values). The band is the
+    25-75 % range where the largest group holds more than HANDFUL values, else min to max;
+    non-finite values are left out."""
     finite = table[np.isfinite(table[value])]
     grouped = finite.groupby(by, observed=True)[value]
     n = grouped.size()
-    if len(n) and n.max() > HANDFUL:
-        out = pd.DataFrame({"center": grouped.median(), "low": grouped.quantile(0.25), "high": grouped.quantile(0.75)})
-    else:
-        mean, sd = grouped.mean(), grouped.std().fillna(0.0)
-        out = pd.DataFrame({"center": mean, "low": mean - sd, "high": mean + sd})
+    quartiles = len(n) > 0 and n.max() > HANDFUL
+    low, high = (grouped.quantile(0.25), grouped.quantile(0.75)) if quartiles else (grouped.min(), grouped.max())
+    out = pd.DataFrame({"center": grouped.median(), "low": low, "high": high})
     return out.assign(n=n).reset_index()
 
 
@@ -102,7 +101,7 @@ def band_words(table: pd.DataFrame, by: list[str]) -> str:
     sizes = table[by].value_counts() if len(table) else pd.Series([0])
     if sizes.max() > HANDFUL:
         return "median over runs, band 25-75 %"
-    return "one run per line" if sizes.max() <= 1 else "mean over runs, band ±1 sd"
+    return "one run per line" if sizes.max() <= 1 else "median over runs, band min to max"
 
 
 # After tab10: colours far from all of tab10's and from each other (from Sasha Trubetskoy's list of

@@ -64,6 +64,8 @@ def panels(rows: int, cols: int, width: float, height: float, title_lines: int =
 def grid(n_panels: int, rows_per_facet: int = 1, width: float = 3.6, height: float = 2.6, title_lines: int = 1):
     cols = max(1, min(n_panels, WRAP))
     wraps = max(1, math.ceil(n_panels / cols))
+    if cols == 1:  # one panel (a single configuration): a larger one
+        width, height = max(width, 6.5), max(height, 3.8)
     fig, axes = panels(wraps * rows_per_facet, cols, width, height, title_lines)
     return fig, axes, cols
 
@@ -84,7 +86,11 @@ def legend(fig, palette: dict, names, title: str = "init") -> None:
 
 def title(fig, text: str, note: str) -> None:
     """The figure's title, and on a second line what it leaves out."""
-    fig.suptitle(text + (f"\n{note}" if note else ""), y=getattr(fig, "_initlab_title_y", 0.98), va="top")
+    text += f"\n{note}" if note else ""
+    if hasattr(fig, "_initlab_title_y"):  # laid out by hand (panels)
+        fig.suptitle(text, y=fig._initlab_title_y, va="top")
+    else:  # constrained layout makes room for a title it places itself
+        fig.suptitle(text)
 
 
 def save(fig, path: Path, note: str = "") -> Drawn:
@@ -103,6 +109,7 @@ def draw_bands(ax, data: pd.DataFrame, x: str, palette: dict, marker: bool = Fal
                 marker="o" if marker else None, markersize=3.5)
         if (part.high > part.low).any():
             ax.fill_between(part[x], part.low, part.high, color=colour, alpha=0.18, lw=0)
+            # (on a log axis matplotlib leaves out a band's non-positive part; the line stays)
 
 
 def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
@@ -124,7 +131,7 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
             ax, part = axes[r + row, c], data[data.facet == facet]
             draw_bands(ax, part, "step", palette, marker=row == 1 and part.step.nunique() < 30)
             ax.set(xlabel="optimizer step", ylabel=ylabel, title=facet if row == 0 else None)
-            if row == 0 and len(part) and (part.low > 0).all():
+            if row == 0 and len(part) and (part.center > 0).all():
                 ax.set_yscale("log")
             if not len(part):
                 ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
