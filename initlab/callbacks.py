@@ -55,6 +55,20 @@ class OutputFolder(Callback):
             raise SystemExit(2) from None
 
 
+def attach_to_mlflow(config: DictConfig, sweep_dir: Path, report_dir: Path) -> None:
+    """With logger=mlflow, the sweep's report goes to its parent run."""
+    from omegaconf import OmegaConf
+
+    from initlab import loggers
+    from initlab.loggers.mlflow import MLflow, attach_report
+
+    node = OmegaConf.to_container(config.get("logger") or {}, resolve=True)
+    study = config.hydra.runtime.choices.get("experiment") if "runtime" in config.hydra else None
+    for logger in loggers.build(node):
+        if isinstance(logger, MLflow):
+            attach_report(logger, sweep_dir, report_dir, study)
+
+
 class SweepEnd(Callback):
     """When a multirun ends: print the run counts, optionally write the report, and exit 1 if a run
     failed, never finished or cannot be read.
@@ -77,7 +91,8 @@ class SweepEnd(Callback):
             from initlab.report_page import write_report
 
             try:
-                write_report([sweep_dir], sweep_dir / "report")
+                written = write_report([sweep_dir], sweep_dir / "report")
+                attach_to_mlflow(config, sweep_dir, written.out)
             except Exception as e:  # the runs are done and on disk: a report problem must not hide that
                 log.error(f"report failed ({type(e).__name__}: {e}); retry with: initlab-report {sweep_dir}")
         if counts["corrupt"]:

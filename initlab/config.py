@@ -237,4 +237,7 @@ def validate(cfg: DictConfig) -> dict:
         _check_node(path, node, _schema_for(path, node, schemas), ignore=("_target_",))
     for path, (takes, filled) in OPEN.items():
         _check_scheme(path, _node(container, path), takes, filled)
+    from initlab.loggers import check as check_loggers  # (it imports this module's ConfigError)
+
+    check_loggers(container.get("logger"))
     return container

@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # the report reads provenance too, and must not wait a second
 # Settings that say where or how visibly a run happens, not what it computes. The report
 # leaves them out of its columns for the same reason.
 WHERE_NOT_WHAT = ("trainer.progress", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
-_NOT_IDENTITY_GROUPS = {"diagnose", "rerun"}  # they change the verdict or the bookkeeping, not the training
+# They change the verdict, the bookkeeping or where records are copied, not the training.
+_NOT_IDENTITY_GROUPS = {"diagnose", "rerun", "logger"}
 _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
 
 # A run's identity (summary.json's config_hash) is the computation it did, so that a resumed sweep

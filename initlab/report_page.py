@@ -12,6 +12,7 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from initlab import facets as fx
+from initlab import loggers
 from initlab import plots
 from initlab import report
 from initlab.report import OUTLIER_GAP, OUTLIER_SPREAD, Sweep, init_palette, load, markdown_table
@@ -170,10 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="initlab-report", description=main.__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="a sweep folder, a run folder, or a folder of sweeps")
     parser.add_argument("--out", help="where to write (default: <first PATH>/report)")
+    parser.add_argument("--tensorboard", metavar="DIR", help="also write every run's TensorBoard events into DIR/<run>")
+    parser.add_argument("--mlflow", metavar="URI", help="also log every run into the MLflow store URI "
+                        "(a multirun: a parent run with the report's files, a child per job)")
     args = parser.parse_args(argv)
     try:
         written = write_report(args.paths, args.out)
-    except FileNotFoundError as e:
+        node = {}
+        if args.tensorboard:
+            node["tensorboard"] = {"_target_": loggers.KNOWN["tensorboard"][0], "log_dir": args.tensorboard}
+        if args.mlflow:
+            node["mlflow"] = {"_target_": loggers.KNOWN["mlflow"][0], "tracking_uri": args.mlflow}
+        if node:
+            exported = loggers.export(report.find_runs(args.paths), node, written.out)
+            print(f"exported {exported} runs to {' and '.join(filter(None, [args.tensorboard, args.mlflow]))}")
+    except (FileNotFoundError, loggers.ConfigError) as e:
         print(f"initlab-report: {e}", file=sys.stderr)
         return 2
     return 1 if written.corrupt else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

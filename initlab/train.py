@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from initlab import data as datasets
-from initlab import provenance, records
+from initlab import loggers, provenance, records
 from initlab.config import ConfigError, validate
 from initlab.diagnose import Context, describe, diagnose
 from initlab.environment import resolve_device
@@ -58,14 +58,16 @@ class JobContext:
     choices: dict
     overrides: list
     job_num: Optional[int] = None  # the job's index in a multirun
+    sweep_dir: Optional[Path] = None  # the multirun's folder
 
 
 def job_context(output_dir: Optional[str | Path]) -> JobContext:
     if HydraConfig.initialized():
         hc = HydraConfig.get()
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
-        num = hc.job.num if hc.mode == RunMode.MULTIRUN else None
-        return JobContext(Path(output_dir or hc.runtime.output_dir), choices, list(hc.overrides.task), num)
+        multirun = hc.mode == RunMode.MULTIRUN
+        return JobContext(Path(output_dir or hc.runtime.output_dir), choices, list(hc.overrides.task),
+                          hc.job.num if multirun else None, Path(hc.sweep.dir) if multirun else None)
     if output_dir is None:
         raise ValueError("run() outside Hydra needs an output_dir")
     return JobContext(Path(output_dir), {}, [])
@@ -104,6 +106,8 @@ def record(job: JobContext, settings: dict, device: torch.device, started_at: da
     except OSError as e:
         raise RecordsNotWritten(f"{job.folder}: records not written ({e.strerror or e}): the run stays "
                                 f"unfinished and runs again when the sweep is resumed") from e
+    loggers.log_run(settings.get("logger"), loggers.RunInfo(job.folder, summary, outcome.layers, outcome.curves,
+                                                            job.sweep_dir, job.choices.get("experiment")))
     for line in describe(diagnosis):
         log.info(line)
     log.info(f"{outcome.status} | {provenance.describe(summary['metrics'])} | {outcome.steps} steps | "
