@@ -25,12 +25,9 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from initlab.errors import ConfigError  # defined apart: the report and loggers raise it without torch
 from initlab.init import AUTO, AUTO_KEYS
 from initlab.schema import ANY, FIXED, OPEN, TARGETED, Schema
-
-
-class ConfigError(ValueError):
-    """A config value that the schema does not allow; its message is one readable line."""
 
 
 # --- the keys a node may have: from a schema dataclass or from a function's signature ---------

@@ -19,7 +19,7 @@ from typing import Optional
 
 import pandas as pd
 
-from initlab.config import ConfigError
+from initlab.errors import ConfigError
 
 log = logging.getLogger("initlab")
 
