@@ -136,6 +136,7 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> RunResult:
             log_skipped(done)
             return done
         device = resolve_device(settings["trainer"]["device"], job.job_num)  # Unavailable before anything is written
+        loggers.prepare(settings.get("logger"), job.choices.get("experiment"))
         records.clear_run(job.folder)  # a half-written earlier attempt must never count as this run's result
         started_at, started = datetime.now(timezone.utc), time.perf_counter()
         training = None

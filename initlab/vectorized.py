@@ -30,7 +30,7 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initlab import records
+from initlab import loggers, records
 from initlab.config import ConfigError, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, group_key
@@ -214,6 +214,7 @@ class VectorizedSweep:
     def _train(self, group: list[Job]) -> list[tuple[Outcome, datetime, float, torch.device]]:
         """Train one group: each member's Outcome (a failed one if the group raised), start, time share, device."""
         device = resolve_device(group[0].settings["trainer"]["device"])
+        loggers.prepare(group[0].settings.get("logger"), OmegaConf.select(group[0].config, "hydra.runtime.choices.experiment"))
         started_at, started = datetime.now(timezone.utc), time.perf_counter()
         try:
             training = GroupTraining([j.settings for j in group], device)

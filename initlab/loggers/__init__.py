@@ -84,6 +84,13 @@ def build(node: Optional[dict]) -> list:
     return _built[key]
 
 
+def prepare(node: Optional[dict], study: Optional[str]) -> None:
+    """Let the loggers get ready (import, open their store) while the run trains."""
+    for logger in build(node):
+        if hasattr(logger, "prepare"):
+            logger.prepare(study)
+
+
 def log_run(node: Optional[dict], run: RunInfo) -> None:
     """Hand a finished run to every logger the config asks for; a failing logger only warns."""
     for logger in build(node):
