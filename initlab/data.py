@@ -48,6 +48,11 @@ class Tensors:
         diagnosis context asks, and on a GPU reading it back syncs)."""
         return (self.test_y.bincount().max() / len(self.test_y)).item()
 
+    @functools.cached_property
+    def input_second_moment(self) -> float:
+        """Mean squared input feature over the training set: q^0 of the mean-field theory."""
+        return float(self.train_x.double().pow(2).mean())
+
     @property
     def in_features(self) -> int:
         return self.train_x.shape[1]

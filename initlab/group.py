@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from initlab import data as datasets
-from initlab import records, schedule
+from initlab import records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.probes import Recorder
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
@@ -46,6 +46,8 @@ class GroupTraining:
         self.data = datasets.load(base["data"], device)
         models = [build_model(s, self.data, device) for s in members]
         self.symmetric = [symmetric_of(model) for model in models]
+        q0 = self.data.input_second_moment
+        self.theory = [theory.for_model(model, s["model"], q0) for model, s in zip(models, members)]
         self.net = StackedMLP(models)
         del models
         self.optimizer = OPTIMIZERS[base["optim"]["_target_"]](self.net.parameters(), [s["optim"] for s in members])
@@ -170,5 +172,6 @@ class GroupTraining:
 
     def outcome(self, k: int) -> Outcome:
         layers, curves = self._tables(k, self.end_step[k] - 1)
+        layers = theory.with_predictions(self.theory[k], layers)
         return Outcome(self.status[k], self.metrics[k], layers, curves, self.context(k),
-                       min(self.end_step[k], self.step), self.stopped[k])
+                       min(self.end_step[k], self.step), self.stopped[k], theory=self.theory[k])

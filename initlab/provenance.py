@@ -98,6 +98,15 @@ def finite_or_none(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
+def _finite(node: Any) -> Any:
+    """A nested dict/list with every non-finite number written as null (strict JSON)."""
+    if isinstance(node, dict):
+        return {k: _finite(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_finite(v) for v in node]
+    return finite_or_none(node)
+
+
 def describe(metrics: dict) -> str:
     """The final metrics as one readable fragment of a log line."""
     def show(key: str, fmt: str) -> str:
@@ -109,7 +118,8 @@ def describe(metrics: dict) -> str:
 
 def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], settings: dict, choices: dict,
             overrides: list, device: "torch.device", started_at: datetime, wall_time_s: float,
-            error: Optional[BaseException], diagnosis: dict, stopped: Optional[dict]) -> dict:
+            error: Optional[BaseException], diagnosis: dict, stopped: Optional[dict],
+            theory: Optional[dict] = None) -> dict:
     """The content of summary.json (records.save_run adds the schema version)."""
     return {
         "status": status,
@@ -117,6 +127,7 @@ def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], sett
         "diverged_at_step": diverged_at_step,
         "stopped_early": stopped,
         "diagnosis": diagnosis,
+        "theory": _finite(theory),
         "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
         "choices": choices,
         "overrides": overrides,

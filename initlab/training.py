@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from tqdm import tqdm
 
 from initlab import data as datasets
-from initlab import records, schedule
+from initlab import records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.init import apply_init, symmetric_layers
 from initlab.model import MLP
@@ -41,6 +41,7 @@ class Outcome:
     steps: int
     stopped: Optional[dict] = None
     error: Optional[BaseException] = None
+    theory: Optional[dict] = None  # the mean-field predictions at init (theory.for_model)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Training:
         self.shuffle = torch.Generator().manual_seed(t["seed"])
         self.model = build_model(settings, self.data, device)
         self.symmetric = symmetric_of(self.model)
+        self.theory = theory.for_model(self.model, settings["model"], self.data.input_second_moment)
         self.optimizer = instantiate(settings["optim"], params=self.model.parameters(),
                                      lr=settings["lr"]["value"], _convert_="all")
         self.lr_at = schedule.build(settings["lr"])
@@ -215,7 +217,9 @@ class Training:
 
     def outcome(self, status: str) -> Outcome:
         layers, curves = self.tables()
-        return Outcome(status, self.metrics, layers, curves, self.context(status), self.step, self.stopped)
+        layers = theory.with_predictions(self.theory, layers)
+        return Outcome(status, self.metrics, layers, curves, self.context(status), self.step, self.stopped,
+                       theory=self.theory)
 
     def context(self, status: str = "completed") -> Context:
         m = self.settings["model"]

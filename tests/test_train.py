@@ -92,7 +92,8 @@ def test_layers_table_is_tidy_and_complete(tmp_path):
     assert sorted(layers.layer.unique()) == [0, 1, 2]
     assert set(layers.metric) == {"weight_grad_norm", "bias_grad_norm", "backprop_grad_norm", "weight_norm",
                                   "update_ratio", "act_mean", "act_std", "preact_std", "dead_fraction",
-                                  "saturated_fraction", "eval_dead_fraction", "eval_saturated_fraction"}
+                                  "saturated_fraction", "eval_dead_fraction", "eval_saturated_fraction",
+                                  "predicted_preact_std"}
     assert not layers.duplicated(["step", "layer", "metric"]).any()
     evals = layers[layers.metric.str.startswith("eval_")]
     assert sorted(evals.step.unique()) == [5, 10, 15, 20, 25]  # an evaluation pass after every epoch

@@ -1,0 +1,172 @@
+"""Mean-field signal propagation at init (Poole et al. 2016; Schoenholz et al. 2017).
+
+For a wide MLP whose layer l has weights with second moment sigma_w^2 / fan_in and biases with
+second moment sigma_b^2, the pre-activations h^l of a given input are Gaussian across units with
+second moment q^l, and
+
+    q^1 = sigma_w^2 q^0 + sigma_b^2              (q^0: the input's mean squared feature)
+    q^l = sigma_w^2 E[phi(sqrt(q^{l-1}) z)^2] + sigma_b^2,   z ~ N(0, 1)        (the length map)
+
+q* is its fixed point; chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] is the factor by which each layer
+multiplies the back-propagated gradient (and the slope of the correlation map at c = 1):
+chi_1 < 1 is the ordered phase (gradients vanish over the depth scale xi = -1 / ln chi_1),
+chi_1 > 1 the chaotic one (they explode), chi_1 = 1 the edge of chaos. Expectations are
+Gaussian quadrature on each half line (the activations' kinks sit at 0), closed form for ReLU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+POINTS = 200  # Gauss-Legendre nodes per half line
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+
+
+def _phi(name: str, negative_slope: float = 0.01) -> tuple[Callable, Callable]:
+    """(phi, phi') of an activation initlab has, on numpy arrays."""
+    erf = np.vectorize(math.erf)  # a few hundred nodes: no need for scipy
+
+    if name in ("identity", None):
+        return (lambda x: x), (lambda x: np.ones_like(x))
+    if name == "relu":
+        return (lambda x: np.maximum(x, 0.0)), (lambda x: (x > 0).astype(float))
+    if name == "leaky_relu":
+        return (lambda x: np.where(x > 0, x, negative_slope * x)), (lambda x: np.where(x > 0, 1.0, negative_slope))
+    if name == "tanh":
+        return np.tanh, (lambda x: 1.0 - np.tanh(x) ** 2)
+    if name == "sigmoid":
+        s = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+        return s, (lambda x: s(x) * (1.0 - s(x)))
+    if name == "gelu":  # exact GELU, as torch.nn.GELU
+        cdf = lambda x: 0.5 * (1.0 + erf(x / math.sqrt(2.0)))  # noqa: E731
+        pdf = lambda x: np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # noqa: E731
+        return (lambda x: x * cdf(x)), (lambda x: cdf(x) + x * pdf(x))
+    if name == "selu":
+        return (lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0)) - 1.0)),
+                lambda x: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0))))
+    raise ValueError(f"no mean-field theory for activation {name!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _nodes() -> tuple[np.ndarray, np.ndarray]:
+    # Gauss-Legendre on [0, 10] for each half of the line: every activation here is smooth on each
+    # side of 0, and ReLU's, SELU's and leaky ReLU's derivatives jump there, which Gauss-Hermite
+    # over the whole line gets wrong by ~10 %. Past 10 sigma the Gaussian weight is < 1e-22.
+    x, w = np.polynomial.legendre.leggauss(POINTS)
+    z = 5.0 * (x + 1.0)
+    return z, 5.0 * w * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def gaussian_mean(f: Callable, q: float) -> float:
+    """E[f(sqrt(q) z)], z ~ N(0, 1): sum over the nodes of w (f(sqrt(q) z) + f(-sqrt(q) z))."""
+    z, w = _nodes()
+    s = math.sqrt(max(q, 0.0))
+    return float(np.sum(w * (f(s * z) + f(-s * z))))
+
+
+def length_map(q: float, sigma_w2: float, sigma_b2: float, activation: str, negative_slope: float = 0.01) -> float:
+    """q^l from q^{l-1}: sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2 (ReLU: sigma_w^2 q / 2 + sigma_b^2)."""
+    if activation == "relu":
+        return sigma_w2 * q / 2.0 + sigma_b2
+    phi, _ = _phi(activation, negative_slope)
+    return sigma_w2 * gaussian_mean(lambda x: phi(x) ** 2, q) + sigma_b2
+
+
+def chi1(q: float, sigma_w2: float, activation: str, negative_slope: float = 0.01) -> float:
+    """sigma_w^2 E[phi'(sqrt(q) z)^2]: the per-layer factor of the back-propagated gradient's square norm."""
+    if activation == "relu":
+        return sigma_w2 / 2.0
+    _, dphi = _phi(activation, negative_slope)
+    return sigma_w2 * gaussian_mean(lambda x: dphi(x) ** 2, q)
+
+
+def fixed_point(sigma_w2: float, sigma_b2: float, activation: str, q0: float = 1.0, negative_slope: float = 0.01,
+                steps: int = 2000, tol: float = 1e-10) -> Optional[float]:
+    """q*, by iterating the length map from q0 (ReLU: sigma_b^2 / (1 - sigma_w^2 / 2) in closed form);
+    None when there is none: the map grows without bound, or has not settled after `steps` layers."""
+    if activation == "relu":
+        if sigma_w2 < 2.0:
+            return sigma_b2 / (1.0 - sigma_w2 / 2.0)
+        return q0 if sigma_w2 == 2.0 and sigma_b2 == 0.0 else None  # every q is fixed / q grows
+    q = q0
+    for _ in range(steps):
+        nxt = length_map(q, sigma_w2, sigma_b2, activation, negative_slope)
+        if not math.isfinite(nxt) or nxt > 1e12:
+            return None
+        if abs(nxt - q) <= tol * max(1.0, q):
+            return nxt
+        q = nxt
+    return None
+
+
+def depth_scale(chi: float) -> Optional[float]:
+    """xi = -1 / ln chi_1: the depth over which the gradient's square norm changes by e (positive:
+    it vanishes toward the input; negative: it explodes); None at chi_1 = 1 (the edge of chaos)."""
+    if chi <= 0:
+        return 0.0
+    return None if abs(math.log(chi)) < 1e-12 else -1.0 / math.log(chi)
+
+
+def critical_sigma_w2(sigma_b2: float, activation: str, low: float = 0.5, high: float = 8.0) -> float:
+    """The sigma_w^2 where chi_1(q*) = 1 for this sigma_b^2 (bisection): the edge of chaos."""
+    def excess(s: float) -> float:
+        q = fixed_point(s, sigma_b2, activation)
+        return (chi1(q, s, activation) if q is not None else math.inf) - 1.0
+
+    for _ in range(80):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if excess(mid) < 0 else (low, mid)
+    return 0.5 * (low + high)
+
+
+def predicted_preact_q(q0: float, sigma_w2: list[float], sigma_b2: list[float], activations: list[str],
+                       negative_slope: float = 0.01) -> list[float]:
+    """q^l of every layer's pre-activations (the first from the input's q0; then through the previous
+    layer's activation); sqrt(q^l) is the predicted pre-activation std."""
+    qs = [sigma_w2[0] * q0 + sigma_b2[0]]
+    for l in range(1, len(sigma_w2)):
+        qs.append(length_map(qs[-1], sigma_w2[l], sigma_b2[l], activations[l - 1], negative_slope))
+    return qs
+
+
+def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
+    """The mean-field predictions for an initialized MLP (its weights as drawn, before training):
+    each layer's sigma_w^2 = fan_in * mean(W^2) and sigma_b^2 = mean(b^2), the predicted
+    pre-activation std of every layer from the input's second moment q0, and for the layers fed
+    by the activation (their median sigma_w^2 and sigma_b^2): q*, chi_1 at q*, the depth scale.
+    None for a model whose layers are not the MLP's or whose numbers are not finite."""
+    import torch
+
+    activation = model_cfg.get("activation") or "identity"
+    slope = model_cfg.get("negative_slope", 0.01)
+    with torch.no_grad():
+        sigma_w2 = [float(l.weight.double().pow(2).mean() * l.weight.shape[1]) for l in model.linears]
+        sigma_b2 = [float(l.bias.double().pow(2).mean()) if l.bias is not None else 0.0 for l in model.linears]
+    if not all(map(math.isfinite, sigma_w2 + sigma_b2 + [q0])):
+        return None
+    qs = predicted_preact_q(q0, sigma_w2, sigma_b2, [activation] * len(sigma_w2), slope)
+    fed_w, fed_b = float(np.median(sigma_w2[1:] or sigma_w2)), float(np.median(sigma_b2[1:] or sigma_b2))
+    q_star = fixed_point(fed_w, fed_b, activation, qs[0], slope)
+    chi = chi1(q_star if q_star is not None else qs[-1], fed_w, activation, slope)
+    return {"q0": q0, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "q_star": q_star, "chi1": chi,
+            "depth_scale": depth_scale(chi), "predicted_preact_std": [math.sqrt(max(q, 0.0)) for q in qs]}
+
+
+def with_predictions(theory: Optional[dict], layers):
+    """The layers table with rows (step, epoch, layer, 'predicted_preact_std', value) at the first
+    recorded step, beside the measured preact_std; unchanged when nothing was recorded or there
+    is no prediction."""
+    import pandas as pd
+
+    from initlab import records
+
+    if theory is None or not len(layers):
+        return layers
+    first = layers[layers.step == layers.step.min()]
+    step, epoch = int(first.step.iloc[0]), int(first.epoch.iloc[0])
+    rows = [(step, epoch, l, "predicted_preact_std", v) for l, v in enumerate(theory["predicted_preact_std"])]
+    return pd.concat([layers, records.layers_frame(rows)], ignore_index=True)

@@ -1,0 +1,84 @@
+"""Mean-field theory (initlab/theory.py) against closed forms, Monte Carlo and the papers' numbers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from initlab import theory
+
+
+def test_quadrature_reproduces_the_relu_and_identity_closed_forms():
+    for q in (0.1, 1.0, 7.3):
+        # leaky_relu with slope 0 is ReLU through the generic quadrature path
+        assert theory.length_map(q, 2.0, 0.1, "leaky_relu", negative_slope=0.0) == pytest.approx(q + 0.1, rel=1e-9)
+        assert theory.length_map(q, 2.0, 0.1, "relu") == pytest.approx(q + 0.1)
+        assert theory.chi1(q, 2.0, "leaky_relu", negative_slope=0.0) == pytest.approx(1.0, rel=1e-9)
+        assert theory.length_map(q, 1.5, 0.2, "identity") == pytest.approx(1.5 * q + 0.2, rel=1e-12)
+        assert theory.chi1(q, 1.5, "identity") == pytest.approx(1.5, rel=1e-12)
+    # ReLU's fixed point is sigma_b^2 / (1 - sigma_w^2 / 2) below sigma_w^2 = 2, none above
+    assert theory.fixed_point(1.5, 0.1, "relu") == pytest.approx(0.1 / (1 - 0.75), rel=1e-6)
+    assert theory.fixed_point(2.5, 0.1, "relu") is None
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu", "selu", "leaky_relu"])
+def test_quadrature_matches_monte_carlo(activation):
+    phi, dphi = theory._phi(activation)
+    z = np.random.default_rng(0).standard_normal(2_000_000)
+    for q in (0.5, 2.0):
+        assert theory.gaussian_mean(lambda x: phi(x) ** 2, q) == pytest.approx(np.mean(phi(math.sqrt(q) * z) ** 2), rel=5e-3)
+        assert theory.gaussian_mean(lambda x: dphi(x) ** 2, q) == pytest.approx(np.mean(dphi(math.sqrt(q) * z) ** 2), rel=5e-3)
+
+
+def test_the_edge_of_chaos_for_tanh_is_where_schoenholz_et_al_put_it():
+    # Schoenholz et al. 2017 (and Poole et al. 2016): tanh with sigma_b^2 = 0.05 is critical at sigma_w^2 = 1.76
+    critical = theory.critical_sigma_w2(0.05, "tanh")
+    assert critical == pytest.approx(1.76, abs=0.01)
+    chi = theory.chi1(theory.fixed_point(critical, 0.05, "tanh"), critical, "tanh")
+    xi = theory.depth_scale(chi)  # infinite (None) at the edge, or very deep next to it
+    assert chi == pytest.approx(1.0, abs=1e-6) and (xi is None or abs(xi) > 1e4)
+    ordered = theory.chi1(theory.fixed_point(1.2, 0.05, "tanh"), 1.2, "tanh")
+    chaotic = theory.chi1(theory.fixed_point(3.0, 0.05, "tanh"), 3.0, "tanh")
+    assert ordered < 1 < chaotic and theory.depth_scale(ordered) > 0 > theory.depth_scale(chaotic)
+
+
+def test_predicted_preactivation_second_moments_match_a_wide_random_net():
+    rng = np.random.default_rng(1)
+    width, depth, sigma_w2, sigma_b2 = 2000, 6, 1.5, 0.05
+    x = rng.standard_normal((64, 784)) * 0.8  # q0 = 0.64
+    q0 = float(np.mean(x ** 2))
+    fans = [784] + [width] * depth
+    predicted = theory.predicted_preact_q(q0, [sigma_w2] * depth, [sigma_b2] * depth, ["tanh"] * depth)
+    h = x
+    for l in range(depth):
+        w = rng.standard_normal((fans[l], width)) * math.sqrt(sigma_w2 / fans[l])
+        b = rng.standard_normal(width) * math.sqrt(sigma_b2)
+        pre = (h if l == 0 else np.tanh(h)) @ w + b
+        assert np.mean(pre ** 2) == pytest.approx(predicted[l], rel=0.05), l
+        h = pre
+
+
+@pytest.mark.parametrize("overrides", [["init=kaiming_normal"], ["model.activation=tanh", "init=xavier_normal",
+                                                                   "bias=normal", "bias.std=0.2", "model.depth=4"]])
+def test_each_run_records_the_prediction_beside_the_measured_preactivation_std(tmp_path, overrides):
+    from conftest import make_config
+    from initlab import records
+    from initlab.train import run
+
+    run(make_config("data=synthetic", "trainer.max_steps=2", "model.width=512", *overrides), output_dir=tmp_path)
+    record = records.load_run(tmp_path)
+    predicted = record.summary["theory"]
+    at_init = record.layers[record.layers.step == 0].pivot(index="layer", columns="metric", values="value")
+    assert list(at_init["predicted_preact_std"]) == pytest.approx(predicted["predicted_preact_std"])
+    # a 512-wide net at init is close to its mean-field limit: within 5 % on every hidden layer; the
+    # 10 output units are not a wide layer (a Gaussian across 10 units is a rough picture): 15 %
+    measured, expected = list(at_init["preact_std"]), list(at_init["predicted_preact_std"])
+    assert measured[:-1] == pytest.approx(expected[:-1], rel=0.05)
+    assert measured[-1] == pytest.approx(expected[-1], rel=0.15)
+    fed = float(np.median(predicted["sigma_w2"][1:]))
+    if "model.activation=tanh" not in overrides:  # ReLU: chi_1 = sigma_w^2 / 2, ~1 for Kaiming
+        assert predicted["chi1"] == pytest.approx(fed / 2) and predicted["chi1"] == pytest.approx(1.0, abs=0.03)
+    else:
+        q_star = predicted["q_star"]
+        assert q_star == pytest.approx(theory.length_map(q_star, fed, float(np.median(predicted["sigma_b2"][1:])),
+                                                         "tanh"), rel=1e-6)
