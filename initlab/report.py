@@ -64,13 +64,14 @@ def _natural(path: Path) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
 
 
-def _flatten(node: dict, prefix: str = "") -> dict:
+def _flatten(node: dict, prefix: str = "", targets: bool = False) -> dict:
+    """A nested config as dotted keys (`lr.value`); `_target_` keys only with targets=True."""
     flat = {}
     for key, value in node.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        elif key != "_target_":
+            flat.update(_flatten(value, name + ".", targets))
+        elif key != "_target_" or targets:
             # Tidy tables hold no list-valued cells: a list becomes its text.
             flat[name] = json.dumps(value) if isinstance(value, list) else value
     return flat

@@ -69,19 +69,17 @@ def _findings(sweep: Sweep, out: Path) -> list[str]:
         return [f"- {link(row, out)}: {text}" if not text.startswith("(") else f"- {link(row, out)} {text}"
                 for row, text in problems]
     groups = []
-    label = runs.diagnosis.fillna(runs.status).astype(str)
+    flagged = runs.loc[[row.Index for row, _ in problems]]
+    why = {row.Index: text for row, text in problems}
     keys = sweep.keys
-    for name, members in runs.groupby(label, sort=False):
-        members = members[[(_problem(r) is not None) for r in members.itertuples()]]
-        if not len(members):
-            continue
+    for name, members in flagged.groupby(flagged.diagnosis.fillna(flagged.status).astype(str), sort=False):
         configs = members[keys].astype(str).drop_duplicates() if keys else members.head(1)
         shown = ["; ".join(f"{fx.short(k)}={v}" for k, v in zip(keys, c)) for c in configs.itertuples(index=False)]
         example = next(members.itertuples())
         listed = ", ".join(f"`{s}`" for s in shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
-        why = example.finding if isinstance(example.finding, str) else _problem(example)
+        reason = example.finding if isinstance(example.finding, str) else why[example.Index]
         groups.append((len(members), f"- **{name}**: {len(members)} runs in {len(configs)} configuration(s)"
-                       + (f" ({listed})" if keys else "") + f". Example {link(example, out)}: {why}"))
+                       + (f" ({listed})" if keys else "") + f". Example {link(example, out)}: {reason}"))
     groups.sort(key=lambda g: -g[0])  # the most frequent finding first
     return [f"{len(problems)} runs are not healthy; by finding, each with one example (its worst run):", "",
             *(line for _, line in groups)]

@@ -165,7 +165,9 @@ def thin(table, series: list[str], max_points: Optional[int]):
 def params_of(summary: dict) -> dict:
     """The group choices (`init`, `lr`, ...) and every config value (each group's `_target_` too)
     but where files live and the diagnosis' thresholds."""
-    flat = {k: v for k, v in _flat(summary.get("config") or {}).items() if k not in WHERE_NOT_WHAT
+    from initlab.report import _flatten
+
+    flat = {k: v for k, v in _flatten(summary.get("config") or {}, targets=True).items() if k not in WHERE_NOT_WHAT
             and not k.startswith(("diagnose.", "logger."))}
     chosen = {g: o for g, o in (summary.get("choices") or {}).items() if o is not None}
     return {**chosen, **flat}
@@ -179,9 +181,3 @@ def attach_report(logger: MLflow, sweep_dir: Path, report_dir: Path, study: Opti
     logger.client().log_artifacts(parent, str(report_dir), "report")
     return parent
 
-
-def _flat(node: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in node.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
