@@ -38,6 +38,7 @@ class Context:
     error: Optional[str] = None  # "Type: message" when the run raised
     chance_accuracy: float = math.nan  # the test accuracy of always answering the most frequent class
     symmetric_layers: list[int] = field(default_factory=list)  # hidden layers whose units start identical
+    theory: Optional[dict] = None  # the mean-field predictions at init (theory.for_model), cited when they explain a finding
 
 
 class Evidence:
@@ -180,6 +181,27 @@ def _strict(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def _gradient_theory(ev: Evidence, vanish: bool) -> tuple[str, dict]:
+    """What mean-field theory says about a vanishing (or exploding) gradient, as a sentence to append,
+    and the numbers: chi_1 multiplies the back-propagated gradient's squared norm once per hidden
+    layer (Poole et al. 2016; Schoenholz et al. 2017), so L of them multiply it by chi_1^L."""
+    t = ev.context.theory or {}
+    chi, hidden = t.get("chi1"), ev.n_layers - 1
+    if chi is None or hidden < 1:
+        return "", {}
+    total = chi ** hidden
+    values = {"chi1": chi, "predicted_grad_sq_factor": total}
+    phase = "ordered" if chi < 1 else "chaotic" if chi > 1 else "critical"
+    if (vanish and chi < 1 and total < 0.1) or (not vanish and chi > 1 and total > 10):
+        xi = t.get("depth_scale")
+        scale = f", depth scale {_fmt(abs(xi))} layers" if xi is not None else ""
+        return (f" Mean-field theory predicts it: chi_1 = {chi:.2f} ({phase} phase{scale}), so each layer multiplies the "
+                f"back-propagated gradient's squared norm by {chi:.2f}; {hidden} layers give {total:.1e} (a norm ratio of "
+                f"{math.sqrt(total):.1e})."), values
+    return (f" Mean-field theory does not predict it at init (chi_1 = {chi:.2f}, {phase} phase; {hidden} layers give "
+            f"{total:.1e}): the cause lies elsewhere."), values
+
+
 def failed(ev: Evidence, th: dict) -> Optional[Finding]:
     if ev.context.status != "failed":
         return None
@@ -219,12 +241,13 @@ def exploding(ev: Evidence, th: dict) -> Optional[Finding]:
         return None
     worst = max(layers, key=lambda l: top[l])
     step = int(steps[int(np.argmax(grad[:, worst]))])
+    cited, numbers = _gradient_theory(ev, vanish=False)
     return Finding(
         "exploding",
         f"Gradient norms explode: layer {worst}'s grew to {_fmt(top[worst])} at step {step} "
         f"({_fmt(growth[worst])}x its first value; thresholds: growth "
-        f"{_fmt(th['exploding_growth'])}x, norm {_fmt(th['exploding_norm'])}).",
-        step=step, layers=layers, values={"max_norm": float(top[worst]), "growth": float(growth[worst])},
+        f"{_fmt(th['exploding_growth'])}x, norm {_fmt(th['exploding_norm'])}).{cited}",
+        step=step, layers=layers, values={"max_norm": float(top[worst]), "growth": float(growth[worst]), **numbers},
     )
 
 
@@ -242,14 +265,15 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
         median = _nanmedian(early, axis=0)
         layers = [l for l in range(len(median)) if median[l] < th["vanishing_ratio"] * median[last]]
         step = int(ratio_steps[ratio < th["vanishing_ratio"]][0])
+        cited, numbers = _gradient_theory(ev, vanish=True)
         return Finding(
             "vanishing",
             f"Gradients vanish towards the input: layer 0's weight-gradient norm is {_fmt(typical_ratio)}x "
             f"the output layer's ({_fmt(median[0])} vs {_fmt(median[last])}, medians over the first "
-            f"{th['window']} steps; threshold {_fmt(th['vanishing_ratio'])}x).",
+            f"{th['window']} steps; threshold {_fmt(th['vanishing_ratio'])}x).{cited}",
             step=step, layers=layers,
             values={"first_to_last_ratio": typical_ratio, "first_layer_norm": float(median[0]),
-                    "last_layer_norm": float(median[last])},
+                    "last_layer_norm": float(median[last]), **numbers},
         )
     early_loss = _nanmean(ev.loss_values[ev.loss_steps < th["window"]])
     if not early_loss > th["high_loss"] * ev.ln_c:
@@ -267,7 +291,7 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
             "vanishing",
             f"The signal vanishes on its way through the layers: {signal} ({_fmt(shrink)}x; threshold "
             f"{_fmt(th['vanishing_ratio'])}x), so the output barely depends on the input and the loss stays near "
-            f"{_fmt(early_loss)}.",
+            f"{_fmt(early_loss)}.{_signal_theory(ev)}",
             step=int(early_steps[0]), layers=list(range(ev.n_layers)), values=values)
     # Exactly zero gradients are not vanishing ones: nothing flows at all (see `stuck`).
     if th["zero_grad"] < typical < th["vanishing_norm"]:
@@ -278,6 +302,20 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
             f"{_fmt(early_loss)}; {signal}.",
             step=int(early_steps[0]), layers=list(range(ev.n_layers)), values=values)
     return None
+
+
+def _signal_theory(ev: Evidence) -> str:
+    """The mean-field length map's prediction of the forward signal, when it foresees the shrink."""
+    predicted = (ev.context.theory or {}).get("predicted_preact_std") or []
+    if len(predicted) < 3 or not predicted[0]:
+        return ""
+    first, last = predicted[0], predicted[-2]  # the first and the last hidden layer's pre-activations
+    if last / first >= 0.1:
+        return ""
+    q_star = ev.context.theory.get("q_star")
+    toward = f" (fixed point q* = {_fmt(q_star)})" if q_star is not None else ""
+    return (f" Mean-field theory predicts it from the init alone: pre-activation std {_fmt(first)} at layer 0, "
+            f"{_fmt(last)} at layer {len(predicted) - 2} ({_fmt(last / first)}x){toward}.")
 
 
 def _flat_and_still(ev: Evidence, th: dict, window: int) -> Optional[tuple[int, np.ndarray]]:

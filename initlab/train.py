@@ -94,6 +94,7 @@ def record(job: JobContext, settings: dict, device: torch.device, started_at: da
     """Diagnose an outcome, write its records into the job folder, print its last lines."""
     context = outcome.context
     context.error = None if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
+    context.theory = outcome.theory
     diagnosis = diagnose(outcome.layers, outcome.curves, context, settings["diagnose"])
     summary = provenance.summary(
         status=outcome.status, metrics=outcome.metrics, diverged_at_step=context.diverged_at_step,
