@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from initlab.errors import ConfigError  # defined apart: the report and loggers raise it without torch
-from initlab.init import AUTO, AUTO_KEYS
+from initlab.init import AUTO, AUTO_KEYS, CRITICAL
 from initlab.schema import ANY, FIXED, OPEN, TARGETED, Schema
 
 
@@ -130,7 +130,7 @@ def _check_keys(path: str, node: dict, keys: list[Key], relations: tuple, owner:
         value = node[key.name]
         if value is None and _has_type(None, key.type) and key.type is not Any:
             continue
-        if value == AUTO and key.name in AUTO_KEYS:
+        if (value == AUTO and key.name in AUTO_KEYS) or (value == CRITICAL and key.name == "gain"):
             continue  # filled from model.activation before the scheme is called (init.resolve_auto)
         allowed = key.rule.get("allowed") or _type_words(key.type)
         if key.type is not Any and not _has_type(value, key.type):
@@ -211,6 +211,15 @@ def _node(container: dict, path: str) -> dict:
     return node
 
 
+def _check_critical(container: dict) -> None:
+    """init.gain=critical needs one sigma_b^2 for every layer, and a bias group that says it."""
+    from initlab.bias import second_moment
+
+    if container["init"].get("gain") == CRITICAL and second_moment(container["bias"]) is None:
+        raise ConfigError(f"init.gain=critical: needs bias=zeros, constant or normal (one sigma_b^2 for every layer); "
+                          f"bias._target_={_show(container['bias'].get('_target_'))} is not one of them")
+
+
 def validate(cfg: DictConfig) -> dict:
     """Check a composed config against the schema; return it resolved, as plain containers.
 
@@ -234,6 +243,7 @@ def validate(cfg: DictConfig) -> dict:
         _check_node(path, node, _schema_for(path, node, schemas), ignore=("_target_",))
     for path, (takes, filled) in OPEN.items():
         _check_scheme(path, _node(container, path), takes, filled)
+    _check_critical(container)
     from initlab.loggers import check as check_loggers  # (it imports this module's ConfigError)
 
     check_loggers(container.get("logger"))

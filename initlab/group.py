@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from initlab import data as datasets
-from initlab import records, schedule, theory
+from initlab import jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.probes import Recorder
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
@@ -48,6 +48,8 @@ class GroupTraining:
         self.symmetric = [symmetric_of(model) for model in models]
         q0 = self.data.input_second_moment
         self.theory = [theory.for_model(model, s["model"], q0) for model, s in zip(models, members)]
+        self.jacobian = [jacobian.for_run(model, self.data.train_x, s["trainer"]["jacobian_inputs"])
+                         for model, s in zip(models, members)]
         self.net = StackedMLP(models)
         del models
         self.optimizer = OPTIMIZERS[base["optim"]["_target_"]](self.net.parameters(), [s["optim"] for s in members])
@@ -174,4 +176,5 @@ class GroupTraining:
         layers, curves = self._tables(k, self.end_step[k] - 1)
         layers = theory.with_predictions(self.theory[k], layers)
         return Outcome(self.status[k], self.metrics[k], layers, curves, self.context(k),
-                       min(self.end_step[k], self.step), self.stopped[k], theory=self.theory[k])
+                       min(self.end_step[k], self.step), self.stopped[k], theory=self.theory[k],
+                       jacobian=self.jacobian[k])

@@ -9,15 +9,18 @@ and annotations (``Annotated[float, POSITIVE]``) to check a config before anythi
 Every scheme with a torch counterpart has torch's defaults and draws exactly what
 ``torch.nn.init.<name>_`` draws after the same seed (Xavier gain 1, Kaiming a=0, mode fan_in,
 nonlinearity leaky_relu, orthogonal gain 1). A setting ``gain``, ``nonlinearity`` or ``a``
-given as ``auto`` follows the model's activation instead (`resolve_auto`), for any scheme.
+given as ``auto`` follows the model's activation instead (`resolve_auto`), for any scheme; a
+``gain`` given as ``critical`` puts the net at the edge of chaos of its activation and biases.
 The model builds layers and never initializes them; ``apply_init`` walks them (timm style).
+A data-dependent scheme (LSUV) carries a ``data_pass(model, batch, **settings)`` attribute, which
+build_model runs on one training batch after every layer is initialized.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import torch
 from hydra.utils import get_method
@@ -32,11 +35,13 @@ GELU_GAIN = 1.5335
 
 AUTO = "auto"  # a gain, nonlinearity or `a` that follows model.activation
 AUTO_KEYS = ("gain", "nonlinearity", "a")
+CRITICAL = "critical"  # a gain at the edge of chaos of model.activation with this bias (theory.critical_gain)
 
 # initlab's activation names -> torch.nn.init's nonlinearity names.
 _TORCH_NONLINEARITY = {"identity": "linear"}
 
-Gain = Annotated[Union[float, Literal["auto"]], rule(lambda v: v == AUTO or v > 0, "a number > 0 or auto")]
+Gain = Annotated[Union[float, Literal["auto", "critical"]],
+                 rule(lambda v: v in (AUTO, CRITICAL) or v > 0, "a number > 0, auto or critical")]
 Slope = Annotated[Union[float, Literal["auto"]], rule(lambda v: v == AUTO or v >= 0, "a number >= 0 or auto")]
 Nonlinearity = Literal["linear", "identity", "sigmoid", "tanh", "relu", "leaky_relu", "selu", "gelu", "auto"]
 Std = Annotated[float, NON_NEGATIVE]
@@ -142,6 +147,44 @@ def torch_default_(weight: torch.Tensor) -> None:
     nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
 
 
+def lsuv_rescale(model: nn.Module, x: torch.Tensor, *, tol: float = 0.1, max_passes: int = 10) -> list[int]:
+    """LSUV's second step (Mishkin & Matas 2016, Algorithm 1): for each linear layer in order, forward
+    the batch `x` and divide the layer's weights by the std of its outputs (pre-activations, all units
+    and inputs together) until their variance is within `tol` of 1, at most `max_passes` times.
+    Returns the passes each layer took (0: already within tol)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    taken = []
+    with torch.no_grad():
+        for l, layer in enumerate(linears):
+            passes = 0
+            while passes < max_passes:
+                taps: list = []
+                model(x, taps)
+                variance = float(taps[l][0].var())
+                if abs(variance - 1.0) < tol or not math.isfinite(variance) or variance == 0.0:
+                    break  # within tol; or nothing to rescale (a dead or non-finite layer stays as it is)
+                layer.weight.div_(math.sqrt(variance))
+                passes += 1
+            taken.append(passes)
+    return taken
+
+
+@torch.no_grad()
+def lsuv_(weight: torch.Tensor, *, tol: Annotated[float, POSITIVE] = 0.1,
+          max_passes: Annotated[int, rule(lambda v: v >= 1, "an integer >= 1")] = 10) -> None:
+    """LSUV, layer-sequential unit-variance (Mishkin & Matas 2016, "All you need is a good init").
+
+    Data-dependent: orthonormal weights first (Saxe et al. 2014; torch.nn.init.orthogonal_, gain 1),
+    here; then, once the whole net is built, `lsuv_rescale` on one training batch (this scheme's
+    `data_pass`, which build_model runs with the same settings): each layer in turn is scaled until
+    its outputs have unit variance (within `tol`, at most `max_passes` rescalings per layer).
+    """
+    nn.init.orthogonal_(weight)
+
+
+lsuv_.data_pass = lsuv_rescale  # type: ignore[attr-defined]
+
+
 # The std of a standard normal truncated to [-2, 2]: Keras and Flax divide by it so that the
 # truncated draw has exactly the variance asked for.
 TRUNCATED_STD = 0.87962566103423978
@@ -174,8 +217,18 @@ def variance_scaling_(weight: torch.Tensor, *, scale: Annotated[float, POSITIVE]
 # --- applying a scheme ---------------------------------------------------------------------------
 
 
-def resolve_auto(settings: dict, activation: str, negative_slope: float) -> dict[str, Any]:
-    """A scheme's keyword arguments, with each `auto` gain/nonlinearity/a taken from the model."""
+def resolve_auto(settings: dict, activation: str, negative_slope: float,
+                 sigma_b2: Optional[float] = None) -> dict[str, Any]:
+    """A scheme's keyword arguments, with each `auto` gain/nonlinearity/a taken from the model, and
+    a `critical` gain from mean-field theory: sqrt of the sigma_w^2 where chi_1 = 1 for the model's
+    activation and the biases' second moment `sigma_b2` (Poole et al. 2016; Schoenholz et al. 2017)."""
+    if settings.get("gain") == CRITICAL:
+        from initlab import theory
+
+        if sigma_b2 is None:
+            raise ValueError("gain=critical needs biases of one known variance (bias=zeros, constant or normal)")
+        critical = math.sqrt(theory.critical_sigma_w2(sigma_b2, activation, negative_slope))
+        settings = {**settings, "gain": critical}
     from_model = {
         "gain": gain(activation, negative_slope),
         "nonlinearity": activation,
@@ -201,8 +254,10 @@ def apply_init(model: nn.Module, init_cfg: dict, bias_cfg: dict, activation: str
     a plain `w.normal_()` works. Uses the global torch RNG, so seeding it first makes the
     weights reproducible.
     """
+    from initlab.bias import second_moment
+
     scheme, bias_scheme = get_method(init_cfg["_target_"]), get_method(bias_cfg["_target_"])
-    kwargs = resolve_auto(init_cfg, activation, negative_slope)
+    kwargs = resolve_auto(init_cfg, activation, negative_slope, second_moment(bias_cfg))
     bias_kwargs = resolve_auto(bias_cfg, activation, negative_slope)
     wants_weight = "weight" in inspect.signature(bias_scheme).parameters
     with torch.no_grad():

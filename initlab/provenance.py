@@ -32,7 +32,9 @@ _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "nump
 #   else now) bumps IDENTITY_VERSION and adds MIGRATIONS[old version]: a function turning a config
 #   recorded under the old version into the new form. A run's recorded config is migrated, then hashed.
 IDENTITY_VERSION = 1
-NEUTRAL_DEFAULTS: dict[str, Any] = {}
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "trainer.jacobian_inputs": 4,  # added in 0.3: a measurement at init that does not change training
+}
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
 
@@ -119,7 +121,7 @@ def describe(metrics: dict) -> str:
 def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], settings: dict, choices: dict,
             overrides: list, device: "torch.device", started_at: datetime, wall_time_s: float,
             error: Optional[BaseException], diagnosis: dict, stopped: Optional[dict],
-            theory: Optional[dict] = None) -> dict:
+            theory: Optional[dict] = None, jacobian: Optional[dict] = None) -> dict:
     """The content of summary.json (records.save_run adds the schema version)."""
     return {
         "status": status,
@@ -128,6 +130,7 @@ def summary(*, status: str, metrics: dict, diverged_at_step: Optional[int], sett
         "stopped_early": stopped,
         "diagnosis": diagnosis,
         "theory": _finite(theory),
+        "jacobian": _finite(jacobian),
         "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
         "choices": choices,
         "overrides": overrides,

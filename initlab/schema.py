@@ -167,6 +167,7 @@ class Trainer(Schema):
     max_steps: Optional[int] = arg(AT_LEAST_ONE)
     progress: bool = arg()
     stop_on: list[str] = arg(rule(lambda v: set(v) <= set(STOPPABLE), "a list of " + ", ".join(STOPPABLE)))
+    jacobian_inputs: int = arg(rule(lambda v: v >= 0, "an integer >= 0"))
 
 
 @dataclass

@@ -93,6 +93,18 @@ def fixed_point(sigma_w2: float, sigma_b2: float, activation: str, q0: float = 1
         if sigma_w2 < 2.0:
             return sigma_b2 / (1.0 - sigma_w2 / 2.0)
         return q0 if sigma_w2 == 2.0 and sigma_b2 == 0.0 else None  # every q is fixed / q grows
+    if activation == "tanh":
+        # The map is increasing and concave with q <= sigma_w^2 + sigma_b^2: one fixed point, found by
+        # bisection (iterating crawls near the edge of chaos: q falls like 1/l when sigma_b^2 ~ 0).
+        if sigma_b2 == 0.0 and sigma_w2 <= 1.0:
+            return 0.0
+        low, high = 0.0, sigma_w2 + sigma_b2
+        for _ in range(200):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if length_map(mid, sigma_w2, sigma_b2, activation) > mid else (low, mid)
+            if high - low <= tol * max(high, 1e-300):
+                break
+        return 0.5 * (low + high)
     q = q0
     for _ in range(steps):
         nxt = length_map(q, sigma_w2, sigma_b2, activation, negative_slope)
@@ -112,11 +124,21 @@ def depth_scale(chi: float) -> Optional[float]:
     return None if abs(math.log(chi)) < 1e-12 else -1.0 / math.log(chi)
 
 
-def critical_sigma_w2(sigma_b2: float, activation: str, low: float = 0.5, high: float = 8.0) -> float:
-    """The sigma_w^2 where chi_1(q*) = 1 for this sigma_b^2 (bisection): the edge of chaos."""
+def critical_sigma_w2(sigma_b2: float, activation: str, negative_slope: float = 0.01, low: float = 0.5,
+                      high: float = 8.0) -> float:
+    """The sigma_w^2 where chi_1(q*) = 1 for this sigma_b^2: the edge of chaos. Closed form where chi_1
+    does not depend on q (ReLU: 2, leaky ReLU: 2 / (1 + slope^2), identity: 1) and for tanh without
+    biases (q* = 0, chi_1 = sigma_w^2 tanh'(0)^2: 1); bisection otherwise."""
+    if activation == "relu":
+        return 2.0
+    if activation == "leaky_relu":
+        return 2.0 / (1.0 + negative_slope ** 2)
+    if activation in ("identity", None) or (activation == "tanh" and sigma_b2 == 0.0):
+        return 1.0
+
     def excess(s: float) -> float:
-        q = fixed_point(s, sigma_b2, activation)
-        return (chi1(q, s, activation) if q is not None else math.inf) - 1.0
+        q = fixed_point(s, sigma_b2, activation, negative_slope=negative_slope)
+        return (chi1(q, s, activation, negative_slope) if q is not None else math.inf) - 1.0
 
     for _ in range(80):
         mid = 0.5 * (low + high)

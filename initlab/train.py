@@ -100,7 +100,7 @@ def record(job: JobContext, settings: dict, device: torch.device, started_at: da
         status=outcome.status, metrics=outcome.metrics, diverged_at_step=context.diverged_at_step,
         settings=settings, diagnosis=diagnosis, stopped=outcome.stopped, choices=job.choices,
         overrides=job.overrides, device=device, started_at=started_at, wall_time_s=wall_time_s,
-        error=outcome.error, theory=outcome.theory,
+        error=outcome.error, theory=outcome.theory, jacobian=outcome.jacobian,
     )
     try:
         records.save_run(job.folder, summary, outcome.layers, outcome.curves)

@@ -21,9 +21,9 @@ from hydra.utils import instantiate
 from tqdm import tqdm
 
 from initlab import data as datasets
-from initlab import records, schedule, theory
+from initlab import jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
-from initlab.init import apply_init, symmetric_layers
+from initlab.init import apply_init, resolve_auto, symmetric_layers
 from initlab.model import MLP
 from initlab.probes import EvaluationPass, Layers, Recorder
 
@@ -42,6 +42,7 @@ class Outcome:
     stopped: Optional[dict] = None
     error: Optional[BaseException] = None
     theory: Optional[dict] = None  # the mean-field predictions at init (theory.for_model)
+    jacobian: Optional[dict] = None  # the Jacobian's singular values at init (jacobian.for_run)
 
 
 @dataclass
@@ -101,6 +102,12 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
         torch.manual_seed(seed)
     model = construct(m, in_features=data.in_features, num_classes=data.num_classes).to(device)
     apply_init(model, settings["init"], settings["bias"], m["activation"], m["negative_slope"])
+    data_pass = getattr(_locate(settings["init"]["_target_"]), "data_pass", None)
+    if data_pass is not None:  # a data-dependent init (LSUV): one training batch, the same for a seed on any path
+        pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[: settings["trainer"]["batch_size"]]
+        kwargs = resolve_auto(settings["init"], m["activation"], m["negative_slope"])
+        passes = data_pass(model, data.train_x[pick.to(data.train_x.device)], **kwargs)
+        log.debug(f"{settings['init']['_target_']}: data pass done ({passes})")
     return model
 
 
@@ -128,6 +135,7 @@ class Training:
         self.model = build_model(settings, self.data, device)
         self.symmetric = symmetric_of(self.model)
         self.theory = theory.for_model(self.model, settings["model"], self.data.input_second_moment)
+        self.jacobian = jacobian.for_run(self.model, self.data.train_x, t["jacobian_inputs"])
         self.optimizer = instantiate(settings["optim"], params=self.model.parameters(),
                                      lr=settings["lr"]["value"], _convert_="all")
         self.lr_at = schedule.build(settings["lr"])
@@ -219,7 +227,7 @@ class Training:
         layers, curves = self.tables()
         layers = theory.with_predictions(self.theory, layers)
         return Outcome(status, self.metrics, layers, curves, self.context(status), self.step, self.stopped,
-                       theory=self.theory)
+                       theory=self.theory, jacobian=self.jacobian)
 
     def context(self, status: str = "completed") -> Context:
         m = self.settings["model"]

@@ -224,3 +224,66 @@ def test_symmetric_layers():
         weights = [torch.full_like(w, 0.3) for w in weights[:2]] + [model.linears[2].weight]
     assert schemes.symmetric_layers(weights, bias_list) == [0]
 
+
+
+def test_lsuv_gives_each_layer_unit_output_variance_on_its_batch_and_starts_orthonormal():
+    from conftest import make_config
+    from initlab import data as datasets
+    from initlab.config import validate
+    from initlab.training import build_model
+
+    settings = validate(make_config("init=lsuv", "model.depth=5", "model.activation=tanh", "data=synthetic"))
+    data = datasets.load(settings["data"], torch.device("cpu"))
+    model = build_model(settings, data, torch.device("cpu"))
+    # the batch LSUV used, drawn again independently: the first batch_size of a permutation seeded by the seed
+    pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:settings["trainer"]["batch_size"]]
+    taps = []
+    with torch.no_grad():
+        model(data.train_x[pick], taps)
+    for pre, _ in taps:
+        assert abs(float(pre.var()) - 1.0) < 0.1
+    # rescaling keeps each layer orthogonal: W W^T (or W^T W for a tall W) is a multiple of the identity
+    for layer in model.linears:
+        w = layer.weight.detach().double()
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        assert torch.allclose(gram, gram[0, 0] * torch.eye(len(gram), dtype=torch.float64), atol=1e-5 * float(gram[0, 0]))
+
+
+def test_lsuv_stops_after_max_passes():
+    from initlab.init import lsuv_rescale
+
+    torch.manual_seed(0)
+    model = MLP(20, 10, depth=3, width=16, activation="relu")
+    x = torch.randn(64, 20)
+    assert lsuv_rescale(model, x, tol=1e-12, max_passes=3) == [3, 3, 3, 3]  # no float var is within 1e-12 of 1
+    passes = lsuv_rescale(model, x, tol=0.1, max_passes=10)
+    assert passes == [0, 0, 0, 0]  # already within 0.1 after the first call
+
+
+@pytest.mark.parametrize("activation, bias, sigma_w2", [
+    ("relu", {"_target_": "initlab.bias.zeros_"}, 2.0), ("tanh", {"_target_": "initlab.bias.zeros_"}, 1.0),
+    ("tanh", {"_target_": "initlab.bias.normal_", "mean": 0.0, "std": math.sqrt(0.05)}, 1.7610),
+    ("leaky_relu", {"_target_": "initlab.bias.constant_", "value": 0.1}, 2 / (1 + 0.01 ** 2)),
+])
+def test_critical_gain_puts_the_net_at_the_edge_of_chaos(activation, bias, sigma_w2):
+    from initlab import theory
+
+    model = MLP(300, 10, depth=3, width=300, activation=activation)
+    schemes.apply_init(model, {"_target_": "initlab.init.orthogonal_", "gain": "critical"}, bias, activation, 0.01)
+    w = model.linears[1].weight.double()
+    assert float(w.pow(2).sum(1).mean()) == pytest.approx(sigma_w2, rel=1e-3)  # square orthogonal: rows of norm gain
+    from initlab.bias import second_moment
+    q = theory.fixed_point(sigma_w2, second_moment(bias), activation)
+    if q:
+        assert theory.chi1(q, sigma_w2, activation) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_critical_gain_needs_a_bias_with_one_known_variance():
+    from conftest import make_config
+    from initlab.config import validate
+    from initlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^init.gain=critical: needs bias=zeros, constant or normal .*torch_default"):
+        validate(make_config("init=orthogonal", "init.gain=critical", "bias=torch_default"))
+    with pytest.raises(ConfigError, match=r"init.gain='critic': must be a number > 0, auto or critical"):
+        validate(make_config("init=orthogonal", "init.gain=critic"))

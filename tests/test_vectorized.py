@@ -58,11 +58,17 @@ def test_members_follow_their_ordinary_runs(tmp_path, optim, rtol):
                ("init=normal", "init.std=0.1", "lr=cosine", "lr.value=0.02"),
                # the mean-field parameterization, and a torch function named directly as the init
                ("init=variance_scaling", "init.scale=1.5", "bias=normal", "bias.std=0.1", "trainer.seed=5"),
-               ("init=orthogonal", "init._target_=torch.nn.init.orthogonal_", "bias=torch_default", "trainer.seed=6")]
+               ("init=orthogonal", "init._target_=torch.nn.init.orthogonal_", "bias=torch_default", "trainer.seed=6"),
+               # data-dependent (LSUV) and theory-dependent (gain=critical) inits
+               ("init=lsuv", "trainer.seed=7"), ("init=orthogonal", "init.gain=critical", "bias=normal", "bias.std=0.1")]
     configs = [make_config(*SMALL, *optim, *m) for m in members]
     outcomes = train_group(configs)
     for k, config in enumerate(configs):
-        assert_same(outcomes[k], run(config, output_dir=tmp_path / str(k)), rtol=rtol)
+        ordinary = run(config, output_dir=tmp_path / str(k))
+        assert_same(outcomes[k], ordinary, rtol=rtol)
+        # the measurements at init are the member's own, as its ordinary run's
+        assert outcomes[k].jacobian == pytest.approx(ordinary.summary["jacobian"], rel=1e-6)
+        assert outcomes[k].theory["chi1"] == pytest.approx(ordinary.summary["theory"]["chi1"], rel=1e-9)
 
 
 def test_a_diverging_member_does_not_poison_the_others(tmp_path):
