@@ -12,7 +12,7 @@ sigma_w^2 = s and sigma_b^2 = v, the parameterization of the signal-propagation 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Optional
+from typing import Annotated
 
 import torch
 from torch import nn
@@ -44,18 +44,3 @@ def torch_default_(bias: torch.Tensor, weight: torch.Tensor) -> None:
     bound = 1.0 / math.sqrt(weight.shape[1])
     nn.init.uniform_(bias, -bound, bound)
 
-
-# The second moment every bias of a layer is drawn with, for the schemes where it is one number.
-_SECOND_MOMENT = {
-    "initlab.bias.zeros_": lambda c: 0.0,
-    "initlab.bias.constant_": lambda c: float(c["value"]) ** 2,
-    "initlab.bias.normal_": lambda c: float(c.get("mean", 0.0)) ** 2 + float(c["std"]) ** 2,
-    "torch.nn.init.zeros_": lambda c: 0.0,
-}
-
-
-def second_moment(bias_cfg: dict) -> Optional[float]:
-    """sigma_b^2 = E[b^2] of a bias config (the mean-field papers' sigma_b^2), or None when it is not
-    one known number (torch_default's depends on each layer's fan_in; a user's scheme is unknown)."""
-    known = _SECOND_MOMENT.get(bias_cfg.get("_target_"))
-    return known(bias_cfg) if known is not None else None

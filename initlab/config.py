@@ -213,9 +213,9 @@ def _node(container: dict, path: str) -> dict:
 
 def _check_critical(container: dict) -> None:
     """init.gain=critical needs one sigma_b^2 for every layer, and a bias group that says it."""
-    from initlab.bias import second_moment
+    from initlab.theory import bias_second_moment
 
-    if container["init"].get("gain") == CRITICAL and second_moment(container["bias"]) is None:
+    if container["init"].get("gain") == CRITICAL and bias_second_moment(container["bias"]) is None:
         raise ConfigError(f"init.gain=critical: needs bias=zeros, constant or normal (one sigma_b^2 for every layer); "
                           f"bias._target_={_show(container['bias'].get('_target_'))} is not one of them")
 

@@ -254,10 +254,10 @@ def apply_init(model: nn.Module, init_cfg: dict, bias_cfg: dict, activation: str
     a plain `w.normal_()` works. Uses the global torch RNG, so seeding it first makes the
     weights reproducible.
     """
-    from initlab.bias import second_moment
+    from initlab.theory import bias_second_moment
 
     scheme, bias_scheme = get_method(init_cfg["_target_"]), get_method(bias_cfg["_target_"])
-    kwargs = resolve_auto(init_cfg, activation, negative_slope, second_moment(bias_cfg))
+    kwargs = resolve_auto(init_cfg, activation, negative_slope, bias_second_moment(bias_cfg))
     bias_kwargs = resolve_auto(bias_cfg, activation, negative_slope)
     wants_weight = "weight" in inspect.signature(bias_scheme).parameters
     with torch.no_grad():

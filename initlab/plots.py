@@ -216,7 +216,7 @@ def dead_units(sweep: Sweep, palette: dict, path: Path) -> Drawn:
 
 def all_figures(sweep: Sweep, palette: dict, folder: Path) -> dict[str, Drawn]:
     """Every figure of a report, by name; none when no run has records (all unfinished or corrupt)."""
-    from initlab import heatmaps
+    from initlab import heatmaps, theory_figures
 
     if sweep.layers.empty and sweep.curves.empty:
         return {}
@@ -231,4 +231,5 @@ def all_figures(sweep: Sweep, palette: dict, folder: Path) -> dict[str, Drawn]:
         "Vanishing / exploding signature": heatmaps.signature_heatmap(sweep, folder / "signature_heatmap.png"),
         "Diagnosis over the grid": heatmaps.diagnosis_heatmap(sweep, folder / "diagnosis_heatmap.png"),
         "Dead units": dead_units(sweep, palette, folder / "dead_units.png"),
+        **theory_figures.all_theory_figures(sweep, palette, folder),
     }

@@ -146,6 +146,26 @@ def _row(folder: Path, name: str, summary: dict) -> dict:
         target = (config.get("init") or {}).get("_target_", "")
         row["init"] = target.rsplit(".", 1)[-1].rstrip("_") or None
     row.update({k: v for k, v in _flatten(config).items() if k not in WHERE_NOT_WHAT})
+    row.update(_at_init(summary, config))
+    return row
+
+
+# Columns from a run's measurements and predictions at init (no dot in their names: they are not
+# config keys, so never "swept").
+THEORY_COLUMNS = ("chi1", "q_star", "xi_c")
+JACOBIAN_COLUMNS = ("sv_mean", "sv_max", "sv_spread", "sq_mean")
+
+
+def _at_init(summary: dict, config: dict) -> dict:
+    """The mean-field numbers (theory) and the Jacobian's spectrum at init as runs-table columns,
+    with sigma_b2 from the bias config (None when it is not one number)."""
+    from initlab.theory import bias_second_moment
+
+    theory, jac = summary.get("theory") or {}, summary.get("jacobian") or {}
+    row = {c: theory.get(c) for c in THEORY_COLUMNS if c in theory}
+    row.update({f"jac_{c}": jac.get(c) for c in JACOBIAN_COLUMNS if c in jac})
+    if config.get("bias"):
+        row["sigma_b2"] = bias_second_moment(config["bias"])
     return row
 
 

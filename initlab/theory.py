@@ -27,6 +27,22 @@ PAIR_POINTS = 48  # per half line of each axis of the plane (two inputs): 192^2 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
+# The second moment every bias of a layer is drawn with, for the bias schemes where it is one number.
+_SECOND_MOMENT = {
+    "initlab.bias.zeros_": lambda c: 0.0,
+    "torch.nn.init.zeros_": lambda c: 0.0,
+    "initlab.bias.constant_": lambda c: float(c["value"]) ** 2,
+    "initlab.bias.normal_": lambda c: float(c.get("mean", 0.0)) ** 2 + float(c["std"]) ** 2,
+}
+
+
+def bias_second_moment(bias_cfg: dict) -> Optional[float]:
+    """sigma_b^2 = E[b^2] of a bias config (the mean-field papers' sigma_b^2), or None when it is not
+    one known number (torch_default's depends on each layer's fan_in; a user's scheme is unknown)."""
+    known = _SECOND_MOMENT.get((bias_cfg or {}).get("_target_"))
+    return known(bias_cfg) if known is not None else None
+
+
 def _phi(name: str, negative_slope: float = 0.01) -> tuple[Callable, Callable]:
     """(phi, phi') of an activation initlab has, on numpy arrays."""
     erf = np.vectorize(math.erf)  # a few hundred nodes: no need for scipy

@@ -23,7 +23,7 @@ OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 def test_every_group_has_its_options():
     assert set(OPTIONS["init"]) == {"normal", "uniform", "constant", "xavier_uniform", "xavier_normal",
                                     "kaiming_uniform", "kaiming_normal", "orthogonal", "lecun_normal", "trunc_normal",
-                                    "torch_default", "zeros", "variance_scaling"}
+                                    "torch_default", "zeros", "variance_scaling", "lsuv"}
     assert set(OPTIONS["bias"]) == {"zeros", "constant", "normal", "torch_default"}
     assert set(OPTIONS["lr"]) == {"constant", "step", "cosine", "warmup"}
     assert set(OPTIONS["optim"]) == {"sgd", "momentum", "adam"}
@@ -105,8 +105,8 @@ def test_missing_dataset_is_one_line(tmp_path):
     ("init=kaiming_normal init.mode=fan_avg", "init.mode='fan_avg': must be one of fan_in, fan_out"),
     ("init=uniform init.a=1 init.b=0", "init.a=1, init.b=0: a must be less than b"),
     ("init=normal init.std=-1", "init.std=-1: must be a number >= 0"),
-    ("init=xavier_normal init.gain=0", "init.gain=0: must be a number > 0 or auto"),
-    ("init=xavier_normal init.gain=big", "init.gain='big': must be a number > 0 or auto"),
+    ("init=xavier_normal init.gain=0", "init.gain=0: must be a number > 0, auto or critical"),
+    ("init=xavier_normal init.gain=big", "init.gain='big': must be a number > 0, auto or critical"),
     ("init=kaiming_normal init.nonlinearity=swish", "init.nonlinearity='swish': must be one of linear, identity"),
     ("init=variance_scaling init.scale=0", "init.scale=0: must be a number > 0"),
     ("init=variance_scaling init.mode=fan_max", "init.mode='fan_max': must be one of fan_in, fan_out, fan_avg"),
@@ -164,7 +164,18 @@ def test_cli_unknown_option_lists_the_valid_ones(tmp_path):
 @pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_named_studies_compose_and_validate(study):
     settings = validate(make_config(f"experiment={study}"))
-    assert settings["data"]["name"] == "mnist" and settings["model"]["activation"] == "relu" or study == "glorot_tanh"
+    activation = {"glorot_tanh": "tanh", "edge_of_chaos": "tanh", "dynamical_isometry": "relu"}.get(study, "relu")
+    assert settings["data"]["name"] == "mnist" and settings["model"]["activation"] == activation
+
+
+def test_the_theory_studies_are_the_papers_settings():
+    eoc = validate(make_config("experiment=edge_of_chaos"))
+    # Schoenholz et al. 2017: tanh, sigma_b^2 = 0.05, sigma_w^2 = init.scale (variance_scaling, fan_in, Gaussian)
+    assert eoc["init"]["_target_"] == "initlab.init.variance_scaling_" and eoc["init"]["mode"] == "fan_in"
+    assert eoc["init"]["distribution"] == "normal" and eoc["bias"]["std"] ** 2 == pytest.approx(0.05, rel=1e-6)
+    assert eoc["model"]["width"] == 300 and eoc["optim"]["_target_"] == "torch.optim.SGD"
+    iso = validate(make_config("experiment=dynamical_isometry"))
+    assert iso["init"]["gain"] == "critical" and iso["trainer"]["jacobian_inputs"] > 0
 
 
 def test_stuck_loss_study_is_the_founding_example():

@@ -270,10 +270,9 @@ def test_critical_gain_puts_the_net_at_the_edge_of_chaos(activation, bias, sigma
 
     model = MLP(300, 10, depth=3, width=300, activation=activation)
     schemes.apply_init(model, {"_target_": "initlab.init.orthogonal_", "gain": "critical"}, bias, activation, 0.01)
-    w = model.linears[1].weight.double()
+    w = model.linears[1].weight.detach().double()
     assert float(w.pow(2).sum(1).mean()) == pytest.approx(sigma_w2, rel=1e-3)  # square orthogonal: rows of norm gain
-    from initlab.bias import second_moment
-    q = theory.fixed_point(sigma_w2, second_moment(bias), activation)
+    q = theory.fixed_point(sigma_w2, theory.bias_second_moment(bias), activation)
     if q:
         assert theory.chi1(q, sigma_w2, activation) == pytest.approx(1.0, abs=1e-3)
 
