@@ -62,7 +62,8 @@ def attach_to_mlflow(config: DictConfig, sweep_dir: Path, report_dir: Path) -> N
     from initlab import loggers
     from initlab.loggers.mlflow import MLflow, attach_report
 
-    node = OmegaConf.to_container(config.get("logger") or {}, resolve=True)
+    node = config.get("logger")
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else (node or {})
     study = config.hydra.runtime.choices.get("experiment") if "runtime" in config.hydra else None
     for logger in loggers.build(node):
         if isinstance(logger, MLflow):

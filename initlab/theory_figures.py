@@ -48,9 +48,10 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
             line = line.sort_values("layer")
             ax.plot(line.layer, line.center, color=palette.get(init, "0.3"), linestyle=(0, (4, 2)), lw=1.4,
                     marker="x", markersize=5)
-        if len(part):
+        if len(part) and part.center.max() > 20 * part.center.min():  # log only where it spans decades
             ax.set_yscale("log")
-        ax.set(xlabel="layer (0 = first, last = output)", ylabel="pre-activation std at init", title=facet)
+        ax.set(xlabel="layer (0 = first, last = output)", ylabel="pre-activation std at init" if i % cols == 0 else None,
+               title=facet)
         ax.xaxis.get_major_locator().set_params(integer=True)
     hide_unused(axes, len(chosen.shown), cols)
     inits = sorted(set(data.init))
@@ -60,7 +61,8 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
                ["measured", "mean-field prediction"], loc="lower left",
                bbox_to_anchor=(fig._initlab_legend_at[0], 0.1), frameon=False)
     title(fig, f"Pre-activation std per layer at init: measured vs the mean-field length map "
-               f"({fx.band_words(data, ['facet', 'metric', 'init', 'layer'])}; log scale)", chosen.note)
+               f"({fx.band_words(data, ['facet', 'metric', 'init', 'layer'])}; log scale where a panel spans decades)",
+          chosen.note)
     return save(fig, path, chosen.note)
 
 
@@ -104,7 +106,7 @@ def edge_of_chaos(sweep: Sweep, path: Path) -> Optional[Drawn]:
     step_y = np.diff(ys).min() / 2 if len(ys) > 1 else 0.5
     ax.set(xlim=(xs.min() - step_x, xs.max() + step_x), ylim=(ys.min() - step_y, ys.max() + step_y),
            xlabel="σ_w² (init.scale, variance_scaling fan_in)", ylabel="depth (hidden layers)")
-    ax.legend(loc="upper right", framealpha=0.85)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)  # below: no cell hidden
     pooled = [fx.short(k) for k in sweep.keys if k not in (DEPTH, SCALE)]
     per_cell = int(counts.max().max()) if counts.size else 0
     note = f"{per_cell} run(s) per cell" + (f", pooled over {', '.join(pooled)}" if pooled else "")

@@ -18,6 +18,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ from initlab.train import failed_outcome, finished_before, job_context, log_skip
 from initlab.training import Outcome
 
 log = logging.getLogger("initlab")
+# Held while a group's models are drawn: they come from the global RNG, seeded per member, so two
+# workers (several devices) must not draw at once.
+BUILDING = threading.Lock()
 
 
 @dataclass
@@ -180,10 +184,9 @@ class VectorizedSweep:
         self.launcher, self.config = launcher, launcher.config
         self.yaml = HydraYaml()  # the jobs' .hydra files differ in a few lines: the rest is rendered once
 
-    def _jobs(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Job]:
+    def _jobs(self, job_overrides: Sequence[Sequence[str]], nums: Sequence[int]) -> list[Job]:
         jobs = []
-        for i, overrides in enumerate(job_overrides):
-            num = initial_job_idx + i
+        for num, overrides in zip(nums, job_overrides):
             loader = self.launcher.hydra_context.config_loader
             load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
             config = load(self.config, list(overrides))
@@ -211,13 +214,14 @@ class VectorizedSweep:
             size = min(size, CPU_TENSOR_BYTES // member_tensor_bytes(job.settings))
         return max(1, size)
 
-    def _train(self, group: list[Job]) -> list[tuple[Outcome, datetime, float, torch.device]]:
+    def _train(self, group: list[Job], device: Optional[torch.device] = None) -> list[tuple[Outcome, datetime, float, torch.device]]:
         """Train one group: each member's Outcome (a failed one if the group raised), start, time share, device."""
-        device = resolve_device(group[0].settings["trainer"]["device"])
+        device = device or resolve_device(group[0].settings["trainer"]["device"])
         loggers.prepare(group[0].settings.get("logger"), OmegaConf.select(group[0].config, "hydra.runtime.choices.experiment"))
         started_at, started = datetime.now(timezone.utc), time.perf_counter()
         try:
-            training = GroupTraining([j.settings for j in group], device)
+            with BUILDING:  # models are drawn from the global RNG: one group at a time (workers.py)
+                training = GroupTraining([j.settings for j in group], device)
             training.fit()
             outcomes = [training.outcome(k) for k in range(len(group))]
         except DataError as e:
@@ -236,49 +240,90 @@ class VectorizedSweep:
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return result
 
-    def run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def start(self, job_overrides: Sequence[Sequence[str]], nums: Sequence[int]) -> tuple[list[Job], list[list[Job]]]:
+        """The batch's jobs, and the plan: the stacked groups of those not finished yet."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        jobs = self._jobs(job_overrides, initial_job_idx)
+        jobs = self._jobs(job_overrides, nums)
         todo = [j for j in jobs if j.settings["rerun"] or finished_before(j.folder, j.settings) is None]
         groups: dict[str, list[Job]] = {}
         for job in todo:
             groups.setdefault(group_key(job.settings), []).append(job)
         plan = [part for members in groups.values() for part in chunks(members, self._group_size(members[0]))]
-        log.info(f"Vectorized: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished, "
-                 f"{len(todo)} to train in {len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
+        return jobs, plan
+
+    def run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        return self.run_jobs(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
+
+    def run_jobs(self, job_overrides: Sequence[Sequence[str]], nums: Sequence[int]) -> list[JobReturn]:
+        """Train the jobs numbered `nums` (their overrides) and write their folders; their JobReturns."""
+        jobs, plan = self.start(job_overrides, nums)
+        todo = sum(len(p) for p in plan)
+        log.info(f"Vectorized: {len(jobs)} jobs, {len(jobs) - todo} already finished, "
+                 f"{todo} to train in {len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
         returns: dict[int, JobReturn] = {}
-        pending = {j.num for j in todo}
+        pending = {j.num for p in plan for j in p}
         # Finished by an earlier attempt: their folders as usual, nothing trains.
         self._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
-        elsewhere: list[Job] = []  # jobs another process (resuming the same sweep) is running
-        for n, planned in enumerate(plan, 1):
-            group, done_meanwhile, busy, locks = self._claim(planned)
-            elsewhere += busy
-            try:
-                self._write_members([(job, _writer(job, None)) for job in done_meanwhile], returns)
-                if not group:
-                    continue
-                log.info(f"group {n}/{len(plan)}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}"
-                         + (f" ({len(busy)} running in another process)" if busy else ""))
-                if len(group) == 1:  # nothing to stack: the ordinary task, as the basic launcher runs it
-                    returns[group[0].num] = self._run_job(group[0], self.launcher.task_function)
-                    continue
-                results = self._train(group)
+        devices = self.devices(jobs[0]) if plan else []
+        if len(devices) > 1:
+            from initlab.workers import run_on_devices
+
+            elsewhere = run_on_devices(self, plan, devices, returns)
+        else:
+            elsewhere = [job for n, planned in enumerate(plan, 1) for job in self.run_group(n, len(plan), planned, returns)]
+        self.finish_elsewhere(elsewhere, returns)
+        return [returns[j.num] for j in jobs]
+
+    def devices(self, job: Job) -> list[torch.device]:
+        """The devices groups train on at once: `hydra.launcher.devices` when set, else every visible
+        GPU when trainer.device is auto or cuda (one worker each), else the job's one device."""
+        chosen = getattr(self.launcher, "devices", None)
+        if chosen:
+            return [resolve_device(str(d)) for d in chosen]
+        wanted = job.settings["trainer"]["device"]
+        if wanted in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+        return [resolve_device(wanted)]
+
+    def claim(self, n: int, total: int, planned: list[Job], returns: dict[int, JobReturn]):
+        """Lock a planned group's jobs and write those another process finished meanwhile: (the jobs
+        to train here, the jobs another process holds now, the locks to release after training)."""
+        group, done_meanwhile, busy, locks = self._claim(planned)
+        self._write_members([(job, _writer(job, None)) for job in done_meanwhile], returns)
+        if group:
+            log.info(f"group {n}/{total}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}"
+                     + (f" ({len(busy)} running in another process)" if busy else ""))
+        return group, busy, locks
+
+    def run_group(self, n: int, total: int, planned: list[Job], returns: dict[int, JobReturn],
+                  device: Optional[torch.device] = None) -> list[Job]:
+        """Train one planned group here and write its members' folders; the jobs another process holds."""
+        group, busy, locks = self.claim(n, total, planned, returns)
+        try:
+            if len(group) == 1:  # nothing to stack: the ordinary task, as the basic launcher runs it
+                returns[group[0].num] = self._run_job(group[0], self.launcher.task_function)
+            elif group:
                 # Written now, before the next group trains: a kill loses at most the group in flight,
                 # and memory holds one group's records at a time.
-                self._write_members([(job, _writer(job, result)) for job, result in zip(group, results)], returns)
-            finally:
-                for lock in locks:
-                    lock.release()
-        for job in elsewhere:  # wait for the other process; train here what it left unfinished
+                self.write_group(group, self._train(group, device), returns)
+        finally:
+            for lock in locks:
+                lock.release()
+        return busy
+
+    def write_group(self, group: list[Job], results: list, returns: dict[int, JobReturn]) -> None:
+        self._write_members([(job, _writer(job, result)) for job, result in zip(group, results)], returns)
+
+    def finish_elsewhere(self, elsewhere: list[Job], returns: dict[int, JobReturn]) -> None:
+        """Wait for another process's jobs; train here what it left unfinished."""
+        for job in elsewhere:
             with records.job_lock(job.folder):
                 if not job.settings["rerun"] and finished_before(job.folder, job.settings) is not None:
                     self._write_members([(job, _writer(job, None))], returns)
                 else:
                     returns[job.num] = self._run_job(job, self.launcher.task_function)
-        return [returns[j.num] for j in jobs]
 
     def _claim(self, planned: list[Job]) -> tuple[list[Job], list[Job], list[Job], list]:
         """Lock a planned group's jobs: (to train here, finished by another process since the plan,

@@ -41,3 +41,16 @@ class TestVectorizedLauncher(LauncherTestSuite):
 )])
 class TestVectorizedLauncherIntegration(IntegrationTestSuite):
     """Hydra's integration suite: a separate app process that picks the launcher from its own config."""
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("vectorized_submitit_local", ["hydra.launcher.timeout_min=2"])])
+class TestVectorizedSubmititLocalLauncher(LauncherTestSuite):
+    """Hydra's launcher suite against the submitit form: other tasks run as Hydra's submitit launcher runs them."""
+
+
+def test_the_submitit_forms_are_discovered():
+    from hydra_plugins.initlab_vectorized.vectorized_launcher import (VectorizedSlurmLauncher,
+                                                                       VectorizedSubmititLocalLauncher)
+
+    found = [x.__name__ for x in Plugins.instance().discover(Launcher)]
+    assert VectorizedSlurmLauncher.__name__ in found and VectorizedSubmititLocalLauncher.__name__ in found

@@ -19,15 +19,16 @@ from conftest import make_config
 from test_cli import SMALL, initlab
 
 FIGURES = ("curves.png", "gradient_flow.png", "backprop_flow.png", "grad_heatmap.png", "accuracy_heatmap.png",
-           "signature_heatmap.png", "diagnosis_heatmap.png", "dead_units.png")
+           "signature_heatmap.png", "diagnosis_heatmap.png", "dead_units.png", "theory_preact.png")
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     """2 inits x 2 learning rates, run by the real command, with the report callback enabled."""
     root = tmp_path_factory.mktemp("sweep")
-    initlab("-m", *SMALL, "trainer.max_steps=12", "trainer.log_every=2", "init=xavier_uniform,kaiming_normal",
-            "lr.value=0.1,0.01", "hydra/callbacks=report", "hydra.sweep.dir=sweep", cwd=root)
+    result = initlab("-m", *SMALL, "trainer.max_steps=12", "trainer.log_every=2", "init=xavier_uniform,kaiming_normal",
+                     "lr.value=0.1,0.01", "hydra/callbacks=report", "hydra.sweep.dir=sweep", cwd=root)
+    (root / "sweep-stderr.txt").write_text(result.stderr)
     return root / "sweep"
 
 
@@ -65,6 +66,8 @@ def test_summary_mean_equals_a_direct_pandas_computation(sweep_dir):
 
 
 def test_report_files_figures_and_page(sweep_dir):
+    # the callback wrote the report and said nothing failed (it once logged an error after writing it)
+    assert "report failed" not in (sweep_dir.parent / "sweep-stderr.txt").read_text()
     out = sweep_dir / "report"  # written by the callback at the end of the multirun
     for name in ("runs.csv", "runs.parquet", "summary.csv", "summary.md", "report.md"):
         assert (out / name).stat().st_size > 0, name
@@ -130,3 +133,31 @@ def test_outliers_section_of_the_page(sweep_dir):
     assert "## Outliers among seeds" in page and "Only one seed per configuration" in page
     runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
     assert {"outlier", "outlier_gap"} <= set(runs.columns) and not runs.outlier.any()
+
+
+def _looks_drawn(path):
+    image = Image.open(path)
+    return image.size[0] >= 500 and image.size[1] >= 250 and np.asarray(image.convert("L")).std() > 5
+
+
+def test_theory_figures_of_a_sigma_w_by_depth_sweep(tmp_path):
+    """experiment=edge_of_chaos, shrunk: its report draws the edge of chaos and the Jacobian per depth."""
+    initlab("-m", "experiment=edge_of_chaos", *SMALL, "trainer.max_steps=6", "trainer.log_every=2",
+            "trainer.jacobian_inputs=2", "init.scale=1.0,3.0", "model.depth=2,4", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    out = tmp_path / "sweep" / "report"
+    for name in ("edge_of_chaos.png", "jacobian_depth.png", "theory_preact.png"):
+        assert _looks_drawn(out / "figures" / name), name
+        assert f"figures/{name}" in (out / "report.md").read_text()
+    from initlab.theory_figures import _edge_sweep
+
+    sweep = load([tmp_path / "sweep"])
+    sigma_b2, activation = _edge_sweep(sweep)
+    assert sigma_b2 == pytest.approx(0.05, rel=1e-6) and activation == "tanh"
+    for row in sweep.runs.itertuples():  # the columns are each run's own numbers
+        summary = json.loads((tmp_path / "sweep" / row.run / "summary.json").read_text())
+        assert row.chi1 == summary["theory"]["chi1"] and row.jac_sv_max == summary["jacobian"]["sv_max"]
+
+
+def test_a_sweep_without_theory_keys_draws_no_theory_grid(sweep_dir):
+    figures = sweep_dir / "report" / "figures"
+    assert not (figures / "edge_of_chaos.png").exists() and not (figures / "jacobian_depth.png").exists()

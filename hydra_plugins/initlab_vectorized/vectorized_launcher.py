@@ -13,8 +13,10 @@ from omegaconf import DictConfig
 class VectorizedLauncher(Launcher):
     """Train a multirun's compatible initlab jobs together as stacked models (initlab.vectorized)."""
 
-    def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5) -> None:
+    def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5,
+                 devices: Optional[Sequence[str]] = None) -> None:
         self.max_group_size, self.memory_fraction = max_group_size, memory_fraction
+        self.devices = list(devices) if devices else None
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -31,3 +33,49 @@ class VectorizedLauncher(Launcher):
         from initlab import vectorized
 
         return vectorized.launch(self, job_overrides, initial_job_idx)
+
+
+try:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+except ImportError:  # hydra-submitit-launcher not installed (pip install 'initlab[slurm]')
+    BaseSubmititLauncher = None
+
+if BaseSubmititLauncher is not None:
+
+    class VectorizedSubmititLauncher(BaseSubmititLauncher):
+        """Each stacked group of initlab jobs as one submitit job (initlab.cluster); any other task as
+        Hydra's submitit launcher runs it (one submitit job per Hydra job)."""
+
+        def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5,
+                     parallel_groups: int = 1, **params) -> None:
+            super().__init__(**params)
+            self.max_group_size, self.memory_fraction = max_group_size, memory_fraction
+            self.parallel_groups, self.devices = parallel_groups, None
+
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            from initlab.vectorized import is_initlab_training
+
+            if not is_initlab_training(self.task_function):
+                return self._as_hydra_submitit(job_overrides, initial_job_idx)
+            from initlab import cluster
+
+            return cluster.launch(self, job_overrides, initial_job_idx)
+
+        def _as_hydra_submitit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            """Hydra's submitit launcher, with the settings its executor takes (whole minutes; no local
+            signal delay, which only submitit's LocalExecutor itself knows)."""
+            import math
+
+            saved = self.params
+            self.params = {k: v for k, v in saved.items() if not (self._EXECUTOR == "local" and k == "signal_delay_s")}
+            self.params["timeout_min"] = max(1, math.ceil(saved["timeout_min"]))
+            try:
+                return super().launch(job_overrides, initial_job_idx)
+            finally:
+                self.params = saved
+
+    class VectorizedSubmititLocalLauncher(VectorizedSubmititLauncher):
+        _EXECUTOR = "local"
+
+    class VectorizedSlurmLauncher(VectorizedSubmititLauncher):
+        _EXECUTOR = "slurm"

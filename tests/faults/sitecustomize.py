@@ -36,3 +36,33 @@ if _spec.startswith("enospc:"):
         return _write_text(self, data, *args, **kwargs)
 
     pd.DataFrame.to_parquet, pathlib.Path.write_text = to_parquet, write_text
+
+# INITLAB_FAULT=die-after-group-fit: a process that trains a stacked group exits (os._exit, as a
+# node lost or a job killed by its scheduler) right after training it, before any member is written.
+if _spec == "die-after-group-fit":
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    class _DieAfterFit(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "initlab.group":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            run_module = spec.loader.exec_module
+
+            def exec_module(module):
+                run_module(module)
+                fit = module.GroupTraining.fit
+
+                def fit_then_die(self):
+                    fit(self)
+                    os._exit(9)
+
+                module.GroupTraining.fit = fit_then_die
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _DieAfterFit())

@@ -1,0 +1,129 @@
+"""Stacked groups as submitit jobs: `hydra/launcher=vectorized_slurm` and `vectorized_submitit_local`.
+
+The submitting process plans the sweep as the in-process vectorized launcher does (jobs finished
+by an earlier attempt are skipped, the rest grouped and cut to max_group_size) and submits each
+group as one submitit job, all of them as one job array. A job (GroupTask, on its node) trains
+its group with the in-process launcher's code, so each member's folder holds exactly the files
+the in-process launcher writes, on its node's GPUs (several: one worker each, workers.py). When a
+job dies without writing its members (timed out, preempted past its requeues, cancelled, out of
+memory), the submitting process records each unwritten member as `failed`, naming the job and
+what submitit says, so the sweep's end counts them and exits 1, and a resumed sweep (the same
+command with hydra.sweep.dir) trains them again: resume is by config identity, as everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import torch
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn
+from omegaconf import OmegaConf
+
+from initlab.train import failed_outcome, finished_before
+from initlab.vectorized import VectorizedSweep, _writer
+
+log = logging.getLogger("initlab")
+
+
+class GroupTask:
+    """What one submitit job runs: the vectorized launcher's code on its group of jobs."""
+
+    def __init__(self, launcher, overrides: list[list[str]], nums: list[int], singleton_state: dict) -> None:
+        self.launcher, self.overrides, self.nums, self.singleton_state = launcher, overrides, nums, singleton_state
+
+    def __call__(self) -> list[tuple[int, JobReturn]]:
+        Singleton.set_state(self.singleton_state)
+        returns = VectorizedSweep(self.launcher).run_jobs(self.overrides, self.nums)
+        return list(zip(self.nums, returns))
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Preempted (or timed out, with max_num_timeout > 0): submitit requeues the same group; its
+        members written before the signal are skipped by resume, the rest train again."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def executor_for(launcher):
+    """A submitit executor with the launcher's parameters, mapped as Hydra's submitit plugin maps them."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    kind = launcher._EXECUTOR
+    params = dict(launcher.params)
+    if kind == "local":
+        # submitit's LocalExecutor itself: it takes a timeout in fractions of a minute and a signal
+        # delay, which its AutoExecutor form does not pass on; cpus and memory are not limited locally.
+        executor = submitit.LocalExecutor(folder=params["submitit_folder"])
+        executor.update_parameters(**{k: params[k] for k in ("timeout_min", "signal_delay_s", "gpus_per_node",
+                                                             "tasks_per_node", "setup") if params.get(k) is not None})
+        return executor
+    init = {"folder": params.pop("submitit_folder")}
+    if "max_num_timeout" in params:
+        init[f"{kind}_max_num_timeout"] = params.pop("max_num_timeout")
+    executor = submitit.AutoExecutor(cluster=kind, **init)
+    shared = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in shared else f"{kind}_{k}": v for k, v in params.items()})
+    return executor
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Plan the batch, submit its groups, wait for them; the JobReturns in the batch's order."""
+    sweep = VectorizedSweep(launcher)
+    jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
+    returns: dict[int, JobReturn] = {}
+    pending = {j.num for group in plan for j in group}
+    sweep._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
+    log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {len(jobs)} jobs, {len(jobs) - len(pending)} already "
+             f"finished, {len(pending)} to train in {len(plan)} stacked group(s) of "
+             f"{', '.join(str(len(g)) for g in plan) or '0'}, one submitit job each")
+    if not plan:
+        return [returns[j.num] for j in jobs]
+    executor = executor_for(launcher)
+    state = Singleton.get_state()
+    tasks = [GroupTask(launcher, [j.overrides for j in group], [j.num for j in group], state) for group in plan]
+    at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(tasks)
+    submitted: list = []
+    for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
+        with executor.batch():
+            wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
+        log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
+                 f"(logs in {launcher.params['submitit_folder']})")
+        if launcher._EXECUTOR == "local":
+            _collect(sweep, plan[start:start + len(wave)], wave, returns)
+        else:
+            submitted += wave
+    if submitted:
+        _collect(sweep, plan, submitted, returns)
+    return [returns[j.num] for j in jobs]
+
+
+def _collect(sweep: VectorizedSweep, plan: list, submitted: list, returns: dict[int, JobReturn]) -> None:
+    """Each group's JobReturns as its job ends; a job that died gets its unwritten members recorded."""
+    for group, job in zip(plan, submitted):
+        try:
+            for num, result in job.results()[0]:
+                returns[num] = result
+        except Exception as e:  # timed out, preempted past its requeues, cancelled, killed, out of memory
+            what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.error(f"submitit job {job.job_id} ended without its group's records ({type(e).__name__}: {what}); "
+                      f"its unwritten members are recorded as failed and train again when the sweep is resumed")
+            _record_lost(sweep, group, job, e, returns)
+
+
+def _record_lost(sweep: VectorizedSweep, group: list, job, error: BaseException, returns: dict[int, JobReturn]) -> None:
+    lost = RuntimeError(f"submitit job {job.job_id} ended without writing this run's records: "
+                        f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+    for member in group:
+        if finished_before(member.folder, member.settings) is not None:  # written before the job died
+            sweep._write_members([(member, _writer(member, None))], returns)
+            continue
+        try:
+            raise lost from error
+        except RuntimeError as e:  # failed_outcome writes error.txt from the exception being handled
+            outcome = failed_outcome(member.settings, None, e, member.folder)
+        sweep.write_group([member], [(outcome, datetime.now(timezone.utc), 0.0, torch.device("cpu"))], returns)
+

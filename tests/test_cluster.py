@@ -1,0 +1,107 @@
+"""Stacked groups as submitit jobs (initlab/cluster.py), through submitit's local executor, and
+several devices at once in the in-process vectorized launcher (initlab/workers.py)."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from initlab import records
+from initlab.report import load
+
+from test_sweeps import run_cli
+from test_vectorized import assert_same
+
+GRID = ("data=synthetic", "data.source.num_train=600", "data.source.num_test=100", "model.width=32",
+        "trainer.max_steps=12", "trainer.log_every=2", "init=xavier_normal,kaiming_normal", "model.depth=2,3")
+
+
+def _runs(sweep):
+    def with_status(run):
+        return SimpleNamespace(layers=run.layers, curves=run.curves, summary=run.summary, status=run.summary["status"])
+    return {p.parent.name: with_status(records.load_run(p.parent)) for p in sweep.glob("*/summary.json")}
+
+
+def _same_sweeps(ours, reference):
+    assert set(ours) == set(reference) and len(ours) == 4
+    for name, run in ours.items():
+        assert_same(run, reference[name])
+        assert run.summary["config_hash"] == reference[name].summary["config_hash"]
+        assert run.summary["metrics"] == pytest.approx(reference[name].summary["metrics"], rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The in-process vectorized launcher's sweep of GRID."""
+    root = tmp_path_factory.mktemp("reference")
+    run_cli("-m", *GRID, "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=root)
+    return _runs(root / "sweep")
+
+
+def test_submitit_local_writes_what_the_in_process_launcher_writes(tmp_path, reference):
+    result = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert "2 stacked group(s) of 2, 2, one submitit job each" in result.stdout + result.stderr
+    sweep = tmp_path / "sweep"
+    _same_sweeps(_runs(sweep), reference)
+    # each member's folder is an ordinary job folder (Hydra's files included), and each group ran as its own job
+    for folder in sweep.glob("*/summary.json"):
+        assert (folder.parent / ".hydra" / "config.yaml").exists() and (folder.parent / ".hydra" / "overrides.yaml").exists()
+    assert len([p for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name.isdigit()]) == 2  # job ids
+    # a second invocation trains nothing (resume by config identity) and changes no record
+    before = {p: p.read_bytes() for p in sweep.glob("*/layers.parquet")}
+    again = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert "4 already finished, 0 to train" in again.stdout + again.stderr
+    assert before == {p: p.read_bytes() for p in sweep.glob("*/layers.parquet")}
+
+
+@pytest.mark.slow
+def test_a_group_whose_job_dies_is_recorded_per_member_and_trains_on_resume(tmp_path, reference, monkeypatch):
+    # Each group's process exits right after training, before writing anything (tests/faults: a lost node)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent / "faults"))
+    monkeypatch.setenv("INITLAB_FAULT", "die-after-group-fit")
+    dead = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.sweep.dir=sweep", cwd=tmp_path,
+                   check=False)
+    assert dead.returncode == 1, dead.stderr[-2000:]
+    sweep = load([tmp_path / "sweep"])
+    assert (sweep.runs.status == "failed").all() and len(sweep.runs) == 4
+    assert sweep.runs.error.str.contains("submitit job .* ended without writing this run's records", regex=True).all()
+    said = dead.stdout + dead.stderr
+    assert said.count("ended without its group's records") == 2 and "4 failed" in said
+    # the same sweep again, nothing broken: the 4 members train, as the in-process launcher's
+    monkeypatch.delenv("INITLAB_FAULT")
+    again = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert "0 already finished, 4 to train" in again.stdout + again.stderr
+    _same_sweeps(_runs(tmp_path / "sweep"), reference)
+
+
+@pytest.mark.slow
+def test_a_group_past_its_time_limit_is_recorded_per_member(tmp_path):
+    # A 3-second limit (submitit's local timeout): submitit stops the group while it trains.
+    result = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.launcher.timeout_min=0.05",
+                     "hydra.launcher.signal_delay_s=1", "hydra.sweep.dir=sweep", "trainer.max_steps=null",
+                     "trainer.epochs=100000", cwd=tmp_path, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    sweep = load([tmp_path / "sweep"])
+    assert (sweep.runs.status == "failed").all() and len(sweep.runs) == 4
+    assert sweep.runs.error.str.contains("timed-out").all()  # submitit's own reason, raised in the training
+
+
+def test_several_devices_train_groups_at_once_with_the_same_records(tmp_path, reference):
+    # Two workers on two devices (two CPU "devices" here; on a GPU machine every visible GPU by default)
+    result = run_cli("-m", *GRID, "hydra/launcher=vectorized", "hydra.launcher.devices=[cpu,cpu]",
+                     "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert "Vectorized: 2 workers, on cpu, cpu" in result.stdout + result.stderr
+    _same_sweeps(_runs(tmp_path / "sweep"), reference)
+
+
+def test_the_cluster_launchers_register_their_config():
+    from hydra.core.config_store import ConfigStore
+
+    import hydra_plugins.initlab_vectorized.config  # noqa: F401  (Hydra imports it at start-up)
+
+    launchers = ConfigStore.instance().repo["hydra"]["launcher"]
+    assert {"vectorized.yaml", "vectorized_slurm.yaml", "vectorized_submitit_local.yaml"} <= set(launchers)
+    slurm = launchers["vectorized_slurm.yaml"].node
+    assert slurm.max_group_size == 256 and slurm.gpus_per_node == 1 and slurm.array_parallelism == 64
+    assert json.dumps(slurm.partition) == "null"  # the cluster's partition is the user's to name
