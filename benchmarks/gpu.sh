@@ -15,3 +15,5 @@ python3 -c "import torch; print('torch', torch.__version__)"
 python3 benchmarks/check_cuda.py
 python3 benchmarks/bench_single_run.py --device cuda --epochs 3
 python3 benchmarks/bench_sweep.py --device cuda --configs 256 --epochs 10 --sequential 4
+# issue 11: 1,024 configurations x 10 epochs end to end through the CLI, FP32 and TF32 (floor 60 s, goal 15 s)
+python3 benchmarks/bench_gpu_grid.py --seeds 32 --epochs 10 --device cuda --out /tmp/initlab-grid

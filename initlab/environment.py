@@ -62,6 +62,13 @@ def resolve_device(name: str, job_num: Optional[int] = None) -> torch.device:
     return torch.device("cuda", job_num % count if job_num is not None and count > 1 else 0)
 
 
+def matmul_precision(tf32: bool) -> None:
+    """trainer.tf32: TF32 tensor-core matmuls on CUDA (or exact FP32). Process-wide in torch; set
+    for every run, so a run with tf32=false after one with true gets FP32 again. No effect on CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+
+
 def check_writable(folder: str | Path, key: str) -> None:
     """Raise Unavailable unless `folder` exists or can be made, and a file can be written in it."""
     path = Path(folder).expanduser()

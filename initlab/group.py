@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from initlab import data as datasets
 from initlab import jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
+from initlab.environment import matmul_precision
 from initlab.probes import Recorder
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
 from initlab.training import Outcome, build_model, steps_of, symmetric_of
@@ -43,6 +44,7 @@ class GroupTraining:
     def __init__(self, members: list[dict], device: torch.device) -> None:
         base = members[0]
         self.members, self.device, self.trainer = members, device, base["trainer"]
+        matmul_precision(base["trainer"]["tf32"])
         self.data = datasets.load(base["data"], device)
         models = [build_model(s, self.data, device) for s in members]
         self.symmetric = [symmetric_of(model) for model in models]

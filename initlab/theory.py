@@ -249,7 +249,7 @@ def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
     """The mean-field predictions for an initialized MLP (its weights as drawn, before training):
     each layer's sigma_w^2 = fan_in * mean(W^2) and sigma_b^2 = mean(b^2), the predicted
     pre-activation std of every layer from the input's second moment q0, and for the layers fed
-    by the activation (their median sigma_w^2 and sigma_b^2): q*, chi_1 at q*, the gradient's
+    by the activation (the hidden-to-hidden layers; their median sigma_w^2 and sigma_b^2): q*, chi_1 at q*, the gradient's
     depth scale -1/ln chi_1, the correlation fixed point c*, chi_c at c* and xi_c = -1/ln chi_c.
     None for a model whose layers are not the MLP's or whose numbers are not finite."""
     import torch
@@ -262,7 +262,10 @@ def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
     if not all(map(math.isfinite, sigma_w2 + sigma_b2 + [q0])):
         return None
     qs = predicted_preact_q(q0, sigma_w2, sigma_b2, [activation] * len(sigma_w2), slope)
-    fed_w, fed_b = float(np.median(sigma_w2[1:] or sigma_w2)), float(np.median(sigma_b2[1:] or sigma_b2))
+    # The layers fed by the hidden activation, readout excluded (its fan-out, and so a fan-avg init's
+    # variance, differs): from the second to the last hidden layer; the first for a 1-hidden-layer net.
+    fed = slice(1, len(sigma_w2) - 1) if len(sigma_w2) > 2 else slice(0, len(sigma_w2))
+    fed_w, fed_b = float(np.median(sigma_w2[fed])), float(np.median(sigma_b2[fed]))
     q_star = fixed_point(fed_w, fed_b, activation, qs[0], slope)
     chi = chi1(q_star if q_star is not None else qs[-1], fed_w, activation, slope)
     c_star = chi_at_c = xi_c = None

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from initlab import facets as fx
 from initlab import theory
@@ -61,7 +62,8 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
                ["measured", "mean-field prediction"], loc="lower left",
                bbox_to_anchor=(fig._initlab_legend_at[0], 0.1), frameon=False)
     title(fig, f"Pre-activation std per layer at init: measured vs the mean-field length map "
-               f"({fx.band_words(data, ['facet', 'metric', 'init', 'layer'])}; log scale where a panel spans decades)",
+               f"({fx.band_words(data, ['facet', 'metric', 'init', 'layer'])}; log scale where a panel spans decades; "
+               f"below {FLOOR:g} drawn at {FLOOR:g})",
           chosen.note)
     return save(fig, path, chosen.note)
 
@@ -118,7 +120,7 @@ def edge_of_chaos(sweep: Sweep, path: Path) -> Optional[Drawn]:
 def jacobian_by_depth(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
     """Mean, max and spread (std / mean) of the Jacobian's singular values at init against depth."""
     columns = {"jac_sv_mean": "mean singular value", "jac_sv_max": "largest singular value",
-               "jac_sv_spread": "spread (std / mean of the singular values)"}
+               "jac_sv_spread": "spread: std / mean"}
     runs = sweep.runs
     if DEPTH not in sweep.keys or not set(columns) <= set(runs) or runs[list(columns)].isna().all().all():
         return None
@@ -137,8 +139,13 @@ def jacobian_by_depth(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn
             ax.set_xscale("log", base=2)
             if len(part) and (part.center > 0).all():
                 ax.set_yscale("log")
-            ax.set(xlabel="depth (hidden layers)", ylabel=label if j == 0 or True else None,
-                   title=f"{facet}" if keys else None)
+            depths = sorted(part[DEPTH].unique())
+            ax.set_xticks(depths, [f"{d:g}" for d in depths])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            # minor ticks at 2 and 5 of each decade are labelled too: a panel may span less than a decade
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+            ax.set(xlabel="depth (hidden layers)", title=f"{facet}: {label}" if keys else label)
     legend(fig, palette, sorted(set(long.init)))
     title(fig, f"Input-to-last-hidden Jacobian at init: its singular values per depth "
                f"({fx.band_words(long, ['facet', 'stat', 'init', DEPTH])})", chosen.note)

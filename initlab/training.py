@@ -23,6 +23,7 @@ from tqdm import tqdm
 from initlab import data as datasets
 from initlab import jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
+from initlab.environment import matmul_precision
 from initlab.init import apply_init, resolve_auto, symmetric_layers
 from initlab.model import MLP
 from initlab.probes import EvaluationPass, Layers, Recorder
@@ -130,6 +131,7 @@ class Training:
     def __init__(self, settings: dict, device: torch.device) -> None:
         t = settings["trainer"]
         self.settings, self.device, self.trainer = settings, device, t
+        matmul_precision(t["tf32"])
         self.data = datasets.load(settings["data"], device)
         self.shuffle = torch.Generator().manual_seed(t["seed"])
         self.model = build_model(settings, self.data, device)

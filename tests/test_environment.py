@@ -133,3 +133,25 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line(tmp_path):
     data._memory.clear()
     with pytest.raises(data.DataError, match=r"^data.cache_dir=.*a_file/cache: cannot write the data cache there"):
         data.load(settings, torch.device("cpu"))
+
+
+def test_tf32_is_opt_in_and_set_for_every_run():
+    import torch
+
+    from initlab.environment import matmul_precision
+
+    matmul_precision(True)
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    matmul_precision(False)  # the default: a later run gets exact FP32 again
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+
+
+def test_new_trainer_keys_leave_an_existing_runs_identity_unchanged():
+    from conftest import make_config
+    from initlab.config import validate
+    from initlab.provenance import config_hash
+
+    settings = validate(make_config())
+    older = {**settings, "trainer": {k: v for k, v in settings["trainer"].items() if k not in ("tf32", "jacobian_inputs")}}
+    assert config_hash(settings) == config_hash(older)
+    assert config_hash(validate(make_config("trainer.tf32=true"))) != config_hash(settings)

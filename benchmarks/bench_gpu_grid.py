@@ -1,0 +1,74 @@
+"""Issue 11's headline: the founding net, an init x lr x seed grid of 1,024 configurations x 10 epochs
+with recording on, end to end through the CLI (process start to the last record on disk), and the
+effect of trainer.tf32=true on the recorded numbers against FP32.
+
+    python benchmarks/bench_gpu_grid.py [--seeds 32] [--epochs 10] [--device cuda] [--out DIR]
+
+The grid is 8 inits x 4 learning rates x `--seeds` seeds through hydra/launcher=vectorized (1,024 at
+the default 32 seeds). It runs twice, FP32 then TF32, each in its own sweep folder, and prints each
+wall time, then per configuration the largest difference between the two in final test accuracy
+and loss, and the median relative difference over every per-layer statistic. On the CPU (small
+--seeds and --epochs) it checks that the script works: TF32 changes nothing there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+INITS = "kaiming_normal,xavier_uniform,orthogonal,lecun_normal,torch_default,kaiming_uniform,xavier_normal,trunc_normal"
+LRS = "0.1,0.05,0.02,0.01"
+
+
+def sweep(folder: Path, seeds: int, epochs: int, device: str, tf32: bool) -> float:
+    command = [sys.executable, "-m", "initlab", "-m", "hydra/launcher=vectorized", f"init={INITS}", f"lr.value={LRS}",
+               f"trainer.seed=range(0,{seeds})", f"trainer.epochs={epochs}", f"trainer.device={device}",
+               f"trainer.tf32={str(tf32).lower()}", "trainer.progress=false", f"hydra.sweep.dir={folder}"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return time.perf_counter() - started
+
+
+def compare(fp32: Path, tf32: Path) -> str:
+    import numpy as np
+
+    from initlab.report import load
+
+    a, b = load([fp32]), load([tf32])
+    keys = ["init", "lr.value", "trainer.seed"]
+    runs = a.runs.set_index(keys)[["test_accuracy", "test_loss"]].join(
+        b.runs.set_index(keys)[["test_accuracy", "test_loss"]], rsuffix="_tf32")
+    acc = (runs.test_accuracy - runs.test_accuracy_tf32).abs()
+    loss = (runs.test_loss - runs.test_loss_tf32).abs()
+    merged = a.layers.merge(b.layers, on=["run", "step", "layer", "metric"], suffixes=("", "_tf32"))
+    finite = np.isfinite(merged.value) & np.isfinite(merged.value_tf32) & (merged.value != 0)
+    rel = ((merged.value - merged.value_tf32).abs() / merged.value.abs())[finite]
+    return (f"configurations: {len(runs)}\n"
+            f"final test accuracy, |FP32 - TF32|: max {acc.max():.4%} points, median {acc.median():.4%}\n"
+            f"final test loss, |FP32 - TF32|: max {loss.max():.3g}, median {loss.median():.3g}\n"
+            f"per-layer statistics ({finite.sum():,} values), relative difference: median {rel.median():.3g}, "
+            f"95th percentile {rel.quantile(0.95):.3g}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    root = Path(args.out or tempfile.mkdtemp(prefix="initlab-grid-"))
+    n = 8 * 4 * args.seeds
+    for name, tf32 in (("fp32", False), ("tf32", True)):
+        seconds = sweep(root / name, args.seeds, args.epochs, args.device, tf32)
+        print(f"{name}: {n} configurations x {args.epochs} epochs, end to end {seconds:.1f} s", flush=True)
+    print(compare(root / "fp32", root / "tf32"))
+
+
+if __name__ == "__main__":
+    main()
