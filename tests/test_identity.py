@@ -52,12 +52,12 @@ def test_another_computation_in_the_same_folder_trains(recorded):
 def test_a_new_key_with_a_neutral_default_keeps_old_runs_identity(recorded, monkeypatch):
     settings = validate(make_config(*RECORDED))
     upgraded = copy.deepcopy(settings)
-    upgraded["trainer"]["tf32"] = False  # a key a later initlab adds; False computes what 0.2.0 did
+    upgraded["trainer"]["fused_step"] = False  # a key a later initlab might add; False computes what 0.2.0 did
     assert provenance.config_hash(upgraded) != provenance.config_hash(settings)  # unregistered: a new identity
-    monkeypatch.setitem(provenance.NEUTRAL_DEFAULTS, "trainer.tf32", False)
+    monkeypatch.setitem(provenance.NEUTRAL_DEFAULTS, "trainer.fused_step", False)
     assert provenance.config_hash(upgraded) == provenance.recorded_hash(summary_of(recorded))
     assert finished_before(recorded, upgraded) is not None
-    upgraded["trainer"]["tf32"] = True  # a different computation
+    upgraded["trainer"]["fused_step"] = True  # a different computation
     assert finished_before(recorded, upgraded) is None
 
 
