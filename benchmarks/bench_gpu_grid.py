@@ -41,15 +41,18 @@ def compare(fp32: Path, tf32: Path) -> str:
 
     a, b = load([fp32]), load([tf32])
     keys = ["init", "lr.value", "trainer.seed"]
-    runs = a.runs.set_index(keys)[["test_accuracy", "test_loss"]].join(
-        b.runs.set_index(keys)[["test_accuracy", "test_loss"]], rsuffix="_tf32")
+    runs = a.runs[keys + ["test_accuracy", "test_loss"]].merge(
+        b.runs[keys + ["test_accuracy", "test_loss"]], on=keys, suffixes=("", "_tf32"))
     acc = (runs.test_accuracy - runs.test_accuracy_tf32).abs()
     loss = (runs.test_loss - runs.test_loss_tf32).abs()
-    merged = a.layers.merge(b.layers, on=["run", "step", "layer", "metric"], suffixes=("", "_tf32"))
+    on = keys + ["step", "layer", "metric"]  # run folder names differ (they hold trainer.tf32)
+    plain = [s.layers[["run", "step", "layer", "metric", "value"]].astype({"run": str, "metric": str}).merge(
+        s.runs[["run"] + keys].astype({"init": str}), on="run")[on + ["value"]] for s in (a, b)]
+    merged = plain[0].merge(plain[1], on=on, suffixes=("", "_tf32"))
     finite = np.isfinite(merged.value) & np.isfinite(merged.value_tf32) & (merged.value != 0)
     rel = ((merged.value - merged.value_tf32).abs() / merged.value.abs())[finite]
     return (f"configurations: {len(runs)}\n"
-            f"final test accuracy, |FP32 - TF32|: max {acc.max():.4%} points, median {acc.median():.4%}\n"
+            f"final test accuracy, |FP32 - TF32|: max {100 * acc.max():.3f} points, median {100 * acc.median():.3f}\n"
             f"final test loss, |FP32 - TF32|: max {loss.max():.3g}, median {loss.median():.3g}\n"
             f"per-layer statistics ({finite.sum():,} values), relative difference: median {rel.median():.3g}, "
             f"95th percentile {rel.quantile(0.95):.3g}")
