@@ -151,20 +151,31 @@ def lsuv_rescale(model: nn.Module, x: torch.Tensor, *, tol: float = 0.1, max_pas
     """LSUV's second step (Mishkin & Matas 2016, Algorithm 1): for each linear layer in order, forward
     the batch `x` and divide the layer's weights by the std of its outputs (pre-activations, all units
     and inputs together) until their variance is within `tol` of 1, at most `max_passes` times.
-    Returns the passes each layer took (0: already within tol)."""
+    Returns the passes each layer took (0: already within tol).
+
+    An MLP (``linears`` and ``activations``) is walked layer by layer, each layer's input kept from
+    the layers already fixed, so a pass costs one layer; any other model is run whole per pass."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    sequential = hasattr(model, "linears") and hasattr(model, "activations") and list(model.linears) == linears
     taken = []
     with torch.no_grad():
+        inputs = x
         for l, layer in enumerate(linears):
             passes = 0
-            while passes < max_passes:
-                taps: list = []
-                model(x, taps)
-                variance = float(taps[l][0].var())
-                if abs(variance - 1.0) < tol or not math.isfinite(variance) or variance == 0.0:
-                    break  # within tol; or nothing to rescale (a dead or non-finite layer stays as it is)
+            while True:
+                if sequential:
+                    out = layer(inputs)
+                else:
+                    taps: list = []
+                    model(x, taps)
+                    out = taps[l][0]
+                variance = float(out.var())
+                if passes == max_passes or abs(variance - 1.0) < tol or not math.isfinite(variance) or variance == 0.0:
+                    break  # within tol, out of passes, or nothing to rescale (a dead or non-finite layer stays)
                 layer.weight.div_(math.sqrt(variance))
                 passes += 1
+            if sequential:
+                inputs = model.activations[l](out)
             taken.append(passes)
     return taken
 

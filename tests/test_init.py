@@ -286,3 +286,26 @@ def test_critical_gain_needs_a_bias_with_one_known_variance():
         validate(make_config("init=orthogonal", "init.gain=critical", "bias=torch_default"))
     with pytest.raises(ConfigError, match=r"init.gain='critic': must be a number > 0, auto or critical"):
         validate(make_config("init=orthogonal", "init.gain=critic"))
+
+
+def test_lsuv_layer_by_layer_equals_running_the_whole_model_per_pass():
+    import copy
+
+    from initlab.init import lsuv_rescale
+
+    class Whole(nn.Module):  # any model with the MLP's forward(x, taps), not walkable layer by layer
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, taps=None):
+            return self.inner(x, taps)
+
+    torch.manual_seed(0)
+    mlp = MLP(20, 10, depth=6, width=32, activation="tanh")
+    schemes.apply_init(mlp, {"_target_": "initlab.init.lsuv_"}, {"_target_": "initlab.bias.zeros_"}, "tanh")
+    whole = Whole(copy.deepcopy(mlp))
+    x = torch.randn(64, 20)
+    assert lsuv_rescale(mlp, x) == lsuv_rescale(whole, x)
+    for a, b in zip(mlp.linears, whole.inner.linears):
+        assert torch.allclose(a.weight, b.weight, rtol=1e-6)
