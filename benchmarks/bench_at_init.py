@@ -1,5 +1,5 @@
 """What the measurements at init cost a run: the mean-field predictions (theory.for_model), the
-Jacobian's singular values (jacobian.for_run, 4 inputs) and LSUV's data pass, each timed alone
+Jacobian's singular values (jacobian.for_run, 2 inputs: the default) and LSUV's data pass, each timed alone
 (best of 5) on the models it is built for: the founding net, and the edge-of-chaos study's
 deepest tanh net (100 x 300).
 
@@ -48,11 +48,11 @@ def main() -> None:
         model = build_model(settings, data, device)
         q0 = data.input_second_moment
         t_theory = best(lambda: theory.for_model(model, settings["model"], q0))
-        t_jac = best(lambda: jacobian.for_run(model, data.train_x, 4))
+        t_jac = best(lambda: jacobian.for_run(model, data.train_x, 2))
         t_build = best(lambda: build_model(settings, data, device))
         lsuv = validate(config(*with_lsuv))
         t_lsuv = best(lambda: build_model(lsuv, data, device))
-        print(f"{name}:\n  theory.for_model {1000 * t_theory:.1f} ms | jacobian (4 inputs) {1000 * t_jac:.1f} ms | "
+        print(f"{name}:\n  theory.for_model {1000 * t_theory:.1f} ms | jacobian (2 inputs) {1000 * t_jac:.1f} ms | "
               f"building the model {1000 * t_build:.1f} ms | building it with init=lsuv {1000 * t_lsuv:.1f} ms "
               f"(its data pass: {1000 * (t_lsuv - t_build):.1f} ms)", flush=True)
 

@@ -33,7 +33,7 @@ _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "nump
 #   recorded under the old version into the new form. A run's recorded config is migrated, then hashed.
 IDENTITY_VERSION = 1
 NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "trainer.jacobian_inputs": 4,  # added in 0.3: a measurement at init that does not change training
+    "trainer.jacobian_inputs": 2,  # added in 0.3: a measurement at init that does not change training
     "trainer.tf32": False,  # added in 0.3: off is the FP32 matmuls every earlier run used
 }
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
