@@ -17,7 +17,6 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-import torch
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
@@ -74,12 +73,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     """Plan the batch, submit its groups, wait for them; the JobReturns in the batch's order."""
     sweep = VectorizedSweep(launcher)
     jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
-    returns: dict[int, JobReturn] = {}
-    pending = {j.num for group in plan for j in group}
-    sweep._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
-    log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {len(jobs)} jobs, {len(jobs) - len(pending)} already "
-             f"finished, {len(pending)} to train in {len(plan)} stacked group(s) of "
-             f"{', '.join(str(len(g)) for g in plan) or '0'}, one submitit job each")
+    log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {sweep.plan_words(jobs, plan)}, one submitit job each")
+    returns = sweep.write_finished(jobs, plan)
     if not plan:
         return [returns[j.num] for j in jobs]
     executor = executor_for(launcher)
@@ -125,5 +120,6 @@ def _record_lost(sweep: VectorizedSweep, group: list, job, error: BaseException,
             raise lost from error
         except RuntimeError as e:  # failed_outcome writes error.txt from the exception being handled
             outcome = failed_outcome(member.settings, None, e, member.folder)
-        sweep.write_group([member], [(outcome, datetime.now(timezone.utc), 0.0, torch.device("cpu"))], returns)
+        # device None: summary.json says null, as the run never reported where it ran
+        sweep.write_group([member], [(outcome, datetime.now(timezone.utc), 0.0, None)], returns)
 

@@ -88,7 +88,9 @@ def versions_now() -> dict[str, Optional[str]]:
     return found
 
 
-def device_name(device: "torch.device") -> str:
+def device_name(device: Optional["torch.device"]) -> Optional[str]:
+    if device is None:  # a run whose job died before it said where it ran (initlab.cluster)
+        return None
     if device.type == "cuda":
         import torch
 

@@ -89,7 +89,7 @@ def finished_before(folder: Path, settings: dict) -> Optional[RunResult]:
     return RunResult(summary["status"], summary["metrics"], folder, summary, previous.layers, previous.curves)
 
 
-def record(job: JobContext, settings: dict, device: torch.device, started_at: datetime, wall_time_s: float,
+def record(job: JobContext, settings: dict, device: Optional[torch.device], started_at: datetime, wall_time_s: float,
            outcome: Outcome) -> RunResult:
     """Diagnose an outcome, write its records into the job folder, print its last lines."""
     context = outcome.context

@@ -259,13 +259,8 @@ class VectorizedSweep:
     def run_jobs(self, job_overrides: Sequence[Sequence[str]], nums: Sequence[int]) -> list[JobReturn]:
         """Train the jobs numbered `nums` (their overrides) and write their folders; their JobReturns."""
         jobs, plan = self.start(job_overrides, nums)
-        todo = sum(len(p) for p in plan)
-        log.info(f"Vectorized: {len(jobs)} jobs, {len(jobs) - todo} already finished, "
-                 f"{todo} to train in {len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
-        returns: dict[int, JobReturn] = {}
-        pending = {j.num for p in plan for j in p}
-        # Finished by an earlier attempt: their folders as usual, nothing trains.
-        self._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
+        log.info(f"Vectorized: {self.plan_words(jobs, plan)}")
+        returns = self.write_finished(jobs, plan)
         devices = self.devices(jobs[0]) if plan else []
         if len(devices) > 1:
             from initlab.workers import run_on_devices
@@ -275,6 +270,19 @@ class VectorizedSweep:
             elsewhere = [job for n, planned in enumerate(plan, 1) for job in self.run_group(n, len(plan), planned, returns)]
         self.finish_elsewhere(elsewhere, returns)
         return [returns[j.num] for j in jobs]
+
+    @staticmethod
+    def plan_words(jobs: list[Job], plan: list[list[Job]]) -> str:
+        todo = sum(len(p) for p in plan)
+        return (f"{len(jobs)} jobs, {len(jobs) - todo} already finished, {todo} to train in {len(plan)} stacked "
+                f"group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
+
+    def write_finished(self, jobs: list[Job], plan: list[list[Job]]) -> dict[int, JobReturn]:
+        """The folders of the jobs an earlier attempt finished (nothing trains): the JobReturns so far."""
+        returns: dict[int, JobReturn] = {}
+        pending = {j.num for p in plan for j in p}
+        self._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
+        return returns
 
     def devices(self, job: Job) -> list[torch.device]:
         """The devices groups train on at once: `hydra.launcher.devices` when set, else every visible

@@ -66,6 +66,8 @@ def test_a_group_whose_job_dies_is_recorded_per_member_and_trains_on_resume(tmp_
     sweep = load([tmp_path / "sweep"])
     assert (sweep.runs.status == "failed").all() and len(sweep.runs) == 4
     assert sweep.runs.error.str.contains("submitit job .* ended without writing this run's records", regex=True).all()
+    for summary in (tmp_path / "sweep").glob("*/summary.json"):  # where it ran is not known: null, not a guess
+        assert json.loads(summary.read_text())["device"] is None
     said = dead.stdout + dead.stderr
     assert said.count("ended without its group's records") == 2 and "4 failed" in said
     # the same sweep again, nothing broken: the 4 members train, as the in-process launcher's
