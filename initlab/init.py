@@ -35,7 +35,7 @@ GELU_GAIN = 1.5335
 
 AUTO = "auto"  # a gain, nonlinearity or `a` that follows model.activation
 AUTO_KEYS = ("gain", "nonlinearity", "a")
-CRITICAL = "critical"  # a gain at the edge of chaos of model.activation with this bias (theory.critical_gain)
+CRITICAL = "critical"  # a gain at the edge of chaos of model.activation with this bias (theory.critical_sigma_w2)
 
 # initlab's activation names -> torch.nn.init's nonlinearity names.
 _TORCH_NONLINEARITY = {"identity": "linear"}

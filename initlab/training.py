@@ -106,7 +106,8 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
     data_pass = getattr(_locate(settings["init"]["_target_"]), "data_pass", None)
     if data_pass is not None:  # a data-dependent init (LSUV): one training batch, the same for a seed on any path
         pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[: settings["trainer"]["batch_size"]]
-        kwargs = resolve_auto(settings["init"], m["activation"], m["negative_slope"])
+        kwargs = resolve_auto(settings["init"], m["activation"], m["negative_slope"],
+                              theory.bias_second_moment(settings["bias"]))
         passes = data_pass(model, data.train_x[pick.to(data.train_x.device)], **kwargs)
         log.debug(f"{settings['init']['_target_']}: data pass done ({passes})")
     return model
