@@ -2,6 +2,7 @@
 several devices at once in the in-process vectorized launcher (initlab/workers.py)."""
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -107,3 +108,30 @@ def test_the_cluster_launchers_register_their_config():
     slurm = launchers["vectorized_slurm.yaml"].node
     assert slurm.max_group_size == 256 and slurm.gpus_per_node == 1 and slurm.array_parallelism == 64
     assert json.dumps(slurm.partition) == "null"  # the cluster's partition is the user's to name
+
+
+def test_the_slurm_form_writes_one_job_array_of_groups_with_its_resources(tmp_path, monkeypatch):
+    """No cluster here: submitit's SLURM executor is built (a stand-in `srun` on PATH) from the composed
+    hydra/launcher=vectorized_slurm config, and the sbatch script it would submit is read back."""
+    from hydra import compose, initialize_config_dir
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from conftest import CONF
+    from hydra_plugins.initlab_vectorized.vectorized_launcher import VectorizedSlurmLauncher
+    from initlab.cluster import executor_for
+
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=["hydra/launcher=vectorized_slurm", "hydra.launcher.partition=gpu",
+                                 "hydra.launcher.array_parallelism=16", f"hydra.sweep.dir={tmp_path}/sweep"])
+    params = {k: cfg.hydra.launcher[k] for k in cfg.hydra.launcher if k not in ("_target_", "name")}
+    launcher = VectorizedSlurmLauncher(**params, name="initlab")
+    assert launcher.max_group_size == 256 and "max_group_size" not in launcher.params  # the plan's, not sbatch's
+    script = _make_sbatch_string(command="python -m submitit.core._submit", folder=launcher.params["submitit_folder"],
+                                 map_count=40, **executor_for(launcher)._executor.parameters)
+    for line in ("--array=0-39%16", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=64GB",
+                 "--time=60", f"--output={tmp_path}/sweep/.submitit/%A_%a/%A_%a_0_log.out"):
+        assert f"#SBATCH {line}" in script, line
