@@ -229,7 +229,11 @@ def correlation_depth_scale(sigma_w2: float, sigma_b2: float, activation: str, q
     if q_star is None or q_star <= 0:
         return None
     c_star = correlation_fixed_point(q_star, sigma_w2, sigma_b2, activation, negative_slope)
-    chi = chi_c(c_star, q_star, sigma_w2, activation, negative_slope)
+    return _scale_of(chi_c(c_star, q_star, sigma_w2, activation, negative_slope))
+
+
+def _scale_of(chi: float) -> Optional[float]:
+    """xi = -1 / ln chi for a chi_c <= 1 (attracting): 0 for chi <= 0, None (infinite) at 1."""
     if chi <= 0:
         return 0.0
     return None if chi >= 1.0 - 1e-9 else -1.0 / math.log(chi)
@@ -272,7 +276,7 @@ def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
     if q_star is not None and q_star > 0:
         c_star = correlation_fixed_point(q_star, fed_w, fed_b, activation, slope)
         chi_at_c = chi_c(c_star, q_star, fed_w, activation, slope) if c_star < 1.0 else chi
-        xi_c = None if chi_at_c >= 1.0 - 1e-9 else (0.0 if chi_at_c <= 0 else -1.0 / math.log(chi_at_c))
+        xi_c = _scale_of(chi_at_c)
     return {"q0": q0, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "q_star": q_star, "chi1": chi,
             "depth_scale": depth_scale(chi), "c_star": c_star, "chi_c": chi_at_c, "xi_c": xi_c,
             "predicted_preact_std": [math.sqrt(max(q, 0.0)) for q in qs]}
