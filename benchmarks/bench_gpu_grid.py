@@ -2,7 +2,7 @@
 with recording on, end to end through the CLI (process start to the last record on disk), and the
 effect of trainer.tf32=true on the recorded numbers against FP32.
 
-    python benchmarks/bench_gpu_grid.py [--seeds 32] [--epochs 10] [--device cuda] [--out DIR]
+    python benchmarks/bench_gpu_grid.py [--seeds 32] [--epochs 10] [--device cuda] [--out DIR] [--variants fp32,tf32]
 
 The grid is 8 inits x 4 learning rates x `--seeds` seeds through hydra/launcher=vectorized (1,024 at
 the default 32 seeds). It runs twice, FP32 then TF32, each in its own sweep folder, and prints each
@@ -18,20 +18,47 @@ import os
 import subprocess
 import sys
 import tempfile
+import re
 import time
+from datetime import datetime
 from pathlib import Path
 
 INITS = "kaiming_normal,xavier_uniform,orthogonal,lecun_normal,torch_default,kaiming_uniform,xavier_normal,trunc_normal"
 LRS = "0.1,0.05,0.02,0.01"
 
 
-def sweep(folder: Path, seeds: int, epochs: int, device: str, tf32: bool) -> float:
+VARIANTS = {  # name: (trainer.tf32, trainer.cuda_graphs)
+    "fp32": (False, True),  # the defaults
+    "tf32": (True, True),
+    "fp32-eager": (False, False),  # without CUDA graphs: one launch per kernel
+}
+
+
+def sweep(folder: Path, seeds: int, epochs: int, device: str, tf32: bool, graphs: bool) -> float:
+    """Run the grid through the CLI; its wall time. The sweep's log goes to `folder`.log, and the
+    times of its milestones (plan, first group, each group's last epoch, the end) are printed."""
     command = [sys.executable, "-m", "initlab", "-m", "hydra/launcher=vectorized", f"init={INITS}", f"lr.value={LRS}",
                f"trainer.seed=range(0,{seeds})", f"trainer.epochs={epochs}", f"trainer.device={device}",
-               f"trainer.tf32={str(tf32).lower()}", "trainer.progress=false", f"hydra.sweep.dir={folder}"]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return time.perf_counter() - started
+               f"trainer.tf32={str(tf32).lower()}", f"trainer.cuda_graphs={str(graphs).lower()}",
+               "trainer.progress=false", f"hydra.sweep.dir={folder}"]
+    log = folder.with_suffix(".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started_at, started = datetime.now(), time.perf_counter()
+    with open(log, "w") as out:
+        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seconds = time.perf_counter() - started
+    milestones, last = [], None
+    for line in log.read_text().splitlines():
+        stamp = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[[^]]*\] (.*)", line)
+        if not stamp:
+            continue
+        at = (datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f") - started_at).total_seconds()
+        last = f"    {at:6.1f} s  (last log line) {stamp.group(2)[:90]}"
+        if re.match(r"Vectorized:|group \d|group epoch (1|%d)/" % epochs, stamp.group(2)):
+            milestones.append(f"    {at:6.1f} s  {stamp.group(2)[:110]}")
+    print("\n".join(milestones[:12] + [last or ""]))
+    return seconds
 
 
 def compare(fp32: Path, tf32: Path) -> str:
@@ -55,7 +82,9 @@ def compare(fp32: Path, tf32: Path) -> str:
             f"final test accuracy, |FP32 - TF32|: max {100 * acc.max():.3f} points, median {100 * acc.median():.3f}\n"
             f"final test loss, |FP32 - TF32|: max {loss.max():.3g}, median {loss.median():.3g}\n"
             f"per-layer statistics ({finite.sum():,} values), relative difference: median {rel.median():.3g}, "
-            f"95th percentile {rel.quantile(0.95):.3g}")
+            f"95th percentile {rel.quantile(0.95):.3g}, max {rel.max():.3g}; "
+            f"{100 * ((merged.value == merged.value_tf32) | (merged.value.isna() & merged.value_tf32.isna())).mean():.1f} % "
+            f"of all {len(merged):,} values identical (NaN = NaN)")
 
 
 def main() -> None:
@@ -64,13 +93,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--variants", default="fp32,tf32", help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = parser.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="initlab-grid-"))
     n = 8 * 4 * args.seeds
-    for name, tf32 in (("fp32", False), ("tf32", True)):
-        seconds = sweep(root / name, args.seeds, args.epochs, args.device, tf32)
+    variants = args.variants.split(",")
+    for name in variants:
+        tf32, graphs = VARIANTS[name]
+        seconds = sweep(root / name, args.seeds, args.epochs, args.device, tf32, graphs)
         print(f"{name}: {n} configurations x {args.epochs} epochs, end to end {seconds:.1f} s", flush=True)
-    print(compare(root / "fp32", root / "tf32"))
+    if "fp32" in variants and "tf32" in variants:
+        print(compare(root / "fp32", root / "tf32"))
+    if "fp32" in variants and "fp32-eager" in variants:
+        print("CUDA graphs against eager:", compare(root / "fp32", root / "fp32-eager").replace("TF32", "eager"))
 
 
 if __name__ == "__main__":

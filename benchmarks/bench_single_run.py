@@ -3,7 +3,8 @@ arithmetic, and the cost of recording. The founding 784-200-200-10 MLP, batch 20
 
     python benchmarks/bench_single_run.py [--device cpu|cuda] [--epochs 3]
 
-Prints seconds per MNIST epoch (300 steps) and the ratios, all measured in this run.
+Prints seconds per MNIST epoch (300 steps) and the ratios, all measured in this run. On a GPU
+also with trainer.cuda_graphs on (the default there) and off (eager): issue 11's floor is 3x.
 """
 
 from __future__ import annotations
@@ -62,40 +63,55 @@ def dataloader_epoch(device, root, batch=200):
     return timed(epoch)[0]
 
 
+VARIANTS = {  # name: overrides
+    "eager, recording every 10 steps": ("trainer.cuda_graphs=false",),
+    "eager, recording off": ("trainer.cuda_graphs=false", "trainer.record=false"),
+    "CUDA graphs, recording every 10 steps": ("trainer.cuda_graphs=true",),
+    "CUDA graphs, recording off": ("trainer.cuda_graphs=true", "trainer.record=false"),
+}
+
+
 def measure(device, epochs, repeats=3):
     """Seconds per epoch of the bare arithmetic and of initlab's own loop (evaluation after each
-    epoch, data already loaded) with recording on and off: each the best of `repeats`, taken in
-    turn so that drifts in the machine's speed hit all three alike."""
-    settings = {"on": validate(config(f"trainer.device={device}", f"trainer.epochs={epochs}")),
-                "off": validate(config(f"trainer.device={device}", f"trainer.epochs={epochs}", "trainer.record=false"))}
-    Training(settings["on"], torch.device(device)).fit()  # warm-up, and loads the data once
+    epoch, data already loaded) in each variant (CUDA graphs only on a GPU): each the best of
+    `repeats`, taken in turn so that drifts in the machine's speed hit all alike."""
+    names = [n for n in VARIANTS if device.startswith("cuda") or "CUDA" not in n]
+    settings = {n: validate(config(f"trainer.device={device}", f"trainer.epochs={epochs}", *VARIANTS[n])) for n in names}
+    for n in names:  # warm-up (loads the data once; the first CUDA graph captures)
+        Training(settings[n], torch.device(device)).fit()
     bare = bare_epoch_fn(device)
-    best = {"bare": float("inf"), "on": float("inf"), "off": float("inf")}
+    best = {n: float("inf") for n in ["bare", *names]}
     for _ in range(repeats):
         best["bare"] = min(best["bare"], timed(bare)[0])
-        for k in ("on", "off"):
-            best[k] = min(best[k], timed(Training(settings[k], torch.device(device)).fit)[0] / epochs)
-    return best["bare"], best["on"], best["off"]
+        for n in names:
+            best[n] = min(best[n], timed(Training(settings[n], torch.device(device)).fit)[0] / epochs)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--no-dataloader", action="store_true", help="skip the (slow) DataLoader epoch")
     args = parser.parse_args()
     device = args.device
     root = validate(config())["data"]["source"]["root"]
-    print(f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} threads'}),"
+    print(f"device: {device} ({torch.cuda.get_device_name() if device.startswith('cuda') else f'{torch.get_num_threads()} threads'}),"
           f" torch {torch.__version__}")
-    bare, recorded, silent = measure(device, args.epochs)
-    loader = dataloader_epoch(device, root)
-    rows = [("DataLoader + ToTensor/Normalize", loader), ("initlab, recording every 10 steps", recorded),
-            ("initlab, recording off", silent), ("bare arithmetic (random tensors)", bare)]
+    best = measure(device, args.epochs)
+    rows = list(best.items())
+    if not args.no_dataloader:
+        rows.insert(0, ("DataLoader + ToTensor/Normalize", dataloader_epoch(device, root)))
     for name, seconds in rows:
-        print(f"  {name:<36} {seconds:7.3f} s/epoch")
-    print(f"1. DataLoader pipeline / initlab:       {loader / recorded:6.1f}x  (floor 10x)")
-    print(f"2. initlab / bare arithmetic:           {recorded / bare:6.2f}x  (floor: within 1.3x)")
-    print(f"3. recording overhead:                  {100 * (recorded / silent - 1):6.1f}%  (floor: under 10%)")
+        print(f"  {'bare arithmetic (random tensors)' if name == 'bare' else name:<40} {seconds:7.3f} s/epoch")
+    default = "CUDA graphs, recording every 10 steps" if device.startswith("cuda") else "eager, recording every 10 steps"
+    silent = default.replace("recording every 10 steps", "recording off")
+    if not args.no_dataloader:
+        print(f"1. DataLoader pipeline / initlab:       {dict(rows)['DataLoader + ToTensor/Normalize'] / best[default]:6.1f}x  (floor 10x)")
+    print(f"2. initlab / bare arithmetic:           {best[default] / best['bare']:6.2f}x  (floor: within 1.3x)")
+    print(f"3. recording overhead:                  {100 * (best[default] / best[silent] - 1):6.1f}%  (floor: under 10%)")
+    if device.startswith("cuda"):
+        print(f"4. CUDA graphs, speed-up over eager:    {best['eager, recording every 10 steps'] / best[default]:6.2f}x  (floor 3x)")
 
 
 if __name__ == "__main__":

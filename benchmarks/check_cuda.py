@@ -42,6 +42,24 @@ def main() -> None:
         worst = max(worst, float(rel))
     print(f"stacked members vs ordinary runs, 20 steps on the GPU: largest relative difference {worst:.2e}")
     print("default run on the GPU:", {k: round(v, 4) for k, v in a.metrics.items()})
+    # CUDA graphs (the default on a GPU) against the eager loop: the same kernels, so the same numbers.
+    for extra in [(), ("optim=momentum", "lr=warmup", "lr.value=0.1", "trainer.batch_size=128")]:
+        g = run(config(*args, *extra), output_dir=tmp / f"g{len(extra)}")
+        e = run(config(*args, *extra, "trainer.cuda_graphs=false"), output_dir=tmp / f"e{len(extra)}")
+        diff = (g.layers.value - e.layers.value).abs().max()
+        print(f"single run {extra or 'default'}: CUDA graphs vs eager, identical tables: "
+              f"{g.layers.equals(e.layers) and g.curves.equals(e.curves)} (largest difference {diff:.3g})")
+    for extra in [("optim=sgd",), ("optim=momentum", "optim.nesterov=true"), ("optim=adam",)]:
+        outcomes = {}
+        for on in ("true", "false"):
+            cfgs = [validate(config("trainer.max_steps=40", "trainer.log_every=3", "trainer.batch_size=128",
+                                    f"trainer.cuda_graphs={on}", *m, *extra)) for m in members]
+            group = GroupTraining(cfgs, torch.device("cuda"))
+            group.fit()
+            outcomes[on] = [group.outcome(k) for k in range(len(cfgs))]
+        same = all(x.layers.equals(y.layers) and x.curves.equals(y.curves) for x, y in zip(*outcomes.values()))
+        diff = max(float((x.layers.value - y.layers.value).abs().max()) for x, y in zip(*outcomes.values()))
+        print(f"stacked group {extra}: CUDA graphs vs eager, identical tables: {same} (largest difference {diff:.3g})")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,39 @@
 #!/usr/bin/env bash
 # The GPU measurements in the README, as one script for a lent GPU machine (see README, Speed).
-# Expects hydra-core/omegaconf/antlr4 wheels in .whl/ and MNIST's gzipped idx files in .gpu_data/MNIST/raw/
-# (the GPU machine has torch, pandas, seaborn, but no Hydra and no network). Prepared with:
+# Expects hydra-core/omegaconf/antlr4/submitit wheels in .whl/ and MNIST's gzipped idx files in
+# .gpu_data/MNIST/raw/ (the GPU machine has torch, pandas, seaborn, but no Hydra and no network).
+# Prepared with:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl hydra-core==1.3.8 omegaconf==2.3.1
+#       --platform manylinux2014_x86_64 -d .whl hydra-core==1.3.8 omegaconf==2.3.1 \
+#       hydra-submitit-launcher==1.2.0 submitit==1.5.4
 #   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
 #   for f in $INITLAB_DATA/MNIST/raw/*; do gzip -c $f > .gpu_data/MNIST/raw/$(basename $f).gz; done
+# Run with `carry: [.whl, .gpu_data]`. Output: stdout, and the sweeps' logs under $OUT (if set).
+# STEPS picks parts (default: check single grid profile; also: sweep)
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+STEPS=${STEPS:-"check single grid profile"}
+[[ -d /tmp/site/hydra ]] || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 INITLAB_DATA=$PWD/.gpu_data INITLAB_CACHE=/tmp/initlab-cache
 gunzip -kf .gpu_data/MNIST/raw/*.gz
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
-python3 benchmarks/check_cuda.py
-python3 benchmarks/bench_single_run.py --device cuda --epochs 3
-python3 benchmarks/bench_sweep.py --device cuda --configs 256 --epochs 10 --sequential 4
-# issue 11: 1,024 configurations x 10 epochs end to end through the CLI, FP32 and TF32 (floor 60 s, goal 15 s)
-python3 benchmarks/bench_gpu_grid.py --seeds 32 --epochs 10 --device cuda --out /tmp/initlab-grid
+if [[ $STEPS == *check* ]]; then
+    python3 benchmarks/check_cuda.py
+fi
+if [[ $STEPS == *single* ]]; then
+    python3 benchmarks/bench_single_run.py --device cuda --epochs 3 ${SINGLE_ARGS:-}
+fi
+if [[ $STEPS == *sweep* ]]; then
+    python3 benchmarks/bench_sweep.py --device cuda --configs 256 --epochs 10 --sequential 4
+fi
+if [[ $STEPS == *grid* ]]; then
+    # issue 11: 1,024 configurations x 10 epochs end to end through the CLI (floor 60 s, goal 15 s),
+    # FP32 and TF32 with CUDA graphs (the defaults but TF32), and FP32 without them.
+    python3 benchmarks/bench_gpu_grid.py --seeds 32 --epochs 10 --device cuda --out /tmp/initlab-grid \
+        --variants ${GRID_VARIANTS:-fp32,tf32,fp32-eager}
+    if [[ -n ${OUT:-} ]]; then cp /tmp/initlab-grid/*.log "$OUT"/; fi
+fi
+if [[ $STEPS == *profile* ]]; then
+    # not finished inside 240 s at 1,024 members (five groups built); 256 is the default now
+    python3 benchmarks/profile_group_step.py --members 256 --steps 30
+fi

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from initlab import data as datasets
-from initlab import jacobian, records, schedule, theory
+from initlab import graphs, jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.environment import matmul_precision
 from initlab.probes import Recorder
@@ -71,6 +71,12 @@ class GroupTraining:
         self.stopped: list[Optional[dict]] = [None] * n
         self.dead_outputs: list[list[int]] = [[] for _ in range(n)]
         self.step = 0
+        self.rates = torch.zeros(n, device=device)  # each member's learning rate for this step (0 once frozen)
+        self._rates_set: Optional[torch.Tensor] = None  # what self.rates holds, on the CPU
+        self.graphs: Optional[graphs.StepGraphs] = None
+        if graphs.wanted(self.trainer, device):
+            graphs.gradients_in_place(self.net.parameters())
+            self.graphs = graphs.StepGraphs(self._device_step, self.recorder, device)
 
     def _rates(self) -> torch.Tensor:
         """Every member's learning rate at this step, in double: recorded exactly as the ordinary run does."""
@@ -79,7 +85,7 @@ class GroupTraining:
 
     def fit(self) -> None:
         t, m = self.trainer, len(self.members)
-        x_all, y_all = self.data.train_x, self.data.train_y
+        y_all = self.data.train_y
         rates = self._rates() if self.constant_lr else None
         for epoch in range(1, math.ceil(self.total_steps / self.steps_per_epoch) + 1):
             if not self.active.any():
@@ -90,23 +96,24 @@ class GroupTraining:
             training = self.active.clone()  # members that train in this epoch
             for idx in orders.split(t["batch_size"], dim=1)[: self.total_steps - self.step]:
                 lr = (rates if rates is not None else self._rates())
+                self._set_rates(lr)
                 log_step = self.step % t["log_every"] == 0
                 record = log_step and t["record"]
-                taps = [] if record else None
-                out = self.net(x_all[idx], taps)
-                loss = F.cross_entropy(out.flatten(0, 1), y_all[idx].flatten(), reduction="none").view(m, -1).mean(1)
-                self.net.zero_grad()
-                loss.sum().backward()  # members are independent: each gets the gradient of its own loss
-                if record:
-                    self.recorder.before_step(self.net.layers(taps))
-                self.optimizer.step((lr * self.active).to(self.device, torch.float32))
+                if self.graphs is not None:  # the graph's loss is overwritten by its next replay
+                    loss = self.graphs.step(idx, record).detach().clone()
+                else:
+                    loss = self._device_step(idx, record)
                 losses.append(loss.detach())
                 self.step += 1
                 if record:
-                    self.recorder.after_step(self.net.layers(), self.step - 1, epoch)
+                    values = lambda: self.recorder.after_values(self.net.layers())  # noqa: E731
+                    # A graph's values are overwritten by its next replay.
+                    self.recorder.append(self.graphs.after_step(values).clone() if self.graphs else values(),
+                                         self.step - 1, epoch)
                 if log_step:
+                    rates_now = lr.tolist()
                     for k in self.active.nonzero().flatten().tolist():
-                        self.curves[k].append((self.step - 1, epoch, "lr", float(lr[k])))
+                        self.curves[k].append((self.step - 1, epoch, "lr", rates_now[k]))
                     bad = ~torch.isfinite(loss).cpu() & self.active
                     for k in bad.nonzero().flatten().tolist():  # as the ordinary run: stop at this log step
                         self.active[k], self.end_step[k] = False, self.step
@@ -119,6 +126,28 @@ class GroupTraining:
             spread = f"test_acc min {accs[0]:.2%} median {accs[len(accs) // 2]:.2%} max {accs[-1]:.2%}" if accs else ""
             log.info(f"group epoch {epoch}/{math.ceil(self.total_steps / self.steps_per_epoch)} | "
                      f"{int(self.active.sum())}/{m} members still training | {spread}")
+
+    def _set_rates(self, lr: torch.Tensor) -> None:
+        """Put this step's per-member rates (0 for frozen members) on the device, when they changed."""
+        rates = (lr * self.active).to(torch.float32)
+        if self._rates_set is None or not torch.equal(rates, self._rates_set):
+            self.rates.copy_(rates)
+            self._rates_set = rates
+
+    def _device_step(self, idx: torch.Tensor, record: bool, update: bool = True) -> torch.Tensor:
+        """One step of every member on its batch of `idx` (members, batch): forward, backward, the
+        probes' before_step and, with `update`, the optimizer's update; each member's loss."""
+        m = len(self.members)
+        taps = [] if record else None
+        out = self.net(self.data.train_x[idx], taps)
+        loss = F.cross_entropy(out.flatten(0, 1), self.data.train_y[idx].flatten(), reduction="none").view(m, -1).mean(1)
+        self.net.zero_grad(set_to_none=self.graphs is None)  # a graph accumulates into the gradients it captured
+        loss.sum().backward()  # members are independent: each gets the gradient of its own loss
+        if record:
+            self.recorder.before_step(self.net.layers(taps))
+        if update:
+            self.optimizer.step(self.rates)
+        return loss
 
     def _stop_stuck(self, epoch: int, first: int, losses: list) -> None:
         if not stuck_check_due(self.trainer["stop_on"], self.step, self.members[0]["diagnose"]["window"]):

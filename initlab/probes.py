@@ -216,11 +216,30 @@ class Recorder:
             self._pending = [p.before_step(layers) for p in self.probes]
 
     def after_step(self, layers: Layers, step: int, epoch: int) -> None:
+        self.append(self.after_values(layers), step, epoch)
+
+    def after_values(self, layers: Layers) -> torch.Tensor:
+        """This log step's values, (members, layers, metrics): before_step's and the after_step probes'."""
         with torch.no_grad():
             parts = [v if v is not None else p.after_step(layers) for p, v in zip(self.probes, self._pending)]
-        self._values.append(torch.cat(parts, 2).float())
+            return torch.cat(parts, 2).float()
+
+    def append(self, values: torch.Tensor, step: int, epoch: int) -> None:
+        """Keep a log step's values (after_values; a tensor no later step writes into)."""
+        self._values.append(values)
         self._index.append((step, epoch))
         self._host = None
+
+    def state(self) -> tuple:
+        """What before_step left for after_step (its values, the probes' own attributes): a CUDA
+        graph's capture keeps it, as those tensors are the graph's outputs (graphs.py)."""
+        return list(self._pending), [dict(vars(p)) for p in self.probes]
+
+    def restore(self, state: tuple) -> None:
+        pending, probes = state
+        self._pending = list(pending)
+        for probe, attributes in zip(self.probes, probes):
+            vars(probe).update(attributes)
 
     def count(self) -> int:
         """How many log steps have been recorded."""

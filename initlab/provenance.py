@@ -35,6 +35,7 @@ IDENTITY_VERSION = 1
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "trainer.jacobian_inputs": 2,  # added in 0.3: a measurement at init that does not change training
     "trainer.tf32": False,  # added in 0.3: off is the FP32 matmuls every earlier run used
+    "trainer.cuda_graphs": True,  # added in 0.3: how a CUDA step is launched, not what it computes
 }
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 

@@ -51,9 +51,12 @@ class StackedMLP:
                       [(pre.detach(), post.detach()) for pre, post in taps], [pre.grad for pre, _ in taps],
                       self.activation_names)
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
 
 
 def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
@@ -76,20 +79,24 @@ class StackedSGD:
         self.weight_decay = _per_member([s.get("weight_decay", 0.0) for s in settings], like)
         self.nesterov = torch.tensor([bool(s.get("nesterov", False)) for s in settings], device=like.device)
         self.uses_momentum = bool((self.momentum > 0).any())
-        self.buffers: list[Optional[torch.Tensor]] = [None] * len(params)
+        self.decays = bool((self.weight_decay != 0).any())  # else d is the gradient itself: no pass over it
+        # State lives in tensors updated in place, so a captured CUDA graph can replay the step (graphs.py).
+        self.buffers = [torch.zeros_like(p) for p in params] if self.uses_momentum else []
+        self.started = torch.zeros((), dtype=torch.bool, device=like.device)  # a first step was taken
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:
         for i, p in enumerate(self.params):
-            d = p.grad + _expand(self.weight_decay, p) * p
+            d = p.grad + _expand(self.weight_decay, p) * p if self.decays else p.grad
             if self.uses_momentum:
-                mom = _expand(self.momentum, p)
+                mom, buf = _expand(self.momentum, p), self.buffers[i]
                 # torch starts the buffer at the first gradient, without dampening.
-                buf = d.clone() if self.buffers[i] is None else mom * self.buffers[i] + (1 - _expand(self.dampening, p)) * d
-                self.buffers[i] = buf
+                buf.copy_(torch.where(self.started, mom * buf + (1 - _expand(self.dampening, p)) * d, d))
                 # With momentum 0 the buffer is the gradient itself: plain SGD, as torch does it.
                 d = torch.where(_expand(self.nesterov, p), d + mom * buf, buf)
-            p -= _expand(lr, p) * d
+            p.addcmul_(_expand(lr, p), d, value=-1)  # p - lr * d in one pass, rounded as torch's add_(d, alpha=-lr)
+        if self.uses_momentum:
+            self.started.fill_(True)
 
 
 class StackedAdam:
@@ -104,7 +111,7 @@ class StackedAdam:
         self.weight_decay = _per_member([s.get("weight_decay", 0.0) for s in settings], like)
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        self.t = 0
+        self.t = torch.zeros((), dtype=torch.float64, device=like.device)  # steps taken, on the device (graphs.py)
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:

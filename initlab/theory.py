@@ -260,9 +260,11 @@ def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
 
     activation = model_cfg.get("activation") or "identity"
     slope = model_cfg.get("negative_slope", 0.01)
-    with torch.no_grad():
-        sigma_w2 = [float(l.weight.double().pow(2).mean() * l.weight.shape[1]) for l in model.linears]
-        sigma_b2 = [float(l.bias.double().pow(2).mean()) if l.bias is not None else 0.0 for l in model.linears]
+    with torch.no_grad():  # one copy from the device for all of them (a vectorized group builds hundreds)
+        w = torch.stack([l.weight.double().pow(2).mean() * l.weight.shape[1] for l in model.linears])
+        b = torch.stack([l.bias.double().pow(2).mean() if l.bias is not None else w.new_zeros(())
+                         for l in model.linears])
+        sigma_w2, sigma_b2 = torch.stack([w, b]).tolist()
     if not all(map(math.isfinite, sigma_w2 + sigma_b2 + [q0])):
         return None
     qs = predicted_preact_q(q0, sigma_w2, sigma_b2, [activation] * len(sigma_w2), slope)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from tqdm import tqdm
 
 from initlab import data as datasets
-from initlab import jacobian, records, schedule, theory
+from initlab import graphs, jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.environment import matmul_precision
 from initlab.init import apply_init, resolve_auto, symmetric_layers
@@ -152,6 +152,10 @@ class Training:
         self.last_eval: Optional[Evaluation] = None
         self.stopped: Optional[dict] = None  # {'reason': ..., 'step': ...} when trainer.stop_on ended the run
         self.diagnose_cfg = settings["diagnose"]
+        self.graphs: Optional[graphs.StepGraphs] = None
+        if graphs.wanted(t, device):
+            graphs.gradients_in_place(list(self.model.parameters()))
+            self.graphs = graphs.StepGraphs(self._device_step, self.recorder, device)
 
     def fit(self) -> str:
         """Train until the last epoch, `max_steps`, or a non-finite loss; return the status."""
@@ -186,7 +190,7 @@ class Training:
 
     def _epoch(self, epoch: int) -> torch.Tensor:
         """One pass over the shuffled training set (or what is left of `max_steps`); the batch losses."""
-        t, x_all, y_all = self.trainer, self.data.train_x, self.data.train_y
+        t, y_all = self.trainer, self.data.train_y
         order = torch.randperm(len(y_all), generator=self.shuffle).to(self.device)
         batches = order.split(t["batch_size"])[: self.total_steps - self.step]
         losses = []
@@ -202,17 +206,18 @@ class Training:
                     group["lr"] = lr
             log_step = self.step % t["log_every"] == 0
             record = log_step and t["record"]
-            taps = [] if record else None
-            loss = F.cross_entropy(self.model(x_all[idx], taps), y_all[idx])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if record:
-                self.recorder.before_step(Layers.of_model(self.model, taps))
+            if self.graphs is not None:  # the graph's loss is overwritten by its next replay
+                loss = self.graphs.step(idx, record).detach().clone()
+            else:
+                loss = self._device_step(idx, record)
             self.optimizer.step()
             losses.append(loss.detach())
             self.step += 1
             if record:
-                self.recorder.after_step(Layers.of_model(self.model), self.step - 1, epoch)
+                values = lambda: self.recorder.after_values(Layers.of_model(self.model))  # noqa: E731
+                # A graph's values are overwritten by its next replay.
+                self.recorder.append(self.graphs.after_step(values).clone() if self.graphs else values(),
+                                     self.step - 1, epoch)
             if log_step:
                 self.curves.append((self.step - 1, epoch, "lr", lr))
                 # Checking the loss syncs with the device, so only at log steps; fit() finds
@@ -225,6 +230,25 @@ class Training:
         first = self.step - len(losses)
         self.curves += [(first + i, epoch, "train_loss", v) for i, v in enumerate(losses.tolist())]
         return losses
+
+    def _device_step(self, idx: torch.Tensor, record: bool, update: bool = True) -> torch.Tensor:
+        """Forward, backward and the probes' before_step on the batch `idx`; the batch loss.
+
+        The optimizer's update stays outside (`update` is for graphs.StepGraphs' interface): a
+        learning rate that a schedule changes each step is a Python float in torch's optimizers,
+        which a captured graph would freeze.
+        """
+        taps = [] if record else None
+        loss = F.cross_entropy(self.model(self.data.train_x[idx], taps), self.data.train_y[idx])
+        if self.graphs is None:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:  # backward() accumulates into the gradients the graph was captured with
+            for p in self.model.parameters():
+                p.grad.zero_()
+        loss.backward()
+        if record:
+            self.recorder.before_step(Layers.of_model(self.model, taps))
+        return loss
 
     def outcome(self, status: str) -> Outcome:
         layers, curves = self.tables()

@@ -1,0 +1,140 @@
+"""CUDA-graph steps (graphs.py): the bookkeeping around a replayed step, checked on the CPU.
+
+A captured graph writes each step's outputs (the loss, the probes' values) into the same
+tensors every replay and reads the parameters, gradients and optimizer state where the capture
+found them. `ReplayedEagerly` stands in for it here: its "replay" runs the step eagerly, copies
+the outputs into the tensors the capture returned and spoils the fresh ones (NaN), so a loop that
+kept a loss past the next step, or read probe values the graph does not write, records different
+numbers. With it, a run and a stacked group record exactly what the eager loop records. On a GPU,
+benchmarks/check_cuda.py compares real graphs with the eager loop.
+"""
+
+import contextlib
+
+import pandas as pd
+import pytest
+import torch
+
+from initlab import graphs
+from initlab.config import validate
+from initlab.group import GroupTraining
+from initlab.training import Training
+
+from conftest import make_config
+
+SMALL = ("data=synthetic", "data.source.num_train=1000", "data.source.num_test=200", "model.width=48",
+         "model.depth=3", "trainer.max_steps=23", "trainer.log_every=3", "trainer.jacobian_inputs=0")
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
+class _Eager:
+    """A "graph" whose replay runs `step` and writes what it made into the capture's outputs."""
+
+    def __init__(self, step, out, probes, recorder):
+        self.step, self.out, self.probes, self.recorder = step, out, probes, recorder
+
+    def replay(self):
+        fresh = self.step().detach()
+        self.out.resize_as_(fresh).copy_(fresh)
+        fresh.fill_(float("nan"))
+        if self.probes is not None:
+            for static, new in zip(_tensors(self.probes), _tensors(self.recorder.state())):
+                if static is not new:
+                    static.copy_(new)
+                    new.fill_(float("nan"))
+
+
+class ReplayedEagerly(graphs.StepGraphs):
+    captures = 0
+
+    def _on_device(self):
+        return contextlib.nullcontext()
+
+    def _warm_up(self, step):
+        step()  # for a training step: no update; leaves the recorder's state, as the capture would
+
+    def _record(self, step, record):
+        ReplayedEagerly.captures += 1
+        out = torch.empty(0)
+        return _Eager(step, out, self.recorder.state() if record else None, self.recorder), out
+
+
+@pytest.fixture
+def replayed(monkeypatch):
+    monkeypatch.setattr(graphs, "wanted", lambda trainer, device: bool(trainer["cuda_graphs"]))
+    monkeypatch.setattr(graphs, "StepGraphs", ReplayedEagerly)
+    ReplayedEagerly.captures = 0
+
+
+def _same(a, b):
+    for x, y in zip(a, b):
+        pd.testing.assert_frame_equal(x, y)
+
+
+def _single(*overrides):
+    training = Training(validate(make_config(*SMALL, *overrides)), torch.device("cpu"))
+    status = training.fit()
+    return training, training.outcome(status)
+
+
+@pytest.mark.parametrize("extra", [
+    ("optim=sgd",),
+    ("optim=momentum", "lr=warmup", "lr.value=0.1", "lr.warmup_epochs=2"),  # the rate changes every step
+    ("optim=adam", "trainer.batch_size=64"),  # 1000 = 15 x 64 + 40: two batch shapes
+])
+def test_a_replayed_run_records_what_the_eager_loop_records(replayed, extra):
+    eager_training, eager = _single("trainer.cuda_graphs=false", *extra)
+    graphed_training, graphed = _single(*extra)
+    assert eager_training.graphs is None and graphed_training.graphs is not None
+    assert ReplayedEagerly.captures >= 3  # record, its after-step values, plain (and a last, shorter batch)
+    _same((graphed.layers, graphed.curves), (eager.layers, eager.curves))
+    assert graphed.metrics == eager.metrics
+
+
+def _group(*overrides):
+    members = [("init=xavier_uniform", "lr.value=0.05"), ("init=kaiming_normal", "trainer.seed=3"),
+               ("init=orthogonal", "lr=warmup", "lr.value=0.1", "lr.warmup_epochs=2")]
+    group = GroupTraining([validate(make_config(*SMALL, *m, *overrides)) for m in members], torch.device("cpu"))
+    group.fit()
+    return group, [group.outcome(k) for k in range(len(members))]
+
+
+@pytest.mark.parametrize("extra", [("optim=sgd",), ("optim=momentum", "optim.nesterov=true"),
+                                   ("optim=adam", "trainer.batch_size=64")])
+def test_a_replayed_group_records_what_the_eager_loop_records(replayed, extra):
+    eager_group, eager = _group("trainer.cuda_graphs=false", *extra)
+    graphed_group, graphed = _group(*extra)
+    assert eager_group.graphs is None and graphed_group.graphs is not None
+    for g, e in zip(graphed, eager):
+        _same((g.layers, g.curves), (e.layers, e.curves))
+        assert g.metrics == e.metrics
+
+
+def test_a_diverging_member_is_frozen_under_graphs_too(replayed):
+    members = [("lr.value=0.05",), ("init=normal", "lr.value=100")]
+    outcomes = {}
+    for graphs_on in ("true", "false"):
+        group = GroupTraining([validate(make_config(*SMALL, *m, f"trainer.cuda_graphs={graphs_on}")) for m in members],
+                              torch.device("cpu"))
+        group.fit()
+        outcomes[graphs_on] = [group.outcome(k) for k in range(2)]
+    assert [o.status for o in outcomes["true"]] == ["completed", "diverged"]
+    for g, e in zip(outcomes["true"], outcomes["false"]):
+        _same((g.layers, g.curves), (e.layers, e.curves))
+
+
+def test_graphs_are_for_cuda_devices_only():
+    trainer = validate(make_config())["trainer"]
+    assert trainer["cuda_graphs"] is True
+    assert graphs.wanted(trainer, torch.device("cuda", 0))
+    assert not graphs.wanted(trainer, torch.device("cpu"))
+    assert not graphs.wanted({**trainer, "cuda_graphs": False}, torch.device("cuda", 0))
