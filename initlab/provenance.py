@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # the report reads provenance too, and must not wait a second
     import torch
 # Settings that say where or how visibly a run happens, not what it computes. The report
 # leaves them out of its columns for the same reason.
-WHERE_NOT_WHAT = ("trainer.progress", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
+# trainer.cuda_graphs: how a CUDA step is launched; the same kernels give identical tables (check_cuda.py).
+WHERE_NOT_WHAT = ("trainer.progress", "trainer.cuda_graphs", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
 # They change the verdict, the bookkeeping or where records are copied, not the training.
 _NOT_IDENTITY_GROUPS = {"diagnose", "rerun", "logger"}
 _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
@@ -35,7 +36,6 @@ IDENTITY_VERSION = 1
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "trainer.jacobian_inputs": 2,  # added in 0.3: a measurement at init that does not change training
     "trainer.tf32": False,  # added in 0.3: off is the FP32 matmuls every earlier run used
-    "trainer.cuda_graphs": True,  # added in 0.3: how a CUDA step is launched, not what it computes
 }
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 

@@ -155,3 +155,7 @@ def test_new_trainer_keys_leave_an_existing_runs_identity_unchanged():
     older = {**settings, "trainer": {k: v for k, v in settings["trainer"].items() if k not in ("tf32", "jacobian_inputs")}}
     assert config_hash(settings) == config_hash(older)
     assert config_hash(validate(make_config("trainer.tf32=true"))) != config_hash(settings)
+    # CUDA graphs or not, a step computes the same: a sweep resumed either way skips what finished.
+    assert config_hash(validate(make_config("trainer.cuda_graphs=false"))) == config_hash(settings)
+    assert config_hash({**settings, "trainer": {k: v for k, v in settings["trainer"].items() if k != "cuda_graphs"}}) \
+        == config_hash(settings)
