@@ -6,9 +6,10 @@ microseconds: a single run was launch-bound at 0.375 s per epoch on an H200, and
 of 256 runs spent ~5 ms a step. A CUDA graph records a step's kernels once and replays them
 with one launch (PyTorch's "whole network capture", torch.cuda.graphs).
 
-`StepGraphs(body, recorder, device)` captures `body(idx, record, update)` the first time each
-kind of step comes (batch shape x recording on or off); afterwards a step copies its batch
-indices into the graph's input and replays it. A replay reads and writes the memory the capture
+`StepGraphs(body, after, recorder, device)` captures `body(idx, record, update)` the first time
+each kind of step comes (batch shape x recording on or off); afterwards a step copies its batch
+indices into the graph's input and replays it. After a record step (and the optimizer's update),
+`after()`, the recorder's after-step values, is replayed from a graph of its own. A replay reads and writes the memory the capture
 saw, so `body` must keep what outlives a step (parameters, gradients, optimizer state, the data)
 in tensors it updates in place, never rebinds. The probes' values of a record step are outputs
 of its graph; after each replay the recorder is pointed back at them (its probes may have seen
@@ -19,6 +20,7 @@ Used on CUDA devices when trainer.cuda_graphs is true (the default); the CPU run
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -55,8 +57,12 @@ class _Captured:
 class StepGraphs:
     """One CUDA graph per kind of step, captured on first use and replayed after."""
 
-    def __init__(self, body: Callable[..., torch.Tensor], recorder: Recorder, device: torch.device) -> None:
-        self.body, self.recorder, self.device = body, recorder, device
+    def __init__(self, body: Callable[..., torch.Tensor], after: Callable[[], torch.Tensor], recorder: Recorder,
+                 device: torch.device) -> None:
+        # `body` and `after` are methods of the training object: held weakly, so that there is no
+        # reference cycle and a finished group's graphs and their memory go as soon as the group does.
+        self._body, self._after = weakref.WeakMethod(body), weakref.WeakMethod(after)
+        self.recorder, self.device = recorder, device
         self.captured: dict[tuple, _Captured] = {}
         self.after: dict[tuple, tuple] = {}  # per kind of record step: (graph, its values)
         self.last: Optional[tuple] = None  # the kind of the last step
@@ -78,16 +84,21 @@ class StepGraphs:
             self.recorder.restore(captured.probes)
         return captured.loss
 
-    def after_step(self, values: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """`values()` (the recorder's after-step values) for the record step just taken, from a graph
+    def after_step(self) -> torch.Tensor:
+        """`after()` (the recorder's after-step values) for the record step just taken, from a graph
         captured for that kind of step (it reads what that step's graph wrote); valid until the next."""
         with self._on_device():
             after = self.after.get(self.last)
             if after is None:
+                values = lambda: self._after()()  # noqa: E731
                 self._warm_up(values)
                 after = self.after[self.last] = self._record(values, record=False)
             after[0].replay()
         return after[1]
+
+    @property
+    def body(self) -> Callable[..., torch.Tensor]:
+        return self._body()  # type: ignore[return-value]
 
     def _capture(self, idx: torch.Tensor, record: bool) -> _Captured:
         static_idx = idx.clone()

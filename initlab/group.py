@@ -76,7 +76,7 @@ class GroupTraining:
         self.graphs: Optional[graphs.StepGraphs] = None
         if graphs.wanted(self.trainer, device):
             graphs.gradients_in_place(self.net.parameters())
-            self.graphs = graphs.StepGraphs(self._device_step, self.recorder, device)
+            self.graphs = graphs.StepGraphs(self._device_step, self._after_values, self.recorder, device)
 
     def _rates(self) -> torch.Tensor:
         """Every member's learning rate at this step, in double: recorded exactly as the ordinary run does."""
@@ -106,9 +106,8 @@ class GroupTraining:
                 losses.append(loss.detach())
                 self.step += 1
                 if record:
-                    values = lambda: self.recorder.after_values(self.net.layers())  # noqa: E731
                     # A graph's values are overwritten by its next replay.
-                    self.recorder.append(self.graphs.after_step(values).clone() if self.graphs else values(),
+                    self.recorder.append(self.graphs.after_step().clone() if self.graphs else self._after_values(),
                                          self.step - 1, epoch)
                 if log_step:
                     rates_now = lr.tolist()
@@ -133,6 +132,10 @@ class GroupTraining:
         if self._rates_set is None or not torch.equal(rates, self._rates_set):
             self.rates.copy_(rates)
             self._rates_set = rates
+
+    def _after_values(self) -> torch.Tensor:
+        """The recorder's values for this log step, once the optimizer has stepped (Recorder.after_values)."""
+        return self.recorder.after_values(self.net.layers())
 
     def _device_step(self, idx: torch.Tensor, record: bool, update: bool = True) -> torch.Tensor:
         """One step of every member on its batch of `idx` (members, batch): forward, backward, the

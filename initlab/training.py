@@ -155,7 +155,7 @@ class Training:
         self.graphs: Optional[graphs.StepGraphs] = None
         if graphs.wanted(t, device):
             graphs.gradients_in_place(list(self.model.parameters()))
-            self.graphs = graphs.StepGraphs(self._device_step, self.recorder, device)
+            self.graphs = graphs.StepGraphs(self._device_step, self._after_values, self.recorder, device)
 
     def fit(self) -> str:
         """Train until the last epoch, `max_steps`, or a non-finite loss; return the status."""
@@ -214,9 +214,8 @@ class Training:
             losses.append(loss.detach())
             self.step += 1
             if record:
-                values = lambda: self.recorder.after_values(Layers.of_model(self.model))  # noqa: E731
                 # A graph's values are overwritten by its next replay.
-                self.recorder.append(self.graphs.after_step(values).clone() if self.graphs else values(),
+                self.recorder.append(self.graphs.after_step().clone() if self.graphs else self._after_values(),
                                      self.step - 1, epoch)
             if log_step:
                 self.curves.append((self.step - 1, epoch, "lr", lr))
@@ -230,6 +229,10 @@ class Training:
         first = self.step - len(losses)
         self.curves += [(first + i, epoch, "train_loss", v) for i, v in enumerate(losses.tolist())]
         return losses
+
+    def _after_values(self) -> torch.Tensor:
+        """The recorder's values for this log step, once the optimizer has stepped (Recorder.after_values)."""
+        return self.recorder.after_values(Layers.of_model(self.model))
 
     def _device_step(self, idx: torch.Tensor, record: bool, update: bool = True) -> torch.Tensor:
         """Forward, backward and the probes' before_step on the batch `idx`; the batch loss.

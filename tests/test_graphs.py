@@ -138,3 +138,20 @@ def test_graphs_are_for_cuda_devices_only():
     assert graphs.wanted(trainer, torch.device("cuda", 0))
     assert not graphs.wanted(trainer, torch.device("cpu"))
     assert not graphs.wanted({**trainer, "cuda_graphs": False}, torch.device("cuda", 0))
+
+
+def test_a_finished_run_or_group_and_its_graphs_go_without_the_garbage_collector(replayed):
+    """Their memory (on a GPU, the graphs' pool) is freed when the group is, not at some later collection."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        group, outcomes = _group("optim=sgd")
+        training, outcome = _single("optim=sgd")
+        assert group.graphs is not None and training.graphs is not None
+        gone = [weakref.ref(group), weakref.ref(training)]
+        del group, outcomes, training, outcome
+        assert [ref() for ref in gone] == [None, None]
+    finally:
+        gc.enable()
