@@ -9,11 +9,11 @@ with one launch (PyTorch's "whole network capture", torch.cuda.graphs).
 `StepGraphs(body, after, recorder, device)` captures `body(idx, record, update)` the first time
 each kind of step comes (batch shape x recording on or off); afterwards a step copies its batch
 indices into the graph's input and replays it. After a record step (and the optimizer's update),
-`after()`, the recorder's after-step values, is replayed from a graph of its own. A replay reads and writes the memory the capture
-saw, so `body` must keep what outlives a step (parameters, gradients, optimizer state, the data)
-in tensors it updates in place, never rebinds. The probes' values of a record step are outputs
-of its graph; after each replay the recorder is pointed back at them (its probes may have seen
-another kind of step since).
+`after()`, the recorder's after-step values, is replayed from a graph of its own. A replay reads
+and writes the memory the capture saw, so `body` must keep what outlives a step (parameters,
+gradients, optimizer state, the data) in tensors it updates in place, never rebinds. The probes'
+values of a record step are outputs of its graph; after each replay the recorder is pointed back
+at them (its probes may have seen another kind of step since).
 
 Used on CUDA devices when trainer.cuda_graphs is true (the default); the CPU runs `body` eagerly.
 """
@@ -122,7 +122,8 @@ class StepGraphs:
         torch.cuda.current_stream().wait_stream(self.side)
 
     def _record(self, step: Callable[[], torch.Tensor], record: bool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        """The graph of `step` and its output (`record`: whether it leaves probe values in the recorder)."""
+        """The graph of `step` and its output (`record`, whether it leaves probe values in the recorder,
+        is for the tests' stand-in)."""
         graph = torch.cuda.CUDAGraph()
         # thread_local: another worker thread may be using its own GPU meanwhile (workers.py).
         with torch.cuda.graph(graph, pool=self.pool, stream=self.side, capture_error_mode="thread_local"):
