@@ -92,7 +92,7 @@ class StepGraphs:
             if after is None:
                 values = lambda: self._after()()  # noqa: E731
                 self._warm_up(values)
-                after = self.after[self.last] = self._record(values, record=False)
+                after = self.after[self.last] = self._record(values)
             after[0].replay()
         return after[1]
 
@@ -103,7 +103,7 @@ class StepGraphs:
     def _capture(self, idx: torch.Tensor, record: bool) -> _Captured:
         static_idx = idx.clone()
         self._warm_up(lambda: self.body(static_idx, record, update=False))  # the parameters stay as they are
-        graph, loss = self._record(lambda: self.body(static_idx, record, update=True), record)
+        graph, loss = self._record(lambda: self.body(static_idx, record, update=True))
         return _Captured(graph, static_idx, loss, self.recorder.state() if record else None)
 
     # The three CUDA-specific parts (tests replace them to check the bookkeeping on the CPU).
@@ -121,9 +121,8 @@ class StepGraphs:
                 step()
         torch.cuda.current_stream().wait_stream(self.side)
 
-    def _record(self, step: Callable[[], torch.Tensor], record: bool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        """The graph of `step` and its output (`record`, whether it leaves probe values in the recorder,
-        is for the tests' stand-in)."""
+    def _record(self, step: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """The graph of `step`, and its output."""
         graph = torch.cuda.CUDAGraph()
         # thread_local: another worker thread may be using its own GPU meanwhile (workers.py).
         with torch.cuda.graph(graph, pool=self.pool, stream=self.side, capture_error_mode="thread_local"):

@@ -207,7 +207,7 @@ class Training:
             log_step = self.step % t["log_every"] == 0
             record = log_step and t["record"]
             if self.graphs is not None:  # the graph's loss is overwritten by its next replay
-                loss = self.graphs.step(idx, record).detach().clone()
+                loss = self.graphs.step(idx, record).clone()
             else:
                 loss = self._device_step(idx, record)
             self.optimizer.step()

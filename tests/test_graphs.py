@@ -37,18 +37,20 @@ def _tensors(value):
 
 
 class _Eager:
-    """A "graph" whose replay runs `step` and writes what it made into the capture's outputs."""
+    """A "graph" whose replay runs `step` and writes what it made into the capture's outputs: its
+    result, and for a record step the probe values the recorder was left with at capture."""
 
-    def __init__(self, step, out, probes, recorder):
-        self.step, self.out, self.probes, self.recorder = step, out, probes, recorder
+    def __init__(self, step, out, owner):
+        self.step, self.out, self.owner = step, out, owner
 
     def replay(self):
         fresh = self.step().detach()
         self.out.resize_as_(fresh).copy_(fresh)
         fresh.fill_(float("nan"))
-        if self.probes is not None:
-            for static, new in zip(_tensors(self.probes), _tensors(self.recorder.state())):
-                if static is not new:
+        captured = self.owner.captured.get(self.owner.last)  # the step being replayed, or the one this follows
+        if captured is not None and captured.probes is not None:
+            for static, new in zip(_tensors(captured.probes), _tensors(self.owner.recorder.state())):
+                if static is not new:  # after a restore (an after-step graph) they are the same tensors
                     static.copy_(new)
                     new.fill_(float("nan"))
 
@@ -62,10 +64,10 @@ class ReplayedEagerly(graphs.StepGraphs):
     def _warm_up(self, step):
         step()  # for a training step: no update; leaves the recorder's state, as the capture would
 
-    def _record(self, step, record):
+    def _record(self, step):
         ReplayedEagerly.captures += 1
         out = torch.empty(0)
-        return _Eager(step, out, self.recorder.state() if record else None, self.recorder), out
+        return _Eager(step, out, self), out
 
 
 @pytest.fixture
