@@ -215,9 +215,6 @@ class Recorder:
         with torch.no_grad():
             self._pending = [p.before_step(layers) for p in self.probes]
 
-    def after_step(self, layers: Layers, step: int, epoch: int) -> None:
-        self.append(self.after_values(layers), step, epoch)
-
     def after_values(self, layers: Layers) -> torch.Tensor:
         """This log step's values, (members, layers, metrics): before_step's and the after_step probes'."""
         with torch.no_grad():
