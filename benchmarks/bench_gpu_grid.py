@@ -5,9 +5,10 @@ effect of trainer.tf32=true on the recorded numbers against FP32.
     python benchmarks/bench_gpu_grid.py [--seeds 32] [--epochs 10] [--device cuda] [--out DIR] [--variants fp32,tf32]
 
 The grid is 8 inits x 4 learning rates x `--seeds` seeds through hydra/launcher=vectorized (1,024 at
-the default 32 seeds). It runs twice, FP32 then TF32, each in its own sweep folder, and prints each
-wall time, then per configuration the largest difference between the two in final test accuracy
-and loss, and the median relative difference over every per-layer statistic. On the CPU (small
+the default 32 seeds). It runs each of --variants (FP32 then TF32 by default; fp32-eager turns CUDA
+graphs off) in its own sweep folder, and prints each wall time and milestones, then per
+configuration the largest difference against FP32 in final test accuracy and loss, and the
+relative difference over every per-layer statistic. On the CPU (small
 --seeds and --epochs) it checks that the script works: TF32 changes nothing there.
 """
 
@@ -17,8 +18,8 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import re
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -61,7 +62,8 @@ def sweep(folder: Path, seeds: int, epochs: int, device: str, tf32: bool, graphs
     return seconds
 
 
-def compare(fp32: Path, tf32: Path) -> str:
+def compare(fp32: Path, tf32: Path, other: str = "TF32") -> str:
+    """Per configuration, FP32 (`fp32`) against the sweep in `tf32` (`other` names it in the text)."""
     import numpy as np
 
     from initlab.report import load
@@ -79,8 +81,8 @@ def compare(fp32: Path, tf32: Path) -> str:
     finite = np.isfinite(merged.value) & np.isfinite(merged.value_tf32) & (merged.value != 0)
     rel = ((merged.value - merged.value_tf32).abs() / merged.value.abs())[finite]
     return (f"configurations: {len(runs)}\n"
-            f"final test accuracy, |FP32 - TF32|: max {100 * acc.max():.3f} points, median {100 * acc.median():.3f}\n"
-            f"final test loss, |FP32 - TF32|: max {loss.max():.3g}, median {loss.median():.3g}\n"
+            f"final test accuracy, |FP32 - {other}|: max {100 * acc.max():.3f} points, median {100 * acc.median():.3f}\n"
+            f"final test loss, |FP32 - {other}|: max {loss.max():.3g}, median {loss.median():.3g}\n"
             f"per-layer statistics ({finite.sum():,} values), relative difference: median {rel.median():.3g}, "
             f"95th percentile {rel.quantile(0.95):.3g}, max {rel.max():.3g}; "
             f"{100 * ((merged.value == merged.value_tf32) | (merged.value.isna() & merged.value_tf32.isna())).mean():.1f} % "
@@ -105,7 +107,7 @@ def main() -> None:
     if "fp32" in variants and "tf32" in variants:
         print(compare(root / "fp32", root / "tf32"))
     if "fp32" in variants and "fp32-eager" in variants:
-        print("CUDA graphs against eager:", compare(root / "fp32", root / "fp32-eager").replace("TF32", "eager"))
+        print("CUDA graphs against eager:", compare(root / "fp32", root / "fp32-eager", other="eager"))
 
 
 if __name__ == "__main__":

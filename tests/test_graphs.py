@@ -102,9 +102,11 @@ def test_a_replayed_run_records_what_the_eager_loop_records(replayed, extra):
     assert graphed.metrics == eager.metrics
 
 
-def _group(*overrides):
-    members = [("init=xavier_uniform", "lr.value=0.05"), ("init=kaiming_normal", "trainer.seed=3"),
-               ("init=orthogonal", "lr=warmup", "lr.value=0.1", "lr.warmup_epochs=2")]
+MEMBERS = [("init=xavier_uniform", "lr.value=0.05"), ("init=kaiming_normal", "trainer.seed=3"),
+           ("init=orthogonal", "lr=warmup", "lr.value=0.1", "lr.warmup_epochs=2")]
+
+
+def _group(*overrides, members=MEMBERS):
     group = GroupTraining([validate(make_config(*SMALL, *m, *overrides)) for m in members], torch.device("cpu"))
     group.fit()
     return group, [group.outcome(k) for k in range(len(members))]
@@ -123,12 +125,7 @@ def test_a_replayed_group_records_what_the_eager_loop_records(replayed, extra):
 
 def test_a_diverging_member_is_frozen_under_graphs_too(replayed):
     members = [("lr.value=0.05",), ("init=normal", "lr.value=100")]
-    outcomes = {}
-    for graphs_on in ("true", "false"):
-        group = GroupTraining([validate(make_config(*SMALL, *m, f"trainer.cuda_graphs={graphs_on}")) for m in members],
-                              torch.device("cpu"))
-        group.fit()
-        outcomes[graphs_on] = [group.outcome(k) for k in range(2)]
+    outcomes = {on: _group(f"trainer.cuda_graphs={on}", members=members)[1] for on in ("true", "false")}
     assert [o.status for o in outcomes["true"]] == ["completed", "diverged"]
     for g, e in zip(outcomes["true"], outcomes["false"]):
         _same((g.layers, g.curves), (e.layers, e.curves))
