@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from initlab.train import failed_outcome, finished_before
-from initlab.vectorized import VectorizedSweep, _writer
+from initlab.vectorized import VectorizedSweep
 
 log = logging.getLogger("initlab")
 
@@ -72,28 +72,31 @@ def executor_for(launcher):
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Plan the batch, submit its groups, wait for them; the JobReturns in the batch's order."""
     sweep = VectorizedSweep(launcher)
-    jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
-    log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {sweep.plan_words(jobs, plan)}, one submitit job each")
-    returns = sweep.write_finished(jobs, plan)
-    if not plan:
+    try:
+        jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
+        log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {sweep.plan_words(jobs, plan)}, one submitit job each")
+        returns = sweep.write_finished(jobs, plan)
+        if not plan:
+            return [returns[j.num] for j in jobs]
+        executor = executor_for(launcher)
+        state = Singleton.get_state()
+        tasks = [GroupTask(launcher, [j.overrides for j in group], [j.num for j in group], state) for group in plan]
+        at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(tasks)
+        submitted: list = []
+        for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
+            with executor.batch():
+                wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
+            log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
+                     f"(logs in {launcher.params['submitit_folder']})")
+            if launcher._EXECUTOR == "local":
+                _collect(sweep, plan[start:start + len(wave)], wave, returns)
+            else:
+                submitted += wave
+        if submitted:
+            _collect(sweep, plan, submitted, returns)
         return [returns[j.num] for j in jobs]
-    executor = executor_for(launcher)
-    state = Singleton.get_state()
-    tasks = [GroupTask(launcher, [j.overrides for j in group], [j.num for j in group], state) for group in plan]
-    at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(tasks)
-    submitted: list = []
-    for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
-        with executor.batch():
-            wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
-        log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
-                 f"(logs in {launcher.params['submitit_folder']})")
-        if launcher._EXECUTOR == "local":
-            _collect(sweep, plan[start:start + len(wave)], wave, returns)
-        else:
-            submitted += wave
-    if submitted:
-        _collect(sweep, plan, submitted, returns)
-    return [returns[j.num] for j in jobs]
+    finally:
+        sweep.writers.close()  # the write workers of the folders written here
 
 
 def _collect(sweep: VectorizedSweep, plan: list, submitted: list, returns: dict[int, JobReturn]) -> None:
@@ -114,7 +117,7 @@ def _record_lost(sweep: VectorizedSweep, group: list, job, error: BaseException,
                         f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
     for member in group:
         if finished_before(member.folder, member.settings) is not None:  # written before the job died
-            sweep._write_members([(member, _writer(member, None))], returns)
+            sweep._write_members([(member, None)], returns)
             continue
         try:
             raise lost from error

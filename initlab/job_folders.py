@@ -203,6 +203,29 @@ def set_hydra_config(config: DictConfig) -> None:
     HydraConfig.instance().cfg = hydra_cfg  # type: ignore[assignment]
 
 
+def begin_job(config: DictConfig, output_dir: str) -> JobReturn:
+    """run_job's steps before the job's files, without its copies: `config.hydra` is HydraConfig's
+    config (the caller restores the one before), hydra.runtime.output_dir is set, and the JobReturn
+    holds the task's config, HydraConfig's, the overrides, where the job works and the task's name
+    (its status and value are the task's to give). write_member begins with it, and so does the
+    vectorized launcher for a member a worker process wrote (member_writes.py)."""
+    set_hydra_config(config)
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    task_cfg = sharing(config, [key for key in config if key != "hydra"])
+    ret = JobReturn(overrides=list(OmegaConf.to_container(config.hydra.overrides.task)), cfg=task_cfg,
+                    hydra_cfg=HydraConfig.instance().cfg)
+    ret.working_dir = output_dir if chdir_of(config) else os.getcwd()
+    ret.task_name = JobRuntime.instance().get("name")
+    return ret
+
+
+def chdir_of(config: DictConfig) -> bool:
+    """Whether the job runs in its folder, as run_job decides it."""
+    chdir = config.hydra.job.chdir
+    return not version.base_at_least("1.2") if chdir is None else bool(chdir)
+
+
 def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callbacks, logs: JobLogs,
                  files: HydraYaml, job_dir_key: str = "hydra.sweep.dir",
                  job_subdir_key: str = "hydra.sweep.subdir", output_dir: Optional[str] = None,
@@ -222,25 +245,15 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
             output_dir = str(OmegaConf.select(config, job_dir_key))
             if job_subdir_key is not None:
                 output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
-        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-            config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-        hydra_cfg = HydraConfig.instance().cfg
-        task_cfg = sharing(config, [key for key in config if key != "hydra"])
-        hydra = config.hydra
+        ret = begin_job(config, output_dir)
+        task_cfg, hydra = ret.cfg, config.hydra
         known = plain(config) if plain is not None else None
         as_plain = known if known is not None else OmegaConf.to_container(config, resolve=False, enum_to_str=True)
         hydra_plain = {"hydra": as_plain.pop("hydra")}
         overrides = hydra_plain["hydra"]["overrides"]["task"]
-        ret = JobReturn(overrides=list(overrides), cfg=task_cfg, hydra_cfg=hydra_cfg)
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        chdir = hydra.job.chdir
-        if chdir is None:  # as run_job decides it
-            chdir = not version.base_at_least("1.2")
-        if chdir:
+        if chdir_of(config):
             os.chdir(output_dir)
-            ret.working_dir = output_dir
-        else:
-            ret.working_dir = os.getcwd()
         logs.use(config, hydra_plain["hydra"]["job_logging"], {**as_plain, **hydra_plain})
         if hydra.output_subdir is not None:
             hydra_output = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
@@ -255,7 +268,6 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
                 ret.status = JobStatus.COMPLETED
             except Exception as e:
                 ret.return_value, ret.status = e, JobStatus.FAILED
-        ret.task_name = JobRuntime.instance().get("name")
         for handler in logging.getLogger().handlers:
             handler.flush()
         callbacks.on_job_end(config=config, job_return=ret)

@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -36,7 +37,8 @@ from initlab.config import ConfigError, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, group_key
 from initlab.file_writes import BackgroundWrites
-from initlab.job_folders import HydraYaml, JobLogs, watches_jobs, write_member
+from initlab.job_folders import HydraYaml, JobLogs, begin_job, watches_jobs, write_member
+from initlab.member_writes import MemberWriters, default_workers
 from initlab.sweep_configs import SweepConfigs
 from initlab.environment import check_device, resolve_device
 from initlab.train import failed_outcome, finished_before, job_context, log_skipped, objective, record
@@ -184,6 +186,8 @@ class VectorizedSweep:
     def __init__(self, launcher) -> None:
         self.launcher, self.config = launcher, launcher.config
         self.yaml = HydraYaml()  # the jobs' .hydra files differ in a few lines: the rest is rendered once
+        workers = getattr(launcher, "write_workers", None)
+        self.writers = MemberWriters(default_workers() if workers is None else workers)
 
     def _jobs(self, job_overrides: Sequence[Sequence[str]], nums: Sequence[int]) -> list[Job]:
         jobs = []
@@ -261,16 +265,27 @@ class VectorizedSweep:
         """Train the jobs numbered `nums` (their overrides) and write their folders; their JobReturns."""
         jobs, plan = self.start(job_overrides, nums)
         log.info(f"Vectorized: {self.plan_words(jobs, plan)}")
-        returns = self.write_finished(jobs, plan)
-        devices = self.devices(jobs[0]) if plan else []
-        if len(devices) > 1:
-            from initlab.workers import run_on_devices
+        self.start_writers(jobs, plan)
+        try:
+            returns = self.write_finished(jobs, plan)
+            devices = self.devices(jobs[0]) if plan else []
+            if len(devices) > 1:
+                from initlab.workers import run_on_devices
 
-            elsewhere = run_on_devices(self, plan, devices, returns)
-        else:
-            elsewhere = [job for n, planned in enumerate(plan, 1) for job in self.run_group(n, len(plan), planned, returns)]
-        self.finish_elsewhere(elsewhere, returns)
+                elsewhere = run_on_devices(self, plan, devices, returns)
+            else:
+                elsewhere = [job for n, planned in enumerate(plan, 1) for job in self.run_group(n, len(plan), planned, returns)]
+            self.finish_elsewhere(elsewhere, returns)
+        finally:
+            self.writers.close()
         return [returns[j.num] for j in jobs]
+
+    def start_writers(self, jobs: list[Job], plan: list[list[Job]]) -> None:
+        """Start the processes that write job folders (member_writes.py) now, while groups train, when
+        some batch of folders will be large enough for them and no callback watches the jobs."""
+        largest = max([len(jobs) - sum(len(p) for p in plan)] + [len(p) for p in plan])
+        if self.writers.worth(largest) and not watches_jobs(self.launcher.hydra_context.callbacks):
+            self.writers.start()
 
     @staticmethod
     def plan_words(jobs: list[Job], plan: list[list[Job]]) -> str:
@@ -282,7 +297,7 @@ class VectorizedSweep:
         """The folders of the jobs an earlier attempt finished (nothing trains): the JobReturns so far."""
         returns: dict[int, JobReturn] = {}
         pending = {j.num for p in plan for j in p}
-        self._write_members([(job, _writer(job, None)) for job in jobs if job.num not in pending], returns)
+        self._write_members([(job, None) for job in jobs if job.num not in pending], returns)
         return returns
 
     def devices(self, job: Job) -> list[torch.device]:
@@ -300,7 +315,7 @@ class VectorizedSweep:
         """Lock a planned group's jobs and write those another process finished meanwhile: (the jobs
         to train here, the jobs another process holds now, the locks to release after training)."""
         group, done_meanwhile, busy, locks = self._claim(planned)
-        self._write_members([(job, _writer(job, None)) for job in done_meanwhile], returns)
+        self._write_members([(job, None) for job in done_meanwhile], returns)
         if group:
             log.info(f"group {n}/{total}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}"
                      + (f" ({len(busy)} running in another process)" if busy else ""))
@@ -323,14 +338,14 @@ class VectorizedSweep:
         return busy
 
     def write_group(self, group: list[Job], results: list, returns: dict[int, JobReturn]) -> None:
-        self._write_members([(job, _writer(job, result)) for job, result in zip(group, results)], returns)
+        self._write_members(list(zip(group, results)), returns)
 
     def finish_elsewhere(self, elsewhere: list[Job], returns: dict[int, JobReturn]) -> None:
         """Wait for another process's jobs; train here what it left unfinished."""
         for job in elsewhere:
             with records.job_lock(job.folder):
                 if not job.settings["rerun"] and finished_before(job.folder, job.settings) is not None:
-                    self._write_members([(job, _writer(job, None))], returns)
+                    self._write_members([(job, None)], returns)
                 else:
                     returns[job.num] = self._run_job(job, self.launcher.task_function)
 
@@ -353,28 +368,48 @@ class VectorizedSweep:
         return group, done_meanwhile, busy, locks
 
     def _write_members(self, members: list[tuple[Job, Any]], returns: dict[int, JobReturn]) -> None:
-        """The job folders of jobs whose work is done (trained in a group, or finished earlier)."""
+        """The job folders of jobs whose work is done: (job, its result from _train, or None for a job an
+        earlier attempt finished). Many at once go to the write workers (member_writes.py)."""
         for job, _ in members:
             log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}")
-        logs, callbacks = JobLogs(), self.launcher.hydra_context.callbacks
-        loader = self.launcher.hydra_context.config_loader
-        plain = loader.plain if isinstance(loader, SweepConfigs) else None
-        # The files go to disk on a background thread while the next member's are prepared, all
-        # of them before the next group trains; not when a callback may read them at job end.
+        callbacks = self.launcher.hydra_context.callbacks
         try:
-            with nullcontext() if watches_jobs(callbacks) else BackgroundWrites():
-                for job, task in members:
-                    returns[job.num] = write_member(job.config, task, callbacks, logs, self.yaml,
-                                                    output_dir=job.output_dir, plain=plain)
-                    if plain is not None:
-                        loader.forget(job.config)
+            if self.writers.worth(len(members)) and not watches_jobs(callbacks):
+                self.writers.write(members, returns, self._job_return, lambda some: self._write_here(some, returns))
+            else:
+                self._write_here(members, returns)
         except OSError as e:  # a full disk: the writes after the failed one were skipped
             log.error(f"records not written ({e.strerror or e}{f': {e.filename}' if e.filename else ''}): the "
                       f"jobs of this group without a summary.json stay unfinished and run again on resume")
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
+    def _write_here(self, members: list[tuple[Job, Any]], returns: dict[int, JobReturn]) -> None:
+        """Write members' folders in this process (Hydra's steps, job_folders.write_member)."""
+        logs, callbacks = JobLogs(), self.launcher.hydra_context.callbacks
+        loader = self.launcher.hydra_context.config_loader
+        plain = loader.plain if isinstance(loader, SweepConfigs) else None
+        # The files go to disk on a background thread while the next member's are prepared, all
+        # of them before the next group trains; not when a callback may read them at job end.
+        with nullcontext() if watches_jobs(callbacks) else BackgroundWrites():
+            for job, result in members:
+                returns[job.num] = write_member(job.config, writer(job, result), callbacks, logs, self.yaml,
+                                                output_dir=job.output_dir, plain=plain)
+                if plain is not None:
+                    loader.forget(job.config)
 
-def _writer(job: Job, result: Optional[tuple[Outcome, datetime, float, torch.device]]):
+    def _job_return(self, job: Job) -> JobReturn:
+        """The JobReturn of a member a write worker wrote, as write_member makes it here."""
+        previous = HydraConfig.instance().cfg
+        try:
+            return begin_job(job.config, job.output_dir)
+        finally:
+            HydraConfig.instance().cfg = previous
+            loader = self.launcher.hydra_context.config_loader
+            if isinstance(loader, SweepConfigs):
+                loader.forget(job.config)
+
+
+def writer(job: Job, result: Optional[tuple[Outcome, datetime, float, torch.device]]):
     """The task Hydra runs in a member's job folder: it writes the member's records (or logs
     that an earlier attempt already did) with the ordinary runner's code."""
     def write(cfg: DictConfig) -> float:

@@ -14,9 +14,10 @@ class VectorizedLauncher(Launcher):
     """Train a multirun's compatible initlab jobs together as stacked models (initlab.vectorized)."""
 
     def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5,
-                 devices: Optional[Sequence[str]] = None) -> None:
+                 devices: Optional[Sequence[str]] = None, write_workers: Optional[int] = None) -> None:
         self.max_group_size, self.memory_fraction = max_group_size, memory_fraction
         self.devices = list(devices) if devices else None
+        self.write_workers = write_workers
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -47,10 +48,10 @@ if BaseSubmititLauncher is not None:
         Hydra's submitit launcher runs it (one submitit job per Hydra job)."""
 
         def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5,
-                     parallel_groups: int = 1, **params) -> None:
+                     parallel_groups: int = 1, write_workers: Optional[int] = None, **params) -> None:
             super().__init__(**params)
             self.max_group_size, self.memory_fraction = max_group_size, memory_fraction
-            self.parallel_groups, self.devices = parallel_groups, None
+            self.parallel_groups, self.devices, self.write_workers = parallel_groups, None, write_workers
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             from initlab.vectorized import is_initlab_training

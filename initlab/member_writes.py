@@ -1,0 +1,227 @@
+"""A finished group's job folders, written by several processes at once.
+
+Writing one member's folder (.hydra/, its log file, the diagnosis, summary.json, the tables) is
+~10 ms of Python on the 2-core CPU VM and ~20 ms on the H200 machine's host: 21 s of a 1,024-run
+sweep during which the GPU waits (benchmarks/results/gpu-h200-graphs.txt). The members are
+independent, so `MemberWriters` hands them to a pool of worker processes. Each worker does for
+its member exactly what the launcher's own loop does (job_folders.write_member running the task
+vectorized.writer), from the job's config (pickled) and the member's Outcome; its console output is
+captured and handed back, and the launcher prints it in job order and builds the JobReturn
+itself, as write_member builds it. Workers fork from a forkserver that imported initlab once: a
+fresh process, without the launcher's threads, locks or CUDA context, so forking it is safe. The
+pool starts (on a thread) when the sweep knows it will pay, so the imports overlap the training.
+
+Only for jobs no Hydra callback watches (job_folders.watches_jobs): such a callback runs in the
+launcher's process, with the job's files on disk when it is called, as before. Anything the pool
+cannot do (a worker that died, an outcome that does not pickle) is written by the launcher itself.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from hydra.core.utils import JobReturn, JobRuntime, JobStatus
+
+log = logging.getLogger("initlab")
+
+# Fewer members than this are written by the launcher itself: the pool's round trips would not pay.
+MIN_MEMBERS = 16
+
+
+def default_workers() -> int:
+    """Worker processes when `hydra.launcher.write_workers` is not set: one per core this process may
+    use (a SLURM job's share, not the node's) but one, at most 8; none below 4 cores. A worker
+    spends ~12 ms on a member where the launcher alone spends ~9 (it unpickles the config and
+    renders it without the sweep's shared parts), and the launcher ~2 ms handing it over, so two
+    workers beside the launcher on 2 cores were slower than none (2.6 s against 3.3 s for 256
+    members on the 2-core VM)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores - 1) if cores >= 4 else 0
+
+
+@dataclass
+class Written:
+    """What a worker hands back for one member: what the JobReturn needs, and its console output."""
+
+    status: JobStatus
+    return_value: Any
+    stdout: str
+    stderr: str
+
+
+class _Console(io.TextIOBase):
+    """A worker's sys.stdout / sys.stderr: whatever is written goes to the current member's buffer
+    (a logging handler keeps the stream it was configured with, so the stream itself must stay)."""
+
+    def __init__(self) -> None:
+        self.buffer_ = io.StringIO()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return self.buffer_.write(text)
+
+    def take(self) -> str:
+        text, self.buffer_ = self.buffer_.getvalue(), io.StringIO()
+        return text
+
+
+class _NoCallbacks:
+    """Hydra's callbacks as a worker runs them: none watches a job (or the pool is not used)."""
+
+    def on_job_start(self, **kwargs) -> None:
+        pass
+
+    def on_job_end(self, **kwargs) -> None:
+        pass
+
+
+_worker: dict = {}  # per worker process: its JobLogs, HydraYaml and consoles
+
+
+def _start_worker() -> None:
+    """A worker's set-up: the resolvers a job config uses (Hydra's, initlab_job), captured consoles."""
+    from hydra.core.utils import setup_globals
+
+    import initlab.cli  # noqa: F401  (registers the initlab_job resolver of hydra.sweep.subdir)
+    from initlab.job_folders import HydraYaml, JobLogs
+
+    setup_globals()
+    _worker.update(logs=JobLogs(), yaml=HydraYaml(), stdout=_Console(), stderr=_Console())
+    sys.stdout, sys.stderr = _worker["stdout"], _worker["stderr"]
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def _write_in_worker(payload: bytes) -> tuple[list[Written], Optional[OSError]]:
+    """A chunk of members' folders, in a worker: write_member with the task vectorized.writer for
+    each, their files on a background thread (file_writes) and all on disk before it returns.
+    What each member gave, and the first OSError (a full disk) if the writes failed: the writes
+    queued after it were skipped, so the members without a summary.json stay unfinished."""
+    from initlab.file_writes import BackgroundWrites
+    from initlab.job_folders import write_member
+    from initlab.vectorized import writer
+
+    members, cwd, task_name = pickle.loads(payload)
+    os.chdir(cwd)  # relative sweep folders resolve as in the launcher
+    JobRuntime.instance().set("name", task_name)
+    written: list[Written] = []
+    try:
+        with BackgroundWrites():
+            for job, result in members:
+                ret = write_member(job.config, writer(job, result), _NoCallbacks(), _worker["logs"], _worker["yaml"],
+                                   output_dir=job.output_dir)
+                written.append(Written(ret.status, _travels(ret.return_value), _worker["stdout"].take(),
+                                       _worker["stderr"].take()))
+    except OSError as e:
+        return written, e
+    return written, None
+
+
+def _travels(value: Any) -> Any:
+    """`value`, or for an exception that cannot be pickled back, a RuntimeError with its words."""
+    try:
+        pickle.dumps(value)
+        return value
+    except Exception:
+        return RuntimeError(f"{type(value).__name__}: {value}")
+
+
+class MemberWriters:
+    """A pool of processes that write finished members' job folders (see the module's docstring)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool: Optional[ProcessPoolExecutor] = None
+        self.starting: Optional[threading.Thread] = None
+        self.broken = workers < 1 or "forkserver" not in multiprocessing.get_all_start_methods()
+
+    def worth(self, members: int) -> bool:
+        return not self.broken and members >= MIN_MEMBERS
+
+    def start(self) -> None:
+        """Start the workers on a thread (the forkserver imports initlab first, a few seconds) while
+        the caller goes on; the first write waits for them."""
+        if self.broken or self.starting is not None:
+            return
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["initlab.member_writes", "initlab.vectorized", "pyarrow.parquet"])
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker)
+
+        def spawn() -> None:  # the executor starts a process per task it has no idle worker for
+            try:
+                for future in [self.pool.submit(_ready) for _ in range(self.workers)]:
+                    future.result()
+            except Exception as e:
+                log.warning(f"write workers did not start ({type(e).__name__}: {e}): the launcher writes the job folders")
+                self.broken = True
+
+        self.starting = threading.Thread(target=spawn, name="initlab-write-workers", daemon=True)
+        self.starting.start()
+
+    def write(self, members: list[tuple[Any, Any]], returns: dict[int, JobReturn],
+              job_return: Callable[[Any], JobReturn], write_here: Callable[[list], None]) -> None:
+        """Write each (job, result) in a worker; fill `returns` and print each member's output in the
+        jobs' order. `job_return(job)` is the launcher's JobReturn for a job a worker wrote (without
+        status and value); `write_here(members)` writes members in the launcher's process (the
+        fallback). Raises the first OSError a worker met, once every member is handled."""
+        self.start()
+        self.starting.join()
+        cwd, task_name = os.getcwd(), JobRuntime.instance().get("name")
+        size = max(1, min(32, -(-len(members) // (4 * self.workers))))  # a few chunks per worker, for balance
+        chunks = [members[i:i + size] for i in range(0, len(members), size)]
+        futures = [self._submit(chunk, cwd, task_name) for chunk in chunks]
+        error: Optional[OSError] = None
+        for chunk, future in zip(chunks, futures):
+            try:
+                written, failed = future.result() if future is not None else ([], None)
+            except BrokenProcessPool:
+                self.broken, written, failed = True, [], None
+            error = error or failed
+            for (job, _), one in zip(chunk, written):
+                sys.stdout.write(one.stdout)
+                sys.stderr.write(one.stderr)
+                ret = job_return(job)
+                ret.status, ret.return_value = one.status, one.return_value
+                returns[job.num] = ret
+            if future is None or (not written and failed is None):  # the pool could not: write them here
+                write_here(chunk)
+        sys.stdout.flush()
+        log.info(f"{len(members)} job folders written by {self.workers} processes" if not self.broken else
+                 f"{len(members)} job folders written (the write processes stopped: the rest written here)")
+        if error is not None:
+            raise error
+
+    def _submit(self, chunk: list, cwd: str, task_name: str):
+        """The future of a chunk's writing, or None when it must be written here."""
+        if self.broken:
+            return None
+        try:  # pickled now: the launcher changes the job configs once they are written (write_member)
+            payload = pickle.dumps((chunk, cwd, task_name), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # e.g. a failed outcome's exception that does not pickle
+            return None
+        try:
+            return self.pool.submit(_write_in_worker, payload)
+        except BrokenProcessPool:
+            self.broken = True
+            return None
+
+    def close(self) -> None:
+        if self.starting is not None:
+            self.starting.join()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        self.pool, self.starting = None, None
