@@ -18,6 +18,7 @@ cannot do (a worker that died, an outcome that does not pickle) is written by th
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import multiprocessing
@@ -94,9 +95,9 @@ def _start_worker() -> None:
     """A worker's set-up: the resolvers a job config uses (Hydra's, initlab_job), captured consoles."""
     from hydra.core.utils import setup_globals
 
-    import initlab.cli  # noqa: F401  (registers the initlab_job resolver of hydra.sweep.subdir)
     from initlab.job_folders import HydraYaml, JobLogs
 
+    importlib.import_module("initlab.cli")  # registers the initlab_job resolver (hydra.sweep.subdir)
     setup_globals()
     _worker.update(logs=JobLogs(), yaml=HydraYaml(), stdout=_Console(), stderr=_Console())
     sys.stdout, sys.stderr = _worker["stdout"], _worker["stderr"]

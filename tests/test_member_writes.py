@@ -7,7 +7,6 @@ import re
 import pickle
 
 import pytest
-from hydra.core.utils import JobStatus
 
 from initlab import member_writes
 from initlab.member_writes import MemberWriters, _travels
