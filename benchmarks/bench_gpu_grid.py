@@ -3,13 +3,21 @@ with recording on, end to end through the CLI (process start to the last record 
 effect of trainer.tf32=true on the recorded numbers against FP32.
 
     python benchmarks/bench_gpu_grid.py [--seeds 32] [--epochs 10] [--device cuda] [--out DIR] [--variants fp32,tf32]
+        [override ...]
 
 The grid is 8 inits x 4 learning rates x `--seeds` seeds through hydra/launcher=vectorized (1,024 at
 the default 32 seeds). It runs each of --variants (FP32 then TF32 by default; fp32-eager turns CUDA
-graphs off) in its own sweep folder, and prints each wall time and milestones, then per
+graphs off; fp32-writes-here has the launcher write every job folder itself, without write
+processes) in its own sweep folder, and prints each wall time and milestones, then per
 configuration the largest difference against FP32 in final test accuracy and loss, and the
 relative difference over every per-layer statistic. On the CPU (small
 --seeds and --epochs) it checks that the script works: TF32 changes nothing there.
+
+The host's share on any machine: a model so small that training costs little, with records of the
+grid's size (300 log steps, 3,000 loss points a run), e.g. on the 2-core VM
+    python benchmarks/bench_gpu_grid.py --device cpu --variants fp32,fp32-writes-here data=synthetic \
+        data.source.num_train=6000 data.source.num_test=200 data.source.in_features=16 model.width=8 \
+        trainer.batch_size=20 hydra.launcher.max_group_size=1024
 """
 
 from __future__ import annotations
@@ -28,20 +36,21 @@ INITS = "kaiming_normal,xavier_uniform,orthogonal,lecun_normal,torch_default,kai
 LRS = "0.1,0.05,0.02,0.01"
 
 
-VARIANTS = {  # name: (trainer.tf32, trainer.cuda_graphs)
-    "fp32": (False, True),  # the defaults
-    "tf32": (True, True),
-    "fp32-eager": (False, False),  # without CUDA graphs: one launch per kernel
+VARIANTS = {  # name: (trainer.tf32, trainer.cuda_graphs, more overrides)
+    "fp32": (False, True, []),  # the defaults
+    "tf32": (True, True, []),
+    "fp32-eager": (False, False, []),  # without CUDA graphs: one launch per kernel
+    "fp32-writes-here": (False, True, ["hydra.launcher.write_workers=0"]),  # job folders written by the launcher alone
 }
 
 
-def sweep(folder: Path, seeds: int, epochs: int, device: str, tf32: bool, graphs: bool) -> float:
+def sweep(folder: Path, seeds: int, epochs: int, device: str, tf32: bool, graphs: bool, extra: list[str]) -> float:
     """Run the grid through the CLI; its wall time. The sweep's log goes to `folder`.log, and the
     times of its milestones (plan, first group, each group's last epoch, the end) are printed."""
     command = [sys.executable, "-m", "initlab", "-m", "hydra/launcher=vectorized", f"init={INITS}", f"lr.value={LRS}",
                f"trainer.seed=range(0,{seeds})", f"trainer.epochs={epochs}", f"trainer.device={device}",
                f"trainer.tf32={str(tf32).lower()}", f"trainer.cuda_graphs={str(graphs).lower()}",
-               "trainer.progress=false", f"hydra.sweep.dir={folder}"]
+               "trainer.progress=false", f"hydra.sweep.dir={folder}", *extra]
     log = folder.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     started_at, started = datetime.now(), time.perf_counter()
@@ -56,7 +65,7 @@ def sweep(folder: Path, seeds: int, epochs: int, device: str, tf32: bool, graphs
             continue
         at = (datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f") - started_at).total_seconds()
         last = f"    {at:6.1f} s  (last log line) {stamp.group(2)[:90]}"
-        if re.match(r"Vectorized:|group \d|group epoch (1|%d)/" % epochs, stamp.group(2)):
+        if re.match(r"Vectorized:|group \d|group epoch (1|%d)/|\d+ job folders written" % epochs, stamp.group(2)):
             milestones.append(f"    {at:6.1f} s  {stamp.group(2)[:110]}")
     print("\n".join(milestones[:12] + [last or ""]))
     return seconds
@@ -96,18 +105,21 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None)
     parser.add_argument("--variants", default="fp32,tf32", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("overrides", nargs="*", help="more overrides for every sweep (e.g. a small model, to time the host's work)")
     args = parser.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="initlab-grid-"))
     n = 8 * 4 * args.seeds
     variants = args.variants.split(",")
     for name in variants:
-        tf32, graphs = VARIANTS[name]
-        seconds = sweep(root / name, args.seeds, args.epochs, args.device, tf32, graphs)
+        tf32, graphs, extra = VARIANTS[name]
+        seconds = sweep(root / name, args.seeds, args.epochs, args.device, tf32, graphs, extra + args.overrides)
         print(f"{name}: {n} configurations x {args.epochs} epochs, end to end {seconds:.1f} s", flush=True)
     if "fp32" in variants and "tf32" in variants:
         print(compare(root / "fp32", root / "tf32"))
     if "fp32" in variants and "fp32-eager" in variants:
         print("CUDA graphs against eager:", compare(root / "fp32", root / "fp32-eager", other="eager"))
+    if "fp32" in variants and "fp32-writes-here" in variants:
+        print("write processes against the launcher alone:", compare(root / "fp32", root / "fp32-writes-here", other="here"))
 
 
 if __name__ == "__main__":
