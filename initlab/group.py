@@ -160,8 +160,9 @@ class GroupTraining:
         probes' before_step and, with `update`, the optimizer's update; each member's loss."""
         m = len(self.members)
         taps = [] if record else None
-        out = self.net(self.data.train_x[idx], taps)
-        loss = F.cross_entropy(out.flatten(0, 1), self.data.train_y[idx].flatten(), reduction="none").view(m, -1).mean(1)
+        rows = idx.flatten()  # index_select: the same rows as train_x[idx], in half the time on the CPU
+        out = self.net(self.data.train_x.index_select(0, rows).view(*idx.shape, -1), taps)
+        loss = F.cross_entropy(out.flatten(0, 1), self.data.train_y.index_select(0, rows), reduction="none").view(m, -1).mean(1)
         self.net.zero_grad(set_to_none=self.graphs is None)  # a graph accumulates into the gradients it captured
         loss.sum().backward()  # members are independent: each gets the gradient of its own loss
         if record:

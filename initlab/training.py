@@ -242,7 +242,8 @@ class Training:
         which a captured graph would freeze.
         """
         taps = [] if record else None
-        loss = F.cross_entropy(self.model(self.data.train_x[idx], taps), self.data.train_y[idx])
+        # index_select: the same rows as train_x[idx], in half the time on the CPU
+        loss = F.cross_entropy(self.model(self.data.train_x.index_select(0, idx), taps), self.data.train_y.index_select(0, idx))
         if self.graphs is None:
             self.optimizer.zero_grad(set_to_none=True)
         else:  # backward() accumulates into the gradients the graph was captured with
