@@ -5,7 +5,8 @@ Writing one member's folder (.hydra/, its log file, the diagnosis, summary.json,
 sweep during which the GPU waits (benchmarks/results/gpu-h200-graphs.txt). The members are
 independent, so `MemberWriters` hands them to a pool of worker processes. Each worker does for
 its member exactly what the launcher's own loop does (job_folders.write_member running the task
-vectorized.writer), from the job's config (pickled) and the member's Outcome; its console output is
+vectorized.writer), from the member's Outcome and the job's config (derived again from its
+overrides, as the sweep's config loader derived it, or pickled whole); its console output is
 captured and handed back, and the launcher prints it in job order and builds the JobReturn
 itself, as write_member builds it. Workers fork from a forkserver that imported initlab once: a
 fresh process, without the launcher's threads, locks or CUDA context, so forking it is safe. The
@@ -41,13 +42,14 @@ MIN_MEMBERS = 16
 
 def default_workers() -> int:
     """Worker processes when `hydra.launcher.write_workers` is not set: one per core this process may
-    use (a SLURM job's share, not the node's) but one, at most 8; none below 4 cores. A worker
-    spends ~12 ms on a member where the launcher alone spends ~9 (it unpickles the config and
-    renders it without the sweep's shared parts), and the launcher ~2 ms handing it over, so two
-    workers beside the launcher on 2 cores were slower than none (2.6 s against 3.3 s for 256
-    members on the 2-core VM)."""
+    use (a SLURM job's share, not the node's) but one, at most 16; none below 4 cores. A worker
+    spends ~12 ms on a member where the launcher alone spends ~8 (it derives the config again and
+    converts it whole, without the sweep's shared parts), and the launcher ~1 ms handing it over
+    and ~0.5 ms making its JobReturn; so it takes ~10 workers to keep up with the launcher, and on
+    2 cores, where the launcher and the workers share them, writing with workers was slower than
+    without (256 members: 3.3 s with two, 2.6 s with none)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cores - 1) if cores >= 4 else 0
+    return min(16, cores - 1) if cores >= 4 else 0
 
 
 @dataclass
@@ -116,9 +118,8 @@ def _write_in_worker(payload: bytes) -> tuple[list[Written], Optional[OSError]]:
     from initlab.job_folders import write_member
     from initlab.vectorized import writer
 
-    members, cwd, task_name = pickle.loads(payload)
+    members, cwd = _unpack(payload)
     os.chdir(cwd)  # relative sweep folders resolve as in the launcher
-    JobRuntime.instance().set("name", task_name)
     written: list[Written] = []
     try:
         with BackgroundWrites():
@@ -130,6 +131,64 @@ def _write_in_worker(payload: bytes) -> tuple[list[Written], Optional[OSError]]:
     except OSError as e:
         return written, e
     return written, None
+
+
+@dataclass
+class Recipes:
+    """How a worker makes a job's config again instead of unpickling it: the sweep's config
+    loader (sweep_configs.SweepConfigs) derives most job configs from a pickled base per set of
+    group choices, and a worker derives them the same way (sweep_configs.derive) from the job's
+    overrides. A config pickled whole was ~0.8 ms of the launcher's ~2 ms per member."""
+
+    master: Any  # the sweep's config, as the loader was given it
+    bases: dict  # signature -> the base config, pickled
+    groups: set  # the config groups (their overrides are in the base)
+    recipe: Callable[[Any], Optional[tuple]]  # a job config's signature, or None: pickle it whole
+
+
+def _pack(chunk: list, cwd: str, recipes: Optional[Recipes]) -> bytes:
+    """A chunk of (job, result) as a worker's payload: jobs whose config a recipe makes go without it."""
+    from dataclasses import replace
+
+    items, bases = [], {}
+    for job, result in chunk:
+        signature = recipes.recipe(job.config) if recipes is not None else None
+        if signature is not None:
+            bases[signature] = recipes.bases[signature]
+            job = replace(job, config=None)
+        items.append((job, signature, result))
+    shared = (recipes.master, recipes.groups) if bases else (None, set())
+    return pickle.dumps((items, bases, shared, cwd, JobRuntime.instance().get("name")), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(payload: bytes) -> tuple[list, str]:
+    """A worker's (job, result) pairs, every job with its config, and the launcher's working folder."""
+    from dataclasses import replace
+
+    from initlab.sweep_configs import derive
+    from initlab.vectorized import numbered
+
+    items, bases, (master, groups), cwd, task_name = pickle.loads(payload)
+    JobRuntime.instance().set("name", task_name)
+    members = []
+    for job, signature, result in items:
+        if signature is not None:
+            config = derive(bases[signature], master, _parsed(job.overrides), groups)
+            job = replace(job, config=numbered(config, job.num))
+        members.append((job, result))
+    return members, cwd
+
+
+def _parsed(overrides: list[str]) -> list:
+    """Hydra's parse of each override string, each string parsed once per worker."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cache = _worker.setdefault("parsed", {})
+    new = [o for o in dict.fromkeys(overrides) if o not in cache]
+    if new:
+        parser = _worker.get("parser") or _worker.setdefault("parser", OverridesParser.create())
+        cache.update(zip(new, parser.parse_overrides(new)))
+    return [cache[o] for o in overrides]
 
 
 def _travels(value: Any) -> Any:
@@ -174,17 +233,19 @@ class MemberWriters:
         self.starting.start()
 
     def write(self, members: list[tuple[Any, Any]], returns: dict[int, JobReturn],
-              job_return: Callable[[Any], JobReturn], write_here: Callable[[list], None]) -> None:
+              job_return: Callable[[Any], JobReturn], write_here: Callable[[list], None],
+              recipes: Optional[Recipes] = None) -> None:
         """Write each (job, result) in a worker; fill `returns` and print each member's output in the
         jobs' order. `job_return(job)` is the launcher's JobReturn for a job a worker wrote (without
         status and value); `write_here(members)` writes members in the launcher's process (the
-        fallback). Raises the first OSError a worker met, once every member is handled."""
+        fallback); `recipes`, when given, make the job configs in the workers. Raises the first
+        OSError a worker met, once every member is handled."""
         self.start()
         self.starting.join()
-        cwd, task_name = os.getcwd(), JobRuntime.instance().get("name")
+        cwd = os.getcwd()
         size = max(1, min(32, -(-len(members) // (4 * self.workers))))  # a few chunks per worker, for balance
         chunks = [members[i:i + size] for i in range(0, len(members), size)]
-        futures = [self._submit(chunk, cwd, task_name) for chunk in chunks]
+        futures = [self._submit(chunk, cwd, recipes) for chunk in chunks]
         error: Optional[OSError] = None
         for chunk, future in zip(chunks, futures):
             try:
@@ -206,12 +267,12 @@ class MemberWriters:
         if error is not None:
             raise error
 
-    def _submit(self, chunk: list, cwd: str, task_name: str):
+    def _submit(self, chunk: list, cwd: str, recipes: Optional[Recipes]):
         """The future of a chunk's writing, or None when it must be written here."""
         if self.broken:
             return None
         try:  # pickled now: the launcher changes the job configs once they are written (write_member)
-            payload = pickle.dumps((chunk, cwd, task_name), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = _pack(chunk, cwd, recipes)
         except Exception:  # e.g. a failed outcome's exception that does not pickle
             return None
         try:

@@ -91,20 +91,16 @@ class SweepConfigs:
                 self.bases[signature] = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
                 self.derived[id(config)] = signature, set()
             return config
-        config = pickle.loads(self.bases[signature])
+        config = derive(self.bases[signature], master_config, parsed, self.groups)
         values = [o for o in parsed if o.key_or_group not in self.groups]
         self.derived[id(config)] = signature, {o.key_or_group.split(".")[0] for o in values}
-        ConfigLoaderImpl._apply_overrides_to_config(values, config)
-        # What composition derives from the overrides, set the way it sets it.
-        job = config.hydra.job
-        with open_dict(config.hydra):
-            config.hydra.overrides.task = [o.input_line for o in parsed]
-            job.override_dirname = get_overrides_dirname(
-                overrides=parsed, kv_sep=job.config.override_dirname.kv_sep,
-                item_sep=job.config.override_dirname.item_sep,
-                exclude_keys=job.config.override_dirname.exclude_keys)
-        OmegaConf.copy_cache(from_config=master_config, to_config=config)
         return config
+
+    def recipe(self, config: DictConfig) -> Optional[tuple]:
+        """The signature from whose base `derive` makes `config` again (given its overrides), or None
+        for a config this loader did not make or composed without one (member_writes.py)."""
+        entry = self.derived.get(id(config))
+        return None if entry is None else entry[0]
 
     def plain(self, config: DictConfig) -> Optional[dict]:
         """OmegaConf.to_container(config, resolve=False, enum_to_str=True) of a job config this
@@ -126,6 +122,24 @@ class SweepConfigs:
     def forget(self, config: DictConfig) -> None:
         """Drop what `plain` keeps about a job config (once its folder is written)."""
         self.derived.pop(id(config), None)
+
+
+def derive(base: bytes, master_config: DictConfig, parsed: list[Override], groups: set[str]) -> DictConfig:
+    """A job's config from its signature's base (pickled) and its parsed overrides: the base's copy
+    with the value overrides applied by Hydra's own code, and what composition derives from the
+    overrides set as it sets it. The same config, derived again anywhere (a write process), is
+    the same: tests/test_member_writes.py compares the files written from either."""
+    config = pickle.loads(base)
+    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.key_or_group not in groups], config)
+    job = config.hydra.job
+    with open_dict(config.hydra):
+        config.hydra.overrides.task = [o.input_line for o in parsed]
+        job.override_dirname = get_overrides_dirname(
+            overrides=parsed, kv_sep=job.config.override_dirname.kv_sep,
+            item_sep=job.config.override_dirname.item_sep,
+            exclude_keys=job.config.override_dirname.exclude_keys)
+    OmegaConf.copy_cache(from_config=master_config, to_config=config)
+    return config
 
 
 def _plain(node: Any) -> Any:

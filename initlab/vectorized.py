@@ -38,7 +38,7 @@ from initlab.data import DataError
 from initlab.group import GroupTraining, group_key
 from initlab.file_writes import BackgroundWrites
 from initlab.job_folders import HydraYaml, JobLogs, begin_job, watches_jobs, write_member
-from initlab.member_writes import MemberWriters, default_workers
+from initlab.member_writes import MemberWriters, Recipes, default_workers
 from initlab.sweep_configs import SweepConfigs
 from initlab.environment import check_device, resolve_device
 from initlab.train import failed_outcome, finished_before, job_context, log_skipped, objective, record
@@ -100,6 +100,13 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def numbered(config: DictConfig, num: int) -> DictConfig:
+    """A job config with its number in the batch (hydra.job.id and num), as the launcher gives it."""
+    with open_dict(config):
+        config.hydra.job.id, config.hydra.job.num = num, num
+    return config
 
 
 def chunks(jobs: list[Job], size: int) -> list[list[Job]]:
@@ -194,9 +201,7 @@ class VectorizedSweep:
         for num, overrides in zip(nums, job_overrides):
             loader = self.launcher.hydra_context.config_loader
             load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
-            config = load(self.config, list(overrides))
-            with open_dict(config):
-                config.hydra.job.id, config.hydra.job.num = num, num
+            config = numbered(load(self.config, list(overrides)), num)
             try:  # the task's own config, as run() sees it (validate leaves the hydra node out)
                 settings = validate(config)
                 check_device(settings["trainer"]["device"])
@@ -375,7 +380,11 @@ class VectorizedSweep:
         callbacks = self.launcher.hydra_context.callbacks
         try:
             if self.writers.worth(len(members)) and not watches_jobs(callbacks):
-                self.writers.write(members, returns, self._job_return, lambda some: self._write_here(some, returns))
+                loader = self.launcher.hydra_context.config_loader
+                recipes = Recipes(self.config, loader.bases, loader.groups, loader.recipe) \
+                    if isinstance(loader, SweepConfigs) else None
+                self.writers.write(members, returns, self._job_return, lambda some: self._write_here(some, returns),
+                                   recipes)
             else:
                 self._write_here(members, returns)
         except OSError as e:  # a full disk: the writes after the failed one were skipped

@@ -3,14 +3,18 @@ itself: the same files, the same bytes but for when and where they were written,
 output in the same order, and the same JobReturns."""
 
 import json
-import re
+import os
 import pickle
+import re
+import subprocess
+import sys
 
 import pytest
 
-from initlab import member_writes
-from initlab.member_writes import MemberWriters, _travels
+from initlab.member_writes import _travels
+from initlab.report import load
 
+from test_faults import FAULTS
 from test_sweeps import run_cli
 from test_vectorized import SMALL
 
@@ -59,36 +63,33 @@ def test_workers_write_what_the_launcher_writes(tmp_path):
     assert lines == [WHEN.sub("<when>", line) for line in alone.stdout.replace(str(here), "<cwd>").splitlines()]
 
 
-def test_what_cannot_travel_is_written_here_or_said_in_words(tmp_path):
+def test_a_resumed_sweep_skips_in_the_workers(tmp_path):
+    there, _ = sweep(tmp_path, "there", 2)
+    again = run_cli("-m", *SMALL, *GRID, "hydra/launcher=vectorized", "hydra.launcher.write_workers=2",
+                    "hydra.sweep.dir=sweep", cwd=there)
+    assert "16 already finished, 0 to train" in again.stdout and "16 job folders written by 2 processes" in again.stdout
+    assert again.stdout.count("skipped:") == 16
+
+
+def test_write_processes_that_die_leave_the_folders_to_the_launcher(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "INITLAB_FAULT": "die-in-write-worker",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "initlab", "-m", *SMALL, *GRID, "hydra/launcher=vectorized",
+                             "hydra.launcher.write_workers=2", "hydra.sweep.dir=sweep"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "16 job folders written (the write processes stopped: the rest written here)" in result.stdout
+    assert "sweep: 16 runs: 16 completed" in result.stdout
+    assert sorted(load([tmp_path / "sweep"]).runs.status) == ["completed"] * 16
+    assert result.stdout.count(" steps | ") == 16  # each member's last line, once
+
+
+def test_what_cannot_travel_is_said_in_words():
     class Local(Exception):  # a class pickle cannot find by name
         pass
 
-    assert isinstance(_travels(ValueError("x")), ValueError)
-    words = _travels(Local("no pickle"))
-    assert isinstance(words, RuntimeError) and "Local: no pickle" in str(words)
     with pytest.raises(Exception):
         pickle.dumps(Local("x"))
-
-    # a chunk that does not pickle never reaches the pool: the launcher writes it itself
-    writers = MemberWriters(1)
-    writers.broken = False
-    written_here = []
-    writers.start = lambda: None
-
-    class Started:
-        def join(self):
-            pass
-
-    writers.starting = Started()
-
-    class Job:
-        num = 0
-
-        def __reduce__(self):
-            raise TypeError("not picklable")
-
-    job = Job()
-    member_writes.JobRuntime.instance().set("name", "train_job")
-    returns = {}
-    writers.write([(job, None)], returns, job_return=lambda j: None, write_here=written_here.extend)
-    assert written_here == [(job, None)] and returns == {}
+    words = _travels(Local("no pickle"))
+    assert isinstance(words, RuntimeError) and "Local: no pickle" in str(words)
+    assert isinstance(_travels(ValueError("x")), ValueError)

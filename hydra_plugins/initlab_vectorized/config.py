@@ -23,7 +23,7 @@ class VectorizedLauncherConf:
     # visible GPU when trainer.device is auto or cuda, else the one device trainer.device names.
     devices: Optional[List[str]] = None
     # Processes that write a finished group's job folders at once (initlab.member_writes); None: one
-    # per core, at most 8; 0: the launcher writes them itself.
+    # per core but one, at most 16 (none below 4 cores); 0: the launcher writes them itself.
     write_workers: Optional[int] = None
 
 
@@ -51,7 +51,7 @@ if LocalQueueConf is not None:
         max_group_size: Optional[int] = None  # members per group; None: as many as memory_fraction allows
         memory_fraction: float = 0.5
         parallel_groups: int = 1  # groups training at once (one process each)
-        write_workers: Optional[int] = None  # processes writing a group's job folders (None: one per core, at most 8)
+        write_workers: Optional[int] = None  # processes writing a group's job folders (None: one per core but one, at most 16)
 
     @dataclass
     class VectorizedSlurmConf(SlurmQueueConf):
@@ -68,7 +68,7 @@ if LocalQueueConf is not None:
         array_parallelism: int = 64  # groups running at once
         max_group_size: Optional[int] = 256  # members per group (planned where you submit, which may have no GPU)
         memory_fraction: float = 0.5
-        write_workers: Optional[int] = None  # processes writing a group's job folders (None: one per core of the task)
+        write_workers: Optional[int] = None  # processes writing a group's job folders (None: one per core of the task but one, at most 16)
 
     ConfigStore.instance().store(group="hydra/launcher", name="vectorized_submitit_local",
                                  node=VectorizedSubmititLocalConf, provider="initlab")

@@ -66,3 +66,33 @@ if _spec == "die-after-group-fit":
             return spec
 
     sys.meta_path.insert(0, _DieAfterFit())
+
+# INITLAB_FAULT=die-in-write-worker: every process that writes job folders for the vectorized launcher
+# (initlab.member_writes) exits at its first chunk, as one the OOM killer took: the launcher writes them.
+if _spec == "die-in-write-worker":
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    class _DieInWriteWorker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "initlab.member_writes":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            run_module = spec.loader.exec_module
+
+            def exec_module(module):
+                run_module(module)
+
+                def die(payload):
+                    os._exit(9)
+
+                # found by name when the launcher sends it to a worker
+                die.__module__, die.__qualname__ = module.__name__, "_write_in_worker"
+                module._write_in_worker = die
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _DieInWriteWorker())
