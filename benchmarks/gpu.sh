@@ -36,6 +36,8 @@ if [[ $STEPS == *grid* ]]; then
     if [[ -n ${OUT:-} ]]; then cp /tmp/initlab-grid/*.log "$OUT"/; fi
 fi
 if [[ $STEPS == *profile* ]]; then
+    # the recording overhead (20 % with graphs; floor 10 %): a single run's plain and record steps, kernel by kernel
+    timeout 120 python3 benchmarks/profile_record_step.py --device cuda || echo "record profile: stopped ($?)"
     # not finished inside 240 s at 1,024 members (five groups built); 256 now, the kernel table first,
     # and bounded so the script ends with what it has
     timeout 240 python3 benchmarks/profile_group_step.py --members 256 --steps 30 || echo "profile: stopped ($?)"

@@ -1,0 +1,82 @@
+"""What recording costs a single run on a GPU, kernel by kernel: the kernels of a plain step and of a
+record step (the probes before the update, the update ratio after it), counted and timed.
+
+    python benchmarks/profile_record_step.py [--device cuda] [--steps 40]
+
+The founding net on MNIST, batch 200, eager (CUDA graphs replay these same kernels, one launch
+for all). For each kind of step: how many kernels, their summed GPU time per step, and the
+kernels a record step adds, by GPU time. With CUDA graphs a step costs about its kernels' GPU
+time plus a few microseconds each, so the kernel count and time a record step adds, times the
+30 record steps of an epoch, over an epoch's time, is the recording overhead of
+bench_single_run.py (20 % on the H200; floor 10 %). On the CPU it prints the operator counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import config  # noqa: E402
+
+from initlab.config import validate  # noqa: E402
+from initlab.training import Training  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    run = Training(validate(config(f"trainer.device={args.device}", "trainer.cuda_graphs=false")), device)
+    idx = torch.randperm(len(run.data.train_y), device=device)[:200]
+    gpu = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if gpu else [])
+
+    def step(record: bool) -> None:
+        run._device_step(idx, record)
+        run.optimizer.step()
+        if record:
+            run.recorder.append(run._after_values(), 0, 1)
+
+    for _ in range(5):  # warm-up: allocator, cuBLAS handles
+        step(True), step(False)
+    per_kind = {}
+    for record in (False, True):
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(args.steps):
+                step(record)
+            if gpu:
+                torch.cuda.synchronize()
+        if gpu:
+            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            times = Counter()
+            counts = Counter()
+            for e in kernels:
+                times[e.name] += e.time_range.elapsed_us()  # a kernel's own span on the device
+                counts[e.name] += 1
+        else:
+            kernels = [e for e in prof.events() if e.name.startswith("aten::") and
+                       (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+            times = Counter({e.name: 0 for e in kernels})
+            counts = Counter(e.name for e in kernels)
+        per_kind[record] = (counts, times)
+        total_us = sum(times.values()) / args.steps
+        print(f"{'record step' if record else 'plain step '}: {sum(counts.values()) / args.steps:.0f} "
+              + (f"kernels, {total_us:.1f} us of GPU time per step" if gpu else "operators per step"), flush=True)
+    (plain_n, plain_t), (rec_n, rec_t) = per_kind[False], per_kind[True]
+    added = Counter({k: rec_t[k] - plain_t.get(k, 0) for k in rec_t})
+    print("what a record step adds, per step: " + ("count x GPU us, kernel" if gpu else "count, operator"))
+    for name, _ in sorted(added.items(), key=lambda kv: -kv[1] if gpu else -(rec_n[kv[0]] - plain_n.get(kv[0], 0)))[:25]:
+        extra = (rec_n[name] - plain_n.get(name, 0)) / args.steps
+        if extra > 0:
+            print(f"  {extra:5.1f} x {added[name] / args.steps:8.1f} us  {name[:100]}" if gpu else f"  {extra:5.1f}  {name}")
+
+
+if __name__ == "__main__":
+    main()
