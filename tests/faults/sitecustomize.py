@@ -37,16 +37,16 @@ if _spec.startswith("enospc:"):
 
     pd.DataFrame.to_parquet, pathlib.Path.write_text = to_parquet, write_text
 
-# INITLAB_FAULT=die-after-group-fit: a process that trains a stacked group exits (os._exit, as a
-# node lost or a job killed by its scheduler) right after training it, before any member is written.
-if _spec == "die-after-group-fit":
+
+def _when_imported(module_name, patch):
+    """Call patch(module) right after `module_name` is first imported (it is not imported yet)."""
     import importlib.abc
     import importlib.util
     import sys
 
-    class _DieAfterFit(importlib.abc.MetaPathFinder):
+    class _Patch(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name != "initlab.group":
+            if name != module_name:
                 return None
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)
@@ -54,45 +54,37 @@ if _spec == "die-after-group-fit":
 
             def exec_module(module):
                 run_module(module)
-                fit = module.GroupTraining.fit
-
-                def fit_then_die(self):
-                    fit(self)
-                    os._exit(9)
-
-                module.GroupTraining.fit = fit_then_die
+                patch(module)
 
             spec.loader.exec_module = exec_module
             return spec
 
-    sys.meta_path.insert(0, _DieAfterFit())
+    sys.meta_path.insert(0, _Patch())
+
+
+# INITLAB_FAULT=die-after-group-fit: a process that trains a stacked group exits (os._exit, as a
+# node lost or a job killed by its scheduler) right after training it, before any member is written.
+if _spec == "die-after-group-fit":
+    def _die_after_fit(module):
+        fit = module.GroupTraining.fit
+
+        def fit_then_die(self):
+            fit(self)
+            os._exit(9)
+
+        module.GroupTraining.fit = fit_then_die
+
+    _when_imported("initlab.group", _die_after_fit)
 
 # INITLAB_FAULT=die-in-write-worker: every process that writes job folders for the vectorized launcher
 # (initlab.member_writes) exits at its first chunk, as one the OOM killer took: the launcher writes them.
 if _spec == "die-in-write-worker":
-    import importlib.abc
-    import importlib.util
-    import sys
+    def _die_in_write_worker(module):
+        def die(payload):
+            os._exit(9)
 
-    class _DieInWriteWorker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name != "initlab.member_writes":
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.util.find_spec(name)
-            run_module = spec.loader.exec_module
+        # found by name when the launcher sends it to a worker
+        die.__module__, die.__qualname__ = module.__name__, "_write_in_worker"
+        module._write_in_worker = die
 
-            def exec_module(module):
-                run_module(module)
-
-                def die(payload):
-                    os._exit(9)
-
-                # found by name when the launcher sends it to a worker
-                die.__module__, die.__qualname__ = module.__name__, "_write_in_worker"
-                module._write_in_worker = die
-
-            spec.loader.exec_module = exec_module
-            return spec
-
-    sys.meta_path.insert(0, _DieInWriteWorker())
+    _when_imported("initlab.member_writes", _die_in_write_worker)
