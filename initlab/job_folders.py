@@ -203,13 +203,19 @@ def set_hydra_config(config: DictConfig) -> None:
     HydraConfig.instance().cfg = hydra_cfg  # type: ignore[assignment]
 
 
-def begin_job(config: DictConfig, output_dir: str) -> JobReturn:
+def begin_job(config: DictConfig, output_dir: Optional[str] = None, job_dir_key: str = "hydra.sweep.dir",
+              job_subdir_key: Optional[str] = "hydra.sweep.subdir") -> tuple[JobReturn, str]:
     """run_job's steps before the job's files, without its copies: `config.hydra` is HydraConfig's
-    config (the caller restores the one before), hydra.runtime.output_dir is set, and the JobReturn
-    holds the task's config, HydraConfig's, the overrides, where the job works and the task's name
-    (its status and value are the task's to give). write_member begins with it, and so does the
-    vectorized launcher for a member a worker process wrote (member_writes.py)."""
+    config (the caller restores the one before), the job's folder is resolved (unless the caller
+    knows it) and set as hydra.runtime.output_dir, and the JobReturn holds the task's config,
+    HydraConfig's, the overrides, where the job works and the task's name (its status and value
+    are the task's to give). write_member begins with it, and so does the vectorized launcher for
+    a member a worker process wrote (member_writes.py). The JobReturn, and the job's folder."""
     set_hydra_config(config)
+    if output_dir is None:
+        output_dir = str(OmegaConf.select(config, job_dir_key))
+        if job_subdir_key is not None:
+            output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
     with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
         config.hydra.runtime.output_dir = os.path.abspath(output_dir)
     task_cfg = sharing(config, [key for key in config if key != "hydra"])
@@ -217,7 +223,7 @@ def begin_job(config: DictConfig, output_dir: str) -> JobReturn:
                     hydra_cfg=HydraConfig.instance().cfg)
     ret.working_dir = output_dir if chdir_of(config) else os.getcwd()
     ret.task_name = JobRuntime.instance().get("name")
-    return ret
+    return ret, output_dir
 
 
 def chdir_of(config: DictConfig) -> bool:
@@ -239,13 +245,8 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
     enum_to_str=True) at less cost (sweep_configs.SweepConfigs.plain).
     """
     previous, old_cwd = HydraConfig.instance().cfg, os.getcwd()
-    set_hydra_config(config)
     try:
-        if output_dir is None:
-            output_dir = str(OmegaConf.select(config, job_dir_key))
-            if job_subdir_key is not None:
-                output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
-        ret = begin_job(config, output_dir)
+        ret, output_dir = begin_job(config, output_dir, job_dir_key, job_subdir_key)
         task_cfg, hydra = ret.cfg, config.hydra
         known = plain(config) if plain is not None else None
         as_plain = known if known is not None else OmegaConf.to_container(config, resolve=False, enum_to_str=True)

@@ -241,7 +241,8 @@ class MemberWriters:
         fallback); `recipes`, when given, make the job configs in the workers. Raises the first
         OSError a worker met, once every member is handled."""
         self.start()
-        self.starting.join()
+        if self.starting is not None:
+            self.starting.join()
         cwd = os.getcwd()
         size = max(1, min(32, -(-len(members) // (4 * self.workers))))  # a few chunks per worker, for balance
         chunks = [members[i:i + size] for i in range(0, len(members), size)]

@@ -410,7 +410,7 @@ class VectorizedSweep:
         """The JobReturn of a member a write worker wrote, as write_member makes it here."""
         previous = HydraConfig.instance().cfg
         try:
-            return begin_job(job.config, job.output_dir)
+            return begin_job(job.config, job.output_dir)[0]
         finally:
             HydraConfig.instance().cfg = previous
             loader = self.launcher.hydra_context.config_loader
