@@ -29,7 +29,7 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus
@@ -148,8 +148,6 @@ class Recipes:
 
 def _pack(chunk: list, cwd: str, recipes: Optional[Recipes]) -> bytes:
     """A chunk of (job, result) as a worker's payload: jobs whose config a recipe makes go without it."""
-    from dataclasses import replace
-
     items, bases = [], {}
     for job, result in chunk:
         signature = recipes.recipe(job.config) if recipes is not None else None
@@ -163,8 +161,6 @@ def _pack(chunk: list, cwd: str, recipes: Optional[Recipes]) -> bytes:
 
 def _unpack(payload: bytes) -> tuple[list, str]:
     """A worker's (job, result) pairs, every job with its config, and the launcher's working folder."""
-    from dataclasses import replace
-
     from initlab.sweep_configs import derive
     from initlab.vectorized import numbered
 
