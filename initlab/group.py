@@ -11,8 +11,10 @@ import json
 import logging
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,7 @@ from initlab import data as datasets
 from initlab import graphs, jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.environment import matmul_precision
-from initlab.probes import Recorder
+from initlab.probes import Recorder, table_of
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
 from initlab.training import Outcome, build_model, steps_of, symmetric_of
 
@@ -220,22 +222,57 @@ class GroupTraining:
                        chance_accuracy=self.data.chance_accuracy, symmetric_layers=self.symmetric[k])
 
     def _tables(self, k: int, last_step: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        layers = pd.concat([self.recorder.table(k, last_step), records.layers_frame(self.eval_rows[k])],
-                           ignore_index=True)  # both typed as records.LAYER_TYPES
-        curves = records.curves_frame(self.curves[k]).sort_values(["metric", "step"], kind="stable", ignore_index=True)
-        return layers, curves
+        return _tables(*self.recorder.member_values(k, last_step), self.recorder.metrics, self.eval_rows[k],
+                       self.curves[k])
+
+    def records(self, k: int) -> "MemberRecords":
+        """Member k's result before its tables are made (MemberRecords.outcome makes them)."""
+        values, index = self.recorder.member_values(k, self.end_step[k] - 1)
+        return MemberRecords(self.status[k], self.metrics[k], values, index, self.recorder.metrics, self.eval_rows[k],
+                             self.curves[k], self.context(k), min(self.end_step[k], self.step), self.stopped[k],
+                             self.theory[k], self.jacobian[k])
 
     def outcome(self, k: int) -> Outcome:
-        layers, curves = self._tables(k, self.end_step[k] - 1)
-        layers = theory.with_predictions(self.theory[k], layers)
-        return Outcome(self.status[k], self.metrics[k], layers, curves, self.context(k),
-                       min(self.end_step[k], self.step), self.stopped[k], theory=self.theory[k],
-                       jacobian=self.jacobian[k])
+        return self.records(k).outcome()
 
     @property
     def jacobian(self) -> list[Optional[dict]]:
         """Each member's Jacobian spectrum at init (jacobian.summary_of), once the thread has it."""
         return self._jacobian.result()
+
+
+def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A member's (layers, curves) tables from what it recorded (Recorder.member_values, its evaluation
+    rows and its curve rows)."""
+    layers = pd.concat([table_of(values, index, metrics), records.layers_frame(eval_rows)],
+                       ignore_index=True)  # both typed as records.LAYER_TYPES
+    curves = records.curves_frame(curves).sort_values(["metric", "step"], kind="stable", ignore_index=True)
+    return layers, curves
+
+
+@dataclass
+class MemberRecords:
+    """What one member of a finished group produced, before its tables are made: cheap to take from
+    the group and to pickle, so the processes that write job folders make the tables
+    (member_writes.py; ~3.6 ms a member on the 2-core VM, which the launcher spent alone before)."""
+
+    status: str
+    metrics: dict
+    values: np.ndarray  # (log steps, layers, metrics), Recorder.member_values
+    index: np.ndarray  # (log steps, 2): step, epoch
+    metric_names: list[str]
+    eval_rows: list[tuple]
+    curves: list[tuple]
+    context: Context
+    steps: int
+    stopped: Optional[dict]
+    theory: Optional[dict]
+    jacobian: Optional[dict]
+
+    def outcome(self) -> Outcome:
+        layers, curves = _tables(self.values, self.index, self.metric_names, self.eval_rows, self.curves)
+        return Outcome(self.status, self.metrics, theory.with_predictions(self.theory, layers), curves, self.context,
+                       self.steps, self.stopped, theory=self.theory, jacobian=self.jacobian)
 
 
 def _spectra(grams: list[Optional[torch.Tensor]]) -> list[Optional[dict]]:

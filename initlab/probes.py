@@ -249,21 +249,32 @@ class Recorder:
         column = self.metrics.index(metric)
         return torch.stack([v[member, :, column] for v in self._values[first:]]).mean(0).cpu()
 
-    def table(self, member: int = 0, last_step: Optional[int] = None) -> pd.DataFrame:
-        """One member's records as a tidy table (step, epoch, layer, metric, value), up to `last_step`."""
+    def member_values(self, member: int = 0, last_step: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """One member's values up to `last_step`, (steps, layers, metrics) in float64, and each row's
+        (step, epoch): what `table` makes a table of."""
         keep = [i for i, (step, _) in enumerate(self._index) if last_step is None or step <= last_step]
         if not keep:
-            return layers_frame()
+            return np.empty((0, 0, len(self.metrics))), np.empty((0, 2), dtype=np.int64)
         if self._host is None:  # one copy from the device serves every member's table
             self._host = torch.stack(self._values).cpu().numpy().astype(np.float64)
-        values = self._host[keep, member]
-        n_steps, n_layers, n_metrics = values.shape
-        index = np.asarray([self._index[i] for i in keep], dtype=np.int64)
-        per_step = n_layers * n_metrics
-        return pd.DataFrame({
-            "step": np.repeat(index[:, 0], per_step),
-            "epoch": np.repeat(index[:, 1], per_step),
-            "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int64), n_metrics), n_steps),
-            "metric": pd.Series(np.tile(np.asarray(self.metrics, dtype=object), n_steps * n_layers), dtype="str"),
-            "value": values.reshape(-1),
-        })
+        return self._host[keep, member], np.asarray([self._index[i] for i in keep], dtype=np.int64)
+
+    def table(self, member: int = 0, last_step: Optional[int] = None) -> pd.DataFrame:
+        """One member's records as a tidy table (step, epoch, layer, metric, value), up to `last_step`."""
+        return table_of(*self.member_values(member, last_step), self.metrics)
+
+
+def table_of(values: np.ndarray, index: np.ndarray, metrics: list[str]) -> pd.DataFrame:
+    """The tidy table (step, epoch, layer, metric, value) of values (steps, layers, metrics) recorded
+    at the (step, epoch) rows of `index`."""
+    if not len(values):
+        return layers_frame()
+    n_steps, n_layers, n_metrics = values.shape
+    per_step = n_layers * n_metrics
+    return pd.DataFrame({
+        "step": np.repeat(index[:, 0], per_step),
+        "epoch": np.repeat(index[:, 1], per_step),
+        "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int64), n_metrics), n_steps),
+        "metric": pd.Series(np.tile(np.asarray(metrics, dtype=object), n_steps * n_layers), dtype="str"),
+        "value": values.reshape(-1),
+    })

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from initlab import loggers, records
 from initlab.config import ConfigError, validate
 from initlab.data import DataError
-from initlab.group import GroupTraining, group_key
+from initlab.group import GroupTraining, MemberRecords, group_key
 from initlab.file_writes import BackgroundWrites
 from initlab.job_folders import HydraYaml, JobLogs, begin_job, watches_jobs, write_member
 from initlab.member_writes import MemberWriters, Recipes, default_workers
@@ -225,7 +225,8 @@ class VectorizedSweep:
         return max(1, size)
 
     def _train(self, group: list[Job], device: Optional[torch.device] = None) -> list[tuple[Outcome, datetime, float, torch.device]]:
-        """Train one group: each member's Outcome (a failed one if the group raised), start, time share, device."""
+        """Train one group: for each member its MemberRecords (a failed Outcome if the group raised), start,
+        time share, device."""
         device = device or resolve_device(group[0].settings["trainer"]["device"])
         loggers.prepare(group[0].settings.get("logger"), OmegaConf.select(group[0].config, "hydra.runtime.choices.experiment"))
         started_at, started = datetime.now(timezone.utc), time.perf_counter()
@@ -233,7 +234,9 @@ class VectorizedSweep:
             with BUILDING:  # models are drawn from the global RNG: one group at a time (workers.py)
                 training = GroupTraining([j.settings for j in group], device)
             training.fit()
-            outcomes = [training.outcome(k) for k in range(len(group))]
+            # Each member's tables are made where its folder is written (MemberRecords.outcome): in the
+            # write processes when there are some.
+            outcomes = [training.records(k) for k in range(len(group))]
         except DataError as e:
             print(f"initlab: {e}", file=sys.stderr)
             sys.exit(2)
@@ -428,6 +431,8 @@ def writer(job: Job, result: Optional[tuple[Outcome, datetime, float, torch.devi
             log_skipped(done)
         else:
             outcome, started_at, wall_time_s, device = result
+            if isinstance(outcome, MemberRecords):
+                outcome = outcome.outcome()
             done = record(context, job.settings, device, started_at, wall_time_s, outcome)
         return objective(done)
     return write
