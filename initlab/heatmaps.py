@@ -90,7 +90,8 @@ def accuracy_heatmap(sweep: Sweep, path: Path) -> Drawn:
         pooled = [fx.short(k) for k in sweep.keys if k not in (rows_key, other)]
         ax.set(xlabel=fx.short(other) if other else "", ylabel=fx.short(rows_key),
                title=f"mean over {', '.join(pooled)} too" if pooled else None)
-    fig.suptitle("Final test accuracy (%), mean over seeds")
+        ax.tick_params(axis="y", rotation=0)  # row names read across, as in the other heatmaps
+    title(fig, "Final test accuracy (%), mean over seeds")
     return save(fig, path)
 
 
@@ -195,7 +196,7 @@ def signature_heatmap(sweep: Sweep, path: Path) -> Drawn:
             ax.set(xlabel=fx.short(grid_.columns) if grid_.columns else "", ylabel=fx.short(grid_.rows),
                    title=", ".join(filter(None, [panel, f"at the {moment} of training"])))
     title(fig, "Vanishing / exploding signature: log10 of the weight-gradient norm of the first layer over the last "
-               f"({grid_.words()})\n< 0 (blue): the gradient shrinks toward the input; > 0 (red): it grows", "")
+               f"({grid_.words()})\n< 0 (blue): the gradient shrinks toward the input; > 0 (red): it grows")
     return save(fig, path)
 
 
@@ -225,11 +226,12 @@ def diagnosis_heatmap(sweep: Sweep, path: Path) -> Drawn:
                     vmax=len(labels) - 0.5, cmap=ListedColormap([colours[s] for s in labels]), linewidths=0.5,
                     annot_kws={"fontsize": 8})
         ax.set(xlabel=fx.short(grid_.columns) if grid_.columns else "", ylabel=fx.short(grid_.rows), title=panel or None)
+        ax.tick_params(axis="y", rotation=0)  # row names read across, as in the other heatmaps
     drawn = [s for s in labels if s in shown]  # a label no cell has as its most frequent is not drawn
-    fig.legend([Patch(color=colours[s]) for s in drawn], drawn, title="diagnosis", loc="outside right upper",
+    fig.legend([Patch(color=colours[s]) for s in drawn], drawn, title="diagnosis", loc="outside right center",
                frameon=False)
     pooled = [fx.short(k) for k in grid_.pooled]
-    fig.suptitle("Diagnosis per cell: the most frequent label and how many of the cell's runs have it"
-                 + (f" (pooled over seeds and {', '.join(pooled)})" if pooled else " (over seeds)"))
+    title(fig, "Diagnosis per cell: the most frequent label and how many of the cell's runs have it"
+               + (f" (pooled over seeds and {', '.join(pooled)})" if pooled else " (over seeds)"))
     return save(fig, path)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO notes woul
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from initlab import facets as fx  # noqa: E402
@@ -84,13 +86,18 @@ def legend(fig, palette: dict, names, title: str = "init") -> None:
                    frameon=False)
 
 
-def title(fig, text: str, note: str) -> None:
+def title(fig, text: str, note: str = "") -> None:
     """The figure's title, and on a second line what it leaves out."""
     text += f"\n{note}" if note else ""
-    if hasattr(fig, "_initlab_title_y"):  # laid out by hand (panels)
-        fig.suptitle(text, y=fig._initlab_title_y, va="top")
-    else:  # constrained layout makes room for a title it places itself
-        fig.suptitle(text)
+    # A title wider than its figure is clipped at both edges; a character is ~0.55 em wide.
+    size = FontProperties(size=plt.rcParams["figure.titlesize"]).get_size_in_points()
+    width_pt = fig.get_figwidth() * 72
+    if hasattr(fig, "_initlab_title_y"):  # laid out by hand (panels) with room for its lines: a smaller font
+        longest = max(len(line) for line in text.split("\n"))
+        fig.suptitle(text, y=fig._initlab_title_y, va="top", fontsize=max(7.0, min(size, width_pt / (0.55 * longest))))
+    else:  # constrained layout makes room for a title it places itself: lines wrapped to fit
+        chars = max(20, int(width_pt / (0.55 * size)))
+        fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.split("\n")))
 
 
 def save(fig, path: Path, note: str = "") -> Drawn:
