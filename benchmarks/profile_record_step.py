@@ -8,7 +8,8 @@ for all). For each kind of step: how many kernels, their summed GPU time per ste
 kernels a record step adds, by GPU time. With CUDA graphs a step costs about its kernels' GPU
 time plus a few microseconds each, so the kernel count and time a record step adds, times the
 30 record steps of an epoch, over an epoch's time, is the recording overhead of
-bench_single_run.py (20 % on the H200; floor 10 %). On the CPU it prints the operator counts.
+bench_single_run.py (20 % on the H200; floor 10 %). On the CPU it prints the operator counts, and
+how many of them do work (a kernel each on a GPU) rather than make a view.
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ from common import config  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
 from initlab.training import Training  # noqa: E402
+
+# Operators that only make a view (or, for aten::to to the same dtype, return their input): no kernel on a GPU.
+VIEWS = {"aten::detach", "aten::unsqueeze", "aten::flatten", "aten::view", "aten::slice", "aten::transpose",
+         "aten::select", "aten::t", "aten::as_strided", "aten::expand", "aten::reshape", "aten::alias",
+         "aten::squeeze", "aten::permute", "aten::_reshape_alias", "aten::lift_fresh"}
+
+
+def launches(event) -> bool:
+    """Whether a top-level CPU operator does work (a GPU would launch a kernel for it)."""
+    if event.name == "aten::to":
+        return bool(event.cpu_children)  # a real conversion copies (aten::_to_copy)
+    return event.name not in VIEWS
 
 
 def main() -> None:
@@ -67,8 +80,10 @@ def main() -> None:
             counts = Counter(e.name for e in kernels)
         per_kind[record] = (counts, times)
         total_us = sum(times.values()) / args.steps
+        working = "" if gpu else f" ({sum(launches(e) for e in kernels) / args.steps:.0f} doing work, not views)"
         print(f"{'record step' if record else 'plain step '}: {sum(counts.values()) / args.steps:.0f} "
-              + (f"kernels, {total_us:.1f} us of GPU time per step" if gpu else "operators per step"), flush=True)
+              + (f"kernels, {total_us:.1f} us of GPU time per step" if gpu else "operators per step" + working),
+              flush=True)
     (plain_n, plain_t), (rec_n, rec_t) = per_kind[False], per_kind[True]
     added = Counter({k: rec_t[k] - plain_t.get(k, 0) for k in rec_t})
     print("what a record step adds, per step: " + ("count x GPU us, kernel" if gpu else "count, operator"))

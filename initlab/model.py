@@ -23,14 +23,38 @@ def activation_module(name: Optional[str], negative_slope: float = 0.01) -> nn.M
     return modules[name or "identity"]()
 
 
+class Tap(tuple):
+    """A layer's (pre-, post-activation) as the forward pass made them, and `grad`: dL/d(pre) once
+    backward() has run (None before, or when nothing needs a gradient)."""
+
+    def __new__(cls, pre: torch.Tensor, post: torch.Tensor) -> "Tap":
+        tapped = super().__new__(cls, (pre, post))
+        tapped._grad = [None]  # filled by the hook on `pre`; the tap holds the hook's cell, not the reverse
+        return tapped
+
+    @property
+    def grad(self) -> Optional[torch.Tensor]:
+        return self._grad[0]
+
+
 def tap(taps: Optional[list], pre: torch.Tensor, post: torch.Tensor) -> None:
-    """Keep a layer's (pre-, post-activation) for the probes; the pre-activation keeps its gradient
-    after backward() (retain_grad), so the back-propagated signal dL/dz can be read too."""
+    """Keep a layer's (pre-, post-activation) for the probes, with dL/d(pre) once backward() has run.
+
+    A hook keeps the gradient autograd passes through `pre` as it is. retain_grad() would keep a
+    copy (a kernel per layer on a GPU at each record step); this one is read and dropped before
+    the next backward, and autograd does not write into it again.
+    """
     if taps is None:
         return
+    tapped = Tap(pre, post)
     if pre.requires_grad:
-        pre.retain_grad()
-    taps.append((pre, post))
+        cell = tapped._grad
+
+        def keep(grad: torch.Tensor) -> None:
+            cell[0] = grad
+
+        pre.register_hook(keep)
+    taps.append(tapped)
 
 
 class MLP(nn.Module):

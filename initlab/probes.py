@@ -96,6 +96,9 @@ class Layers:
     pre_grads: list[Optional[torch.Tensor]]  # dL/d(pre), like the pre-activations
     activation_names: list[str]
 
+    def __post_init__(self) -> None:
+        self._norms: Optional[torch.Tensor] = None
+
     @classmethod
     def of_model(cls, model, taps: list = ()) -> "Layers":
         """The view of an ordinary MLP: its tensors as a stack of one member (views, no copies)."""
@@ -104,15 +107,43 @@ class Layers:
         linears = model.linears
         return cls([one(l.weight) for l in linears], [one(l.bias) for l in linears],
                    [one(l.weight.grad) for l in linears], [one(l.bias.grad) for l in linears],
-                   [(one(pre), one(post)) for pre, post in taps], [one(pre.grad) for pre, _ in taps],
+                   [(one(pre), one(post)) for pre, post in taps], [one(t.grad) for t in taps],
                    model.activation_names)
+
+    NORMED = ("weight_grads", "bias_grads", "pre_grads", "weights")
+
+    def norms(self) -> torch.Tensor:
+        """(M, layers, 4): the L2 norms of each layer's weight gradient, bias gradient, dL/d(pre) and
+        weight matrix (NORMED), per member; computed once for every probe that reads them."""
+        if self._norms is None:
+            self._norms = member_norms([getattr(self, name) for name in self.NORMED], self.weights[0])
+        return self._norms
+
+
+def member_norms(groups: list[list[Optional[torch.Tensor]]], like: torch.Tensor) -> torch.Tensor:
+    """(M, layers, groups): the L2 norm over every dim but the first of each tensor of each group
+    (a list per layer, as long as the others); a missing tensor (no gradient yet) counts as zero.
+
+    One member (an ordinary run) takes torch's multi-tensor norm, one kernel launch for all of
+    them on a GPU instead of one each (on the CPU it is a loop of the same vector norms); a
+    stacked group, one batched norm per tensor. The result is one tensor made by one stack.
+    """
+    m, layers = like.shape[0], len(groups[0])
+    flat = [t for group in groups for t in group]
+    present = [t for t in flat if t is not None]
+    if m == 1 and present:
+        found = iter(torch._foreach_norm(present))
+        norms = [next(found) if t is not None else like.new_zeros(()) for t in flat]
+        stacked = torch.stack(norms)
+    else:
+        stacked = torch.stack([torch.linalg.vector_norm(t.flatten(1), dim=1) if t is not None else like.new_zeros(m)
+                               for t in flat], 1)
+    return stacked.view(m, len(groups), layers).transpose(1, 2)
 
 
 def _member_norms(tensors: list[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
     """(M, layers) L2 norms over every dim but the first; a missing gradient counts as zero."""
-    m = like.shape[0]
-    return torch.stack([torch.linalg.vector_norm(t.flatten(1), dim=1) if t is not None else like.new_zeros(m)
-                        for t in tensors], 1)
+    return member_norms([tensors], like)[:, :, 0]
 
 
 class Probe:
@@ -133,8 +164,7 @@ class GradNorms(Probe):
     metrics = ("weight_grad_norm", "bias_grad_norm")
 
     def before_step(self, layers):
-        w = layers.weights[0]
-        return torch.stack([_member_norms(layers.weight_grads, w), _member_norms(layers.bias_grads, w)], 2)
+        return layers.norms()[:, :, 0:2]
 
 
 class BackpropGrads(Probe):
@@ -147,7 +177,7 @@ class BackpropGrads(Probe):
     metrics = ("backprop_grad_norm",)
 
     def before_step(self, layers):
-        return _member_norms(layers.pre_grads, layers.weights[0])[:, :, None]
+        return layers.norms()[:, :, 2:3]
 
 
 class WeightNorms(Probe):
@@ -156,7 +186,7 @@ class WeightNorms(Probe):
     metrics = ("weight_norm",)
 
     def before_step(self, layers):
-        return _member_norms(layers.weights, layers.weights[0])[:, :, None]
+        return layers.norms()[:, :, 3:4]
 
 
 class UpdateRatio(Probe):
@@ -164,16 +194,23 @@ class UpdateRatio(Probe):
 
     metrics = ("update_ratio",)
 
+    def __init__(self) -> None:
+        self._before: list[torch.Tensor] = []  # the weights before the step, in buffers kept across steps
+
     def before_step(self, layers):
-        self._before = [w.detach().clone() for w in layers.weights]
+        weights = [w.detach() for w in layers.weights]
+        if [b.shape for b in self._before] != [w.shape for w in weights]:
+            self._before = [torch.empty_like(w) for w in weights]
+        torch._foreach_copy_(self._before, weights)  # one launch on a GPU
+        self._before_norms = layers.norms()[:, :, 3]  # the same weights' norms: WeightNorms' values
         return None
 
     def after_step(self, layers):
         after = [w.detach() for w in layers.weights]
-        change = _member_norms([a - b for a, b in zip(after, self._before)], after[0])
+        change = _member_norms(torch._foreach_sub(after, self._before), after[0])
         # A zero weight matrix (init=zeros) has no scale: the ratio is then inf, or nan if
         # nothing changed either. Both are recorded as they are.
-        return (change / _member_norms(self._before, after[0]))[:, :, None]
+        return (change / self._before_norms)[:, :, None]
 
 
 class Activations(Probe):
@@ -188,13 +225,20 @@ class Activations(Probe):
     metrics = ("act_mean", "act_std", "preact_std", "dead_fraction", "saturated_fraction")
 
     def before_step(self, layers):
-        per_layer = []
+        values, zero = [], None
         for (pre, post), name in zip(layers.taps, layers.activation_names):
             flat_post = post.flatten(1)
             std, mean = torch.std_mean(flat_post, dim=1)
-            sat = saturated_count(name, flat_post, 1).float() / flat_post.shape[1]
-            per_layer.append(torch.stack([mean, std, pre.flatten(1).std(1), dead_units(post).float().mean(-1), sat], 1))
-        return torch.stack(per_layer, 1).detach()
+            # Dead: the largest |output| over the batch is 0 (one reduction; NaN and inf are not 0).
+            dead = torch.mean(torch.linalg.vector_norm(post, ord=float("inf"), dim=-2) == 0, dim=-1, dtype=std.dtype)
+            rule = SATURATED.get(name)
+            if rule is not None:
+                sat = torch.mean(rule(flat_post), dim=1, dtype=std.dtype)
+            else:  # cannot saturate: one zero serves every such layer
+                sat = zero = std.new_zeros(std.shape) if zero is None else zero
+            values += [mean, std, pre.flatten(1).std(1), dead, sat]
+        m = layers.weights[0].shape[0]
+        return torch.stack(values, 1).view(m, len(layers.taps), len(self.metrics))
 
 
 DEFAULT_PROBES = (GradNorms, BackpropGrads, WeightNorms, UpdateRatio, Activations)

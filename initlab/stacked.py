@@ -48,7 +48,7 @@ class StackedMLP:
         """The probes' view of the group (no copies)."""
         return Layers([w.detach() for w in self.weights], [b.detach() for b in self.biases],
                       [w.grad for w in self.weights], [b.grad for b in self.biases],
-                      [(pre.detach(), post.detach()) for pre, post in taps], [pre.grad for pre, _ in taps],
+                      [(pre.detach(), post.detach()) for pre, post in taps], [t.grad for t in taps],
                       self.activation_names)
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -49,10 +49,13 @@ class _Eager:
         fresh.fill_(float("nan"))
         captured = self.owner.captured.get(self.owner.last)  # the step being replayed, or the one this follows
         if captured is not None and captured.probes is not None:
-            for static, new in zip(_tensors(captured.probes), _tensors(self.owner.recorder.state())):
-                if static is not new:  # after a restore (an after-step graph) they are the same tensors
-                    static.copy_(new)
-                    new.fill_(float("nan"))
+            # after a restore (an after-step graph) they are the same tensors
+            pairs = [(static, new) for static, new in zip(_tensors(captured.probes), _tensors(self.owner.recorder.state()))
+                     if static is not new]
+            for static, new in pairs:  # all copied before any is spoiled: probe values may be views of one tensor
+                static.copy_(new)
+            for _, new in pairs:
+                new.fill_(float("nan"))
 
 
 class ReplayedEagerly(graphs.StepGraphs):
