@@ -226,12 +226,21 @@ def validate(cfg: DictConfig) -> dict:
     A job config Hydra composed for a sweep still holds its `hydra` node: it is left out (and
     not copied). Raises ConfigError with a one-line message for the first value that is not allowed.
     """
+    return check(resolved(cfg, [k for k in cfg if k != "hydra"]))
+
+
+def resolved(cfg: DictConfig, keys: list) -> dict:
+    """The top-level `keys` of `cfg`, resolved, as plain containers (ConfigError when one does not resolve)."""
     try:
-        container = {key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-                     for key, node in ((k, cfg[k]) for k in cfg if k != "hydra")}
+        return {key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+                for key, node in ((k, cfg[k]) for k in keys)}
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or "config"
         raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+
+
+def check(container: dict) -> dict:
+    """validate() on a config already resolved into plain containers (`resolved`); completes it (rerun)."""
     rerun = container.get("rerun", False)
     if not isinstance(rerun, bool):
         raise ConfigError(f"rerun={_show(rerun)}: must be true or false")

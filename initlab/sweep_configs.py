@@ -10,18 +10,24 @@ a fifth of the time of a deep copy of the same DictConfig) with its own value ov
 and the fields composition derives from the overrides (`hydra.overrides.task`,
 `hydra.job.override_dirname`) set as Hydra sets them. Anything else (a deletion `~key`, an
 addition `+key`, a package override, a dict value, a hydra override) is composed in full.
-tests/test_sweep_configs.py checks the result against full composition.
+The launcher also takes from it what it needs of each job before training: its settings (the
+base's resolved task keys, with the keys the job's values set resolved anew) and its folder name.
+tests/test_sweep_configs.py checks all three against full composition, validate() and Hydra's
+resolution.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from typing import Any, Optional
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from initlab.config import ConfigError, resolved
 
 
 class SweepConfigs:
@@ -38,6 +44,8 @@ class SweepConfigs:
         self.parsed: dict[str, Override] = {}  # each override string parsed once (a grid repeats them)
         self.plains: dict[tuple, dict] = {}  # the base's plain container per signature, made when first asked
         self.derived: dict[int, tuple[tuple, set[str]]] = {}  # id(job config) -> (signature, top-level keys set)
+        self.resolved_bases: dict[tuple, Optional[dict]] = {}  # the base's task keys resolved, per signature (settings)
+        self.subdirs: dict[tuple, Any] = {}  # the base's hydra.sweep.subdir, unresolved, per signature
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)  # everything else is the wrapped loader's
@@ -119,6 +127,42 @@ class SweepConfigs:
         plain["hydra"] = {**base["hydra"], **{key: _plain(config.hydra[key]) for key in ("job", "runtime", "overrides")}}
         return plain
 
+    def settings(self, config: DictConfig) -> Optional[dict]:
+        """config.resolved(config, its task keys) (what config.validate checks) of a job config this
+        loader derived, at less cost: the top-level keys its value overrides set are resolved anew,
+        every other one is a copy of its base's, resolved once per signature. None for a config it did
+        not derive, or when its base's task keys hold an interpolation that reads another node (one
+        of those could read a value that differs from job to job): then validate() resolves it all."""
+        entry = self.derived.get(id(config))
+        if entry is None:
+            return None
+        signature, changed = entry
+        if signature not in self.resolved_bases:
+            self.resolved_bases[signature] = _resolved_alone(pickle.loads(self.bases[signature]))
+        base = self.resolved_bases[signature]
+        if base is None:
+            return None
+        fresh = resolved(config, [key for key in base if key in changed])
+        return {key: fresh[key] if key in changed else _copy(value) for key, value in base.items()}
+
+    def subdir(self, config: DictConfig) -> Optional[str]:
+        """OmegaConf.select(config, "hydra.sweep.subdir") of a job config this loader derived, when it
+        is initlab's own ${initlab_job:${hydra.job.override_dirname}} (conf/hydra/output/initlab.yaml):
+        job_dirname of the override_dirname `derive` set, without the interpolation grammar (a
+        quarter of a millisecond a job). None otherwise: resolve it."""
+        entry = self.derived.get(id(config))
+        if entry is None:
+            return None
+        signature = entry[0]
+        if signature not in self.subdirs:
+            base = pickle.loads(self.bases[signature])
+            self.subdirs[signature] = OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir")
+        if self.subdirs[signature] != JOB_SUBDIR:
+            return None
+        from initlab.cli import job_dirname  # (the module that registers the resolver)
+
+        return job_dirname(config.hydra.job.override_dirname)
+
     def forget(self, config: DictConfig) -> None:
         """Drop what `plain` keeps about a job config (once its folder is written)."""
         self.derived.pop(id(config), None)
@@ -144,3 +188,44 @@ def derive(base: bytes, master_config: DictConfig, parsed: list[Override], group
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=False, enum_to_str=True) if OmegaConf.is_config(node) else node
+
+
+JOB_SUBDIR = "${initlab_job:${hydra.job.override_dirname}}"  # hydra.sweep.subdir in conf/hydra/output/initlab.yaml
+
+# An interpolation that reads no node: an environment variable with a literal default.
+_ALONE = re.compile(r"\$\{oc\.env:[^${}\\]*\}")
+
+
+def _resolved_alone(base: DictConfig) -> Optional[dict]:
+    """The task keys of `base` resolved, when no interpolation among them reads another node (only
+    ${oc.env:...} with literal arguments); else None, as when one does not resolve."""
+    keys = [key for key in base if key != "hydra"]
+    if any("${" in _ALONE.sub("", text) or "\\" in text for text in _strings({k: _plain(base[k]) for k in keys})):
+        return None
+    try:
+        return resolved(base, keys)
+    except ConfigError:
+        return None
+
+
+def _strings(node: Any):
+    """Every string in a plain container (keys too)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str):
+                yield key
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def _copy(node: Any) -> Any:
+    """A copy of a plain container (dicts and lists copied, values shared: they are immutable)."""
+    if isinstance(node, dict):
+        return {key: _copy(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_copy(value) for value in node]
+    return node

@@ -33,7 +33,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initlab import loggers, records
-from initlab.config import ConfigError, validate
+from initlab.config import ConfigError, check, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, MemberRecords, group_key
 from initlab.file_writes import BackgroundWrites
@@ -203,13 +203,17 @@ class VectorizedSweep:
             load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
             config = numbered(load(self.config, list(overrides)), num)
             try:  # the task's own config, as run() sees it (validate leaves the hydra node out)
-                settings = validate(config)
+                known = loader.settings(config) if isinstance(loader, SweepConfigs) else None
+                settings = validate(config) if known is None else check(known)
                 check_device(settings["trainer"]["device"])
             except ConfigError as e:  # fail fast, as a single run does
                 print(f"initlab: {e}", file=sys.stderr)
                 sys.exit(2)
             # The job's folder as run_job names it (os.path.join of the two, unnormalized).
-            output_dir = os.path.join(str(config.hydra.sweep.dir), str(OmegaConf.select(config, "hydra.sweep.subdir")))
+            subdir = loader.subdir(config) if isinstance(loader, SweepConfigs) else None
+            if subdir is None:
+                subdir = str(OmegaConf.select(config, "hydra.sweep.subdir"))
+            output_dir = os.path.join(str(config.hydra.sweep.dir), subdir)
             jobs.append(Job(num, list(overrides), config, settings, output_dir))
         return jobs
 

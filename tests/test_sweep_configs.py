@@ -9,6 +9,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
 import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
+from initlab.config import check, validate
 from initlab.sweep_configs import SweepConfigs
 
 from conftest import CONF
@@ -84,3 +85,48 @@ def test_plain_containers_are_the_configs(loaders):
         assert list(plain) == list(config) and list(plain["hydra"]) == list(config.hydra)  # the same order
     base = next(iter(fast.plains.values()))
     assert base["hydra"]["runtime"]["output_dir"] != "/somewhere/0"  # the shared base was not changed
+
+
+def _master(*extra):
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
+    return loader.load_configuration("config", MASTER + list(extra), RunMode.MULTIRUN)
+
+
+def test_settings_and_folders_are_what_validate_and_hydra_give(loaders, monkeypatch):
+    # The launcher takes each job's settings and folder from SweepConfigs (its base's resolved task keys,
+    # job_dirname of the override_dirname): the same as validate() and the resolved hydra.sweep.subdir.
+    monkeypatch.setenv("INITLAB_DATA", "/data/from/the/environment")
+    _, fast, _ = loaders
+    master = _master("data=mnist")  # data.source.root: ${oc.env:INITLAB_DATA,data}, which reads no node
+    for overrides in JOBS + [["+init.extra=1", "trainer.seed=1"]]:
+        config = fast.load_sweep_config(master, overrides)
+        settings = fast.settings(config)
+        if overrides[0].startswith("+"):  # composed in full: not derived
+            assert settings is None and fast.subdir(config) is None
+            continue
+        assert settings is not None and check(settings) == validate(config), overrides
+        assert settings["data"]["source"]["root"] == "/data/from/the/environment"
+        assert fast.subdir(config) == OmegaConf.select(config, "hydra.sweep.subdir"), overrides
+    # each job's settings are its own: changing one changes no other
+    a, b = (fast.settings(fast.load_sweep_config(master, o)) for o in JOBS[:2])
+    a["data"]["source"]["root"] = "changed"
+    assert b["data"]["source"]["root"] == "/data/from/the/environment"
+
+
+def test_a_task_key_that_reads_another_node_is_resolved_per_job(tmp_path):
+    # A user's model option (beside ours, as with --config-dir) whose width follows trainer.seed, which
+    # each job sets: a copy of the base's resolved model would give every job the first one's width,
+    # so these are resolved in full (settings() says None); likewise a folder name that reads a node.
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "seeded.yaml").write_text((CONF / "model" / "mlp.yaml").read_text().replace(
+        "width: 200", "width: ${trainer.seed}"))
+    search_path = create_config_search_path(str(CONF))
+    search_path.prepend("test", f"file://{tmp_path}")
+    fast = SweepConfigs(ConfigLoaderImpl(config_search_path=search_path))
+    master = fast.load_configuration("config", MASTER + ["hydra.sweep.subdir=seed${trainer.seed}"], RunMode.MULTIRUN)
+    for seed in (3, 5):
+        config = fast.load_sweep_config(master, ["model=seeded", f"trainer.seed={seed}"])
+        assert fast.settings(config) is None and fast.subdir(config) is None
+        assert validate(config)["model"]["width"] == seed
+        assert OmegaConf.select(config, "hydra.sweep.subdir") == f"seed{seed}"
+    assert fast.composed == 1  # the second job was derived all the same
