@@ -38,6 +38,8 @@ fi
 if [[ $STEPS == *profile* ]]; then
     # the recording overhead (20 % with graphs; floor 10 %): a single run's plain and record steps, kernel by kernel
     timeout 120 python3 benchmarks/profile_record_step.py --device cuda || echo "record profile: stopped ($?)"
+    # where the grid's build goes (13.9 s with its first epoch on the H200), part by part
+    timeout 90 python3 benchmarks/profile_build.py --device cuda --members 256 || echo "build profile: stopped ($?)"
     # not finished inside 240 s at 1,024 members (five groups built); 256 now, the kernel table first,
     # and bounded so the script ends with what it has
     timeout 240 python3 benchmarks/profile_group_step.py --members 256 --steps 30 || echo "profile: stopped ($?)"
