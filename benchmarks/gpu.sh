@@ -19,6 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 if [[ $STEPS == *check* ]]; then
     python3 benchmarks/check_cuda.py
+    python3 benchmarks/check_member_drift.py --device cuda
 fi
 if [[ $STEPS == *single* ]]; then
     python3 benchmarks/bench_single_run.py --device cuda --epochs 3 ${SINGLE_ARGS:-}

@@ -21,6 +21,29 @@ from initlab.model import MLP, tap
 from initlab.probes import EvaluationPass, Layers
 
 
+class StackedLinear(torch.autograd.Function):
+    """x @ W^T + b for every member at once: x (M, batch, in), W (M, out, in), b (M, out).
+
+    The forward is torch.baddbmm, as autograd would run it. The backward computes W's gradient
+    as grad^T @ x, in W's own (M, out, in) layout, as nn.Linear computes an ordinary run's:
+    autograd's backward of baddbmm(b, x, W^T) computes x^T @ grad, (M, in, out), and then
+    transposes it into W's gradient, a copy of every member's weight-sized gradient per step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        grad_x = torch.bmm(grad, w) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(1) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
 class StackedMLP:
     """M MLPs of one shape: per layer a weight (M, out, in) and a bias (M, out), all leaf tensors."""
 
@@ -39,7 +62,7 @@ class StackedMLP:
     def __call__(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
         """x: (M, batch, in) -> (M, batch, classes); with `taps`, each layer's (pre, post) too."""
         for w, b, act in zip(self.weights, self.biases, self.activations):
-            pre = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            pre = StackedLinear.apply(x, w, b)
             x = act(pre)
             tap(taps, pre, x)
         return x
