@@ -11,7 +11,8 @@ each kind of step comes (batch shape x recording on or off); afterwards a step c
 indices into the graph's input and replays it. After a record step (and the optimizer's update),
 `after()`, the recorder's after-step values, is replayed from a graph of its own. A replay reads
 and writes the memory the capture saw, so `body` must keep what outlives a step (parameters,
-gradients, optimizer state, the data) in tensors it updates in place, never rebinds. The probes'
+optimizer state, the data; the gradients, when the update runs outside the graph, as a single
+run's does) in tensors it updates in place, never rebinds. The probes'
 values of a record step are outputs of its graph; after each replay the recorder is pointed back
 at them (its probes may have seen another kind of step since).
 

@@ -80,8 +80,7 @@ class GroupTraining:
         self.rates = torch.zeros(n, device=device)  # each member's learning rate for this step (0 once frozen)
         self._rates_set: Optional[torch.Tensor] = None  # what self.rates holds, on the CPU
         self.graphs: Optional[graphs.StepGraphs] = None
-        if graphs.wanted(self.trainer, device):
-            graphs.gradients_in_place(self.net.parameters())
+        if graphs.wanted(self.trainer, device):  # (the gradients need not outlive a step: see _device_step)
             self.graphs = graphs.StepGraphs(self._device_step, self._after_values, self.recorder, device)
 
     def _rates(self) -> torch.Tensor:
@@ -165,7 +164,10 @@ class GroupTraining:
         rows = idx.flatten()  # index_select: the same rows as train_x[idx], in half the time on the CPU
         out = self.net(self.data.train_x.index_select(0, rows).view(*idx.shape, -1), taps)
         loss = F.cross_entropy(out.flatten(0, 1), self.data.train_y.index_select(0, rows), reduction="none").view(m, -1).mean(1)
-        self.net.zero_grad(set_to_none=self.graphs is None)  # a graph accumulates into the gradients it captured
+        # Gradients made anew (autograd hands each its computed gradient, no zeroing, no add), under a
+        # CUDA graph too: the update that reads them is in the same graph (PyTorch's whole-network
+        # capture), and nothing outside a step reads them.
+        self.net.zero_grad(set_to_none=True)
         loss.sum().backward()  # members are independent: each gets the gradient of its own loss
         if record:
             self.recorder.before_step(self.net.layers(taps))

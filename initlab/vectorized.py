@@ -76,8 +76,8 @@ def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> i
     shapes = layer_shapes(settings, in_features, classes)
     widths = [o for o, _ in shapes]
     params = sum(o * i + o for o, i in shapes)
-    # weights, grads, two optimizer buffers, the update-ratio snapshot, a weight gradient before it is
-    # added to .grad (held by a CUDA graph's memory pool); per-step activations and their grads.
+    # weights, grads, two optimizer buffers, the update-ratio snapshot, one weight-sized buffer more
+    # (slack: a CUDA graph's memory pool); per-step activations and their grads.
     return 4 * (6 * params + batch * (in_features + 4 * sum(widths)))
 
 
