@@ -1,0 +1,82 @@
+"""The probes on a stacked group (one batched norm per tensor) and on each member alone (one
+multi-tensor norm for all of them) record the same values; dead and saturated units as defined."""
+
+import math
+
+import torch
+
+from initlab.probes import Layers, Recorder
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda x: x}
+
+
+def stacked_layers(members: int, names: tuple[str, ...], seed: int = 0) -> Layers:
+    g = torch.Generator().manual_seed(seed)
+    dims = [12, 9, 7, 4]
+    weights = [torch.randn(members, o, i, generator=g) for i, o in zip(dims, dims[1:])]
+    biases = [torch.randn(members, o, generator=g) for o in dims[1:]]
+    taps, pre_grads = [], []
+    for o, name in zip(dims[1:], names):
+        pre = 3 * torch.randn(members, 6, o, generator=g)
+        taps.append((pre, ACTIVATIONS[name](pre)))
+        pre_grads.append(torch.randn(members, 6, o, generator=g))
+    return Layers(weights, biases, [torch.randn(w.shape, generator=g) for w in weights],
+                  [torch.randn(b.shape, generator=g) for b in biases], taps, pre_grads, list(names))
+
+
+def member(layers: Layers, k: int) -> Layers:
+    """Member k of a stacked view, as a view of its own (a stack of one, as Layers.of_model gives)."""
+    one = lambda t: None if t is None else t[k:k + 1]  # noqa: E731
+    return Layers([one(t) for t in layers.weights], [one(t) for t in layers.biases],
+                  [one(t) for t in layers.weight_grads], [one(t) for t in layers.bias_grads],
+                  [(one(p), one(q)) for p, q in layers.taps], [one(t) for t in layers.pre_grads],
+                  layers.activation_names)
+
+
+def recorded(layers: Layers, step) -> torch.Tensor:
+    recorder = Recorder()
+    recorder.before_step(layers)
+    step(layers)
+    return recorder.after_values(layers)
+
+
+def update(layers: Layers) -> None:
+    for w in layers.weights:
+        w.mul_(0.9)
+
+
+def test_a_stacked_group_records_what_each_member_records_alone():
+    layers = stacked_layers(3, ("tanh", "sigmoid", "relu"))
+    post = layers.taps[0][1]
+    post[0, :, 1] = float("nan")  # not dead: NaN is not 0
+    post[1, :, 2] = float("inf")
+    post[:, :, 3] = 0.0  # dead in every member
+    layers.bias_grads[1] = None  # no gradient yet: recorded as a zero norm
+    alone = [member(layers, k) for k in range(3)]
+    before = [w.clone() for w in layers.weights]
+    together = recorded(layers, update)
+    for w, b in zip(layers.weights, before):
+        w.copy_(b)
+    for k in range(3):
+        got = recorded(alone[k], update)
+        for w, b in zip(layers.weights, before):  # the next member's update starts from the same weights
+            w[k:k + 1].copy_(b[k:k + 1])
+        assert torch.allclose(got[0], together[k], rtol=1e-6, atol=0, equal_nan=True), k
+
+
+def test_dead_and_saturated_fractions_and_the_update_ratio():
+    layers = stacked_layers(1, ("relu", "tanh", "identity"))
+    relu_out, tanh_out = layers.taps[0][1], layers.taps[1][1]
+    relu_out[0, :, :4] = 0.0  # dead (with any unit whose 6 inputs happened to be negative)
+    relu_out[0, 0, 4] = float("nan")  # 0 everywhere else, but not dead
+    relu_out[0, 1:, 4] = 0.0
+    metrics = Recorder().metrics
+    w_before = [w.clone() for w in layers.weights]
+    values = recorded(layers, update)[0]
+    dead, sat, ratio = (metrics.index(m) for m in ("dead_fraction", "saturated_fraction", "update_ratio"))
+    assert values[0, dead] == (relu_out[0] == 0).all(0).float().mean()  # NaN == 0 is False: not dead
+    assert (relu_out[0] == 0).all(0)[:4].all() and not (relu_out[0] == 0).all(0)[4]
+    assert values[1, sat] == (tanh_out.abs() > 0.99).double().mean().float()
+    assert values[0, sat] == 0 and values[2, sat] == 0  # relu and identity do not saturate
+    for layer, (w, b) in enumerate(zip(layers.weights, w_before)):
+        assert math.isclose(values[layer, ratio], float((w - b).norm() / b.norm()), rel_tol=1e-6)
