@@ -69,7 +69,15 @@ class GroupTraining:
         n = len(members)
         self.active = torch.ones(n, dtype=torch.bool)  # still training (not diverged, not stopped)
         self.end_step = [self.total_steps] * n  # steps each member trained
-        self.curves: list[list[tuple]] = [[] for _ in range(n)]
+        self.curves: list[list[tuple]] = [[] for _ in range(n)]  # per member: its per-epoch rows
+        # The per-step and per-log-step curves of every member at once, as arrays (a row per step for
+        # 1,024 members was 300,000 tuples an epoch, made while the GPU waited): `series` takes a
+        # member's out. Per epoch (first step, epoch, losses (steps, members), rows of each member);
+        # per log step (step, epoch, learning rates, members still training).
+        self.loss_rows: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self.lr_rows: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self._lr_arrays: Optional[tuple] = None  # lr_rows stacked (steps, epochs, rates, active), made when asked
+        self._loss_arrays: Optional[tuple] = None  # loss_rows stacked (chunks, steps, epochs, losses, trained)
         self.eval_rows: list[list[tuple]] = [[] for _ in range(n)]
         self.metrics: list[dict] = [{} for _ in range(n)]
         self.status = ["completed"] * n
@@ -129,9 +137,7 @@ class GroupTraining:
                     self.recorder.append(self.graphs.after_step().clone() if self.graphs else self._after_values(),
                                          self.step - 1, epoch)
                 if log_step:
-                    rates_now = lr.tolist()
-                    for k in self.active.nonzero().flatten().tolist():
-                        self.curves[k].append((self.step - 1, epoch, "lr", rates_now[k]))
+                    self.lr_rows.append((self.step - 1, epoch, lr.numpy(), self.active.numpy().copy()))
                     bad = ~torch.isfinite(loss).cpu() & self.active
                     for k in bad.nonzero().flatten().tolist():  # as the ordinary run: stop at this log step
                         self.active[k], self.end_step[k] = False, self.step
@@ -189,9 +195,12 @@ class GroupTraining:
 
     def _end_epoch(self, epoch: int, first: int, losses: torch.Tensor, training: torch.Tensor) -> None:
         evaluate = []
+        rows = np.zeros(len(self.members), dtype=np.int64)  # each member's batch losses of this epoch
         for k in training.nonzero().flatten().tolist():
-            mine = losses[: self.end_step[k] - first, k]
-            self.curves[k] += [(first + i, epoch, "train_loss", v) for i, v in enumerate(mine.tolist())]
+            rows[k] = min(len(losses), self.end_step[k] - first)
+        self.loss_rows.append((first, epoch, losses.numpy(), rows))
+        for k in training.nonzero().flatten().tolist():
+            mine = losses[: rows[k], k]
             epoch_loss = mine.mean().item() if len(mine) else float("nan")
             if not math.isfinite(epoch_loss):
                 bad = (~torch.isfinite(mine)).nonzero()
@@ -225,13 +234,38 @@ class GroupTraining:
 
     def _tables(self, k: int, last_step: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         return _tables(*self.recorder.member_values(k, last_step), self.recorder.metrics, self.eval_rows[k],
-                       self.curves[k])
+                       self.curves[k], self.series(k))
+
+    def series(self, k: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Member k's per-step curves (train_loss, lr) as (metric, steps, epochs, values) arrays: the
+        batch losses of the steps it trained, the learning rate at each log step it was training."""
+        m = len(self.members)
+        if self._loss_arrays is None or self._loss_arrays[0] != len(self.loss_rows):  # every member's, stacked once
+            chunks = self.loss_rows or [(0, 0, np.empty((0, m), np.float32), np.zeros(m, np.int64))]
+            self._loss_arrays = (len(self.loss_rows),
+                                 np.concatenate([np.arange(f, f + len(v), dtype=np.int64) for f, _, v, _ in chunks]),
+                                 np.concatenate([np.full(len(v), e, dtype=np.int64) for _, e, v, _ in chunks]),
+                                 # (members, steps): a member's row is contiguous
+                                 np.ascontiguousarray(np.concatenate([v for _, _, v, _ in chunks]).T),
+                                 np.ascontiguousarray(np.concatenate([np.arange(len(v))[:, None] < n[None, :]
+                                                                      for _, _, v, n in chunks]).T))
+        if self._lr_arrays is None or len(self._lr_arrays[0]) != len(self.lr_rows):
+            rows = self.lr_rows or [(0, 0, np.empty(m), np.zeros(m, bool))]
+            self._lr_arrays = (np.asarray([r[0] for r in self.lr_rows], dtype=np.int64),
+                               np.asarray([r[1] for r in self.lr_rows], dtype=np.int64),
+                               np.ascontiguousarray(np.stack([r[2] for r in rows])[: len(self.lr_rows)].T),
+                               np.ascontiguousarray(np.stack([r[3] for r in rows])[: len(self.lr_rows)].T))
+        _, steps, epochs, losses, trained = self._loss_arrays
+        lr_steps, lr_epochs, rates, active = self._lr_arrays
+        mine, logged = trained[k], active[k]
+        return [("train_loss", steps[mine], epochs[mine], losses[k, mine].astype(np.float64)),
+                ("lr", lr_steps[logged], lr_epochs[logged], rates[k, logged].astype(np.float64))]
 
     def records(self, k: int) -> "MemberRecords":
         """Member k's result before its tables are made (MemberRecords.outcome makes them)."""
         values, index = self.recorder.member_values(k, self.end_step[k] - 1)
         return MemberRecords(self.status[k], self.metrics[k], values, index, self.recorder.metrics, self.eval_rows[k],
-                             self.curves[k], self.context(k), min(self.end_step[k], self.step), self.stopped[k],
+                             self.curves[k], self.series(k), self.context(k), min(self.end_step[k], self.step), self.stopped[k],
                              self.theory[k], self.jacobian[k])
 
     def outcome(self, k: int) -> Outcome:
@@ -243,12 +277,14 @@ class GroupTraining:
         return self._jacobian.result()
 
 
-def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: list[tuple],
+            series: list[tuple] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A member's (layers, curves) tables from what it recorded (Recorder.member_values, its evaluation
-    rows and its curve rows)."""
+    rows, its curve rows and its per-step curves as arrays, GroupTraining.series)."""
     layers = pd.concat([table_of(values, index, metrics), records.layers_frame(eval_rows)],
                        ignore_index=True)  # both typed as records.LAYER_TYPES
-    curves = records.curves_frame(curves).sort_values(["metric", "step"], kind="stable", ignore_index=True)
+    parts = [records.curves_frame(curves)] + [records.curves_of(*s) for s in series]
+    curves = pd.concat(parts, ignore_index=True).sort_values(["metric", "step"], kind="stable", ignore_index=True)
     return layers, curves
 
 
@@ -265,6 +301,7 @@ class MemberRecords:
     metric_names: list[str]
     eval_rows: list[tuple]
     curves: list[tuple]
+    series: list[tuple]  # (metric, steps, epochs, values) arrays: GroupTraining.series
     context: Context
     steps: int
     stopped: Optional[dict]
@@ -272,7 +309,7 @@ class MemberRecords:
     jacobian: Optional[dict]
 
     def outcome(self) -> Outcome:
-        layers, curves = _tables(self.values, self.index, self.metric_names, self.eval_rows, self.curves)
+        layers, curves = _tables(self.values, self.index, self.metric_names, self.eval_rows, self.curves, self.series)
         return Outcome(self.status, self.metrics, theory.with_predictions(self.theory, layers), curves, self.context,
                        self.steps, self.stopped, theory=self.theory, jacobian=self.jacobian)
 

@@ -254,6 +254,7 @@ class Recorder:
         self._index: list[tuple[int, int]] = []
         self._pending: list[Optional[torch.Tensor]] = []
         self._host: Optional[np.ndarray] = None  # every value on the CPU, (steps, members, layers, metrics)
+        self._host_index: Optional[np.ndarray] = None  # _index as an array, (steps, 2), made with _host
 
     def before_step(self, layers: Layers) -> None:
         with torch.no_grad():
@@ -296,12 +297,16 @@ class Recorder:
     def member_values(self, member: int = 0, last_step: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """One member's values up to `last_step`, (steps, layers, metrics) in float64, and each row's
         (step, epoch): what `table` makes a table of."""
-        keep = [i for i, (step, _) in enumerate(self._index) if last_step is None or step <= last_step]
-        if not keep:
+        if not self._values:
             return np.empty((0, 0, len(self.metrics))), np.empty((0, 2), dtype=np.int64)
         if self._host is None:  # one copy from the device serves every member's table
             self._host = torch.stack(self._values).cpu().numpy().astype(np.float64)
-        return self._host[keep, member], np.asarray([self._index[i] for i in keep], dtype=np.int64)
+            self._host_index = np.asarray(self._index, dtype=np.int64)
+        # log steps are recorded in order: those up to last_step are the first n
+        n = len(self._index) if last_step is None else int(np.searchsorted(self._host_index[:, 0], last_step, "right"))
+        if not n:
+            return np.empty((0, 0, len(self.metrics))), np.empty((0, 2), dtype=np.int64)
+        return self._host[:n, member], self._host_index[:n]
 
     def table(self, member: int = 0, last_step: Optional[int] = None) -> pd.DataFrame:
         """One member's records as a tidy table (step, epoch, layer, metric, value), up to `last_step`."""

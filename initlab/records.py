@@ -62,6 +62,13 @@ def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
     return _frame(list(rows), CURVE_COLUMNS, CURVE_TYPES)
 
 
+def curves_of(metric: str, steps: np.ndarray, epochs: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """A curves table of one metric from its arrays (as curves_frame makes it from rows)."""
+    return pd.DataFrame({"step": np.asarray(steps, dtype="int64"), "epoch": np.asarray(epochs, dtype="int64"),
+                         "metric": pd.Series([metric] * len(steps), dtype="str"),
+                         "value": np.asarray(values, dtype="float64")})
+
+
 def lock_job(folder: Path, wait: bool = True) -> Optional[FileLock]:
     """Take the lock on one job's folder, held while a process decides whether the job is finished,
     trains it and writes its records: two processes resuming one sweep train each job once.
