@@ -9,7 +9,8 @@
 #   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
 #   for f in $INITLAB_DATA/MNIST/raw/*; do gzip -c $f > .gpu_data/MNIST/raw/$(basename $f).gz; done
 # Run with `carry: [.whl, .gpu_data]`. Output: stdout, and the sweeps' logs under $OUT (if set).
-# STEPS picks parts (default: check single grid profile; also: sweep)
+# STEPS picks parts (default: check single grid profile; also: sweep). All of it takes more than one
+# call's 10 minutes: run it as two calls, STEPS='check grid' then STEPS='single profile'.
 set -euo pipefail
 STEPS=${STEPS:-"check single grid profile"}
 [[ -d /tmp/site/hydra ]] || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl

@@ -15,6 +15,7 @@ of which the epoch is ~4.7 s: this says where the rest goes.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from collections import defaultdict
@@ -41,8 +42,12 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     inits, lrs = INITS.split(","), LRS.split(",")
-    members = [validate(config(f"init={inits[k % len(inits)]}", f"lr.value={lrs[k // len(inits) % len(lrs)]}",
-                               f"trainer.seed={k}", f"trainer.device={args.device}")) for k in range(args.members)]
+    per_init = [validate(config(f"init={i}", f"trainer.device={args.device}")) for i in inits]  # composed once each
+    members = []
+    for k in range(args.members):
+        s = copy.deepcopy(per_init[k % len(inits)])
+        s["lr"]["value"], s["trainer"]["seed"] = float(lrs[k // len(inits) % len(lrs)]), k
+        members.append(s)
     data = datasets.load(members[0]["data"], device)
 
     def sync() -> None:
