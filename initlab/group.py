@@ -196,10 +196,9 @@ class GroupTraining:
     def _end_epoch(self, epoch: int, first: int, losses: torch.Tensor, training: torch.Tensor) -> None:
         evaluate = []
         rows = np.zeros(len(self.members), dtype=np.int64)  # each member's batch losses of this epoch
-        for k in training.nonzero().flatten().tolist():
-            rows[k] = min(len(losses), self.end_step[k] - first)
         self.loss_rows.append((first, epoch, losses.numpy(), rows))
         for k in training.nonzero().flatten().tolist():
+            rows[k] = min(len(losses), self.end_step[k] - first)
             mine = losses[: rows[k], k]
             epoch_loss = mine.mean().item() if len(mine) else float("nan")
             if not math.isfinite(epoch_loss):
@@ -241,22 +240,20 @@ class GroupTraining:
         batch losses of the steps it trained, the learning rate at each log step it was training."""
         m = len(self.members)
         if self._loss_arrays is None or self._loss_arrays[0] != len(self.loss_rows):  # every member's, stacked once
-            chunks = self.loss_rows or [(0, 0, np.empty((0, m), np.float32), np.zeros(m, np.int64))]
-            self._loss_arrays = (len(self.loss_rows),
-                                 np.concatenate([np.arange(f, f + len(v), dtype=np.int64) for f, _, v, _ in chunks]),
-                                 np.concatenate([np.full(len(v), e, dtype=np.int64) for _, e, v, _ in chunks]),
-                                 # (members, steps): a member's row is contiguous
-                                 np.ascontiguousarray(np.concatenate([v for _, _, v, _ in chunks]).T),
-                                 np.ascontiguousarray(np.concatenate([np.arange(len(v))[:, None] < n[None, :]
-                                                                      for _, _, v, n in chunks]).T))
-        if self._lr_arrays is None or len(self._lr_arrays[0]) != len(self.lr_rows):
-            rows = self.lr_rows or [(0, 0, np.empty(m), np.zeros(m, bool))]
-            self._lr_arrays = (np.asarray([r[0] for r in self.lr_rows], dtype=np.int64),
-                               np.asarray([r[1] for r in self.lr_rows], dtype=np.int64),
-                               np.ascontiguousarray(np.stack([r[2] for r in rows])[: len(self.lr_rows)].T),
-                               np.ascontiguousarray(np.stack([r[3] for r in rows])[: len(self.lr_rows)].T))
+            chunks = self.loss_rows
+            self._loss_arrays = (len(chunks),
+                                 np.concatenate([np.arange(f, f + len(v)) for f, _, v, _ in chunks] + [[]]).astype(np.int64),
+                                 np.concatenate([np.full(len(v), e) for _, e, v, _ in chunks] + [[]]).astype(np.int64),
+                                 *_by_member([v for _, _, v, _ in chunks],
+                                             [np.arange(len(v))[:, None] < n[None, :] for _, _, v, n in chunks], m))
+        if self._lr_arrays is None or self._lr_arrays[0] != len(self.lr_rows):
+            rows = self.lr_rows
+            self._lr_arrays = (len(rows), np.asarray([r[0] for r in rows], dtype=np.int64),
+                               np.asarray([r[1] for r in rows], dtype=np.int64),
+                               *_by_member([np.stack([r[2] for r in rows])] if rows else [],
+                                           [np.stack([r[3] for r in rows])] if rows else [], m))
         _, steps, epochs, losses, trained = self._loss_arrays
-        lr_steps, lr_epochs, rates, active = self._lr_arrays
+        _, lr_steps, lr_epochs, rates, active = self._lr_arrays
         mine, logged = trained[k], active[k]
         return [("train_loss", steps[mine], epochs[mine], losses[k, mine].astype(np.float64)),
                 ("lr", lr_steps[logged], lr_epochs[logged], rates[k, logged].astype(np.float64))]
@@ -275,6 +272,14 @@ class GroupTraining:
     def jacobian(self) -> list[Optional[dict]]:
         """Each member's Jacobian spectrum at init (jacobian.summary_of), once the thread has it."""
         return self._jacobian.result()
+
+
+def _by_member(values: list[np.ndarray], kept: list[np.ndarray], members: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of (rows, members) values, and whether each member has each row, joined and turned
+    (members, rows): a member's row is contiguous."""
+    if not values:
+        return np.empty((members, 0)), np.zeros((members, 0), dtype=bool)
+    return np.ascontiguousarray(np.concatenate(values).T), np.ascontiguousarray(np.concatenate(kept).T)
 
 
 def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: list[tuple],

@@ -43,8 +43,9 @@ def saturated_count(name: str, post: torch.Tensor, start_dim: int = 0) -> torch.
 
 
 def dead_units(post: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of units whose output is exactly zero for every sample (the second-last dim)."""
-    return (post == 0).all(-2)
+    """Boolean mask of units whose output is exactly zero for every sample (the second-last dim):
+    the largest |output| is 0, one reduction (NaN and inf are not 0)."""
+    return torch.linalg.vector_norm(post, ord=float("inf"), dim=-2) == 0
 
 
 class EvaluationPass:
@@ -196,6 +197,7 @@ class UpdateRatio(Probe):
 
     def __init__(self) -> None:
         self._before: list[torch.Tensor] = []  # the weights before the step, in buffers kept across steps
+        self._before_norms: Optional[torch.Tensor] = None  # their norms, (M, layers)
 
     def before_step(self, layers):
         weights = [w.detach() for w in layers.weights]
@@ -229,8 +231,7 @@ class Activations(Probe):
         for (pre, post), name in zip(layers.taps, layers.activation_names):
             flat_post = post.flatten(1)
             std, mean = torch.std_mean(flat_post, dim=1)
-            # Dead: the largest |output| over the batch is 0 (one reduction; NaN and inf are not 0).
-            dead = torch.mean(torch.linalg.vector_norm(post, ord=float("inf"), dim=-2) == 0, dim=-1, dtype=std.dtype)
+            dead = torch.mean(dead_units(post), dim=-1, dtype=std.dtype)
             rule = SATURATED.get(name)
             if rule is not None:
                 sat = torch.mean(rule(flat_post), dim=1, dtype=std.dtype)
