@@ -131,7 +131,12 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
     acc = curves[curves.metric == "test_accuracy"][["run", "step", "value"]].assign(value=lambda t: 100 * t.value)
     loss, acc = with_init(loss, sweep, chosen), with_init(acc, sweep, chosen)
     bands = [fx.band(loss, ["facet", "init", "step"]), fx.band(acc, ["facet", "init", "step"])]
-    fig, axes, cols = grid(len(chosen.shown), rows_per_facet=2, title_lines=2 if chosen.note else 1)
+    # A run that diverged before its first evaluation has a loss curve and no test accuracy: say so.
+    without = len(set(loss.run) - set(acc.run[acc.value.map(math.isfinite)]))
+    gap = (f"accuracy panels without the {without} run{'s' if without > 1 else ''} that diverged before "
+           f"{'their' if without > 1 else 'its'} first evaluation") if without else ""
+    note = "; ".join(part for part in (chosen.note, gap) if part)
+    fig, axes, cols = grid(len(chosen.shown), rows_per_facet=2, title_lines=2 if note else 1)
     for i, facet in enumerate(chosen.shown):
         r, c = 2 * (i // cols), i % cols
         for row, (data, ylabel) in enumerate(zip(bands, ("training loss (batch mean)", "test accuracy (%)"))):
@@ -144,8 +149,8 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
                 ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
     hide_unused(axes, len(chosen.shown), cols, rows_per_facet=2)
     legend(fig, palette, sorted(set(loss.init)))
-    title(fig, f"Training loss and test accuracy ({fx.band_words(loss, ['facet', 'init', 'step'])})", chosen.note)
-    return save(fig, path, chosen.note)
+    title(fig, f"Training loss and test accuracy ({fx.band_words(loss, ['facet', 'init', 'step'])})", note)
+    return save(fig, path, note)
 
 
 def moments(table: pd.DataFrame) -> pd.DataFrame:

@@ -161,3 +161,16 @@ def test_theory_figures_of_a_sigma_w_by_depth_sweep(tmp_path):
 def test_a_sweep_without_theory_keys_draws_no_theory_grid(sweep_dir):
     figures = sweep_dir / "report" / "figures"
     assert not (figures / "edge_of_chaos.png").exists() and not (figures / "jacobian_depth.png").exists()
+
+
+def test_curves_say_which_runs_have_no_test_accuracy(sweep_dir, tmp_path):
+    # A run that diverged before its first evaluation has a loss curve and no accuracy point: the
+    # curves figure says so, on the figure and on the page.
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, sweep, ignore=shutil.ignore_patterns("report"))
+    diverged = run(make_config(*SMALL, "init=normal", "init.std=10", "lr.value=100", "trainer.batch_size=50",
+                               "trainer.max_steps=12", "trainer.log_every=2"), output_dir=sweep / "9")  # one epoch
+    assert diverged.status == "diverged"
+    page = (write_report([sweep]).out / "report.md").read_text()
+    assert "accuracy panels without the 1 run that diverged before its first evaluation" in page
+    assert "diverged before" not in (write_report([sweep_dir], tmp_path / "clean").out / "report.md").read_text()
