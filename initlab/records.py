@@ -48,8 +48,13 @@ def _frame(rows: list[tuple], columns: list[str], types: dict[str, str]) -> pd.D
     """A typed table from rows, built column by column (pandas' row-wise construction and
     astype took a tenth of a vectorized member's records)."""
     values = list(zip(*rows)) if rows else [()] * len(columns)
+    return _typed(dict(zip(columns, values)), types)
+
+
+def _typed(columns: dict, types: dict[str, str]) -> pd.DataFrame:
+    """A table of `columns` (name -> values), each as its type in `types` says."""
     return pd.DataFrame({c: pd.Series(v, dtype=types[c]) if types[c] == "str" else np.asarray(v, dtype=types[c])
-                         for c, v in zip(columns, values)})
+                         for c, v in columns.items()})
 
 
 def layers_frame(rows: list[tuple] = ()) -> pd.DataFrame:
@@ -64,9 +69,7 @@ def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
 
 def curves_of(metric: str, steps: np.ndarray, epochs: np.ndarray, values: np.ndarray) -> pd.DataFrame:
     """A curves table of one metric from its arrays (as curves_frame makes it from rows)."""
-    return pd.DataFrame({"step": np.asarray(steps, dtype="int64"), "epoch": np.asarray(epochs, dtype="int64"),
-                         "metric": pd.Series([metric] * len(steps), dtype="str"),
-                         "value": np.asarray(values, dtype="float64")})
+    return _typed({"step": steps, "epoch": epochs, "metric": [metric] * len(steps), "value": values}, CURVE_TYPES)
 
 
 def lock_job(folder: Path, wait: bool = True) -> Optional[FileLock]:

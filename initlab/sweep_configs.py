@@ -46,6 +46,7 @@ class SweepConfigs:
         self.derived: dict[int, tuple[tuple, set[str]]] = {}  # id(job config) -> (signature, top-level keys set)
         self.resolved_bases: dict[tuple, Optional[dict]] = {}  # the base's task keys resolved, per signature (settings)
         self.subdirs: dict[tuple, Any] = {}  # the base's hydra.sweep.subdir, unresolved, per signature
+        self.base_configs: dict[tuple, DictConfig] = {}  # the bases unpickled, for reading only (_base)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)  # everything else is the wrapped loader's
@@ -121,7 +122,7 @@ class SweepConfigs:
             return None
         signature, changed = entry
         if signature not in self.plains:
-            self.plains[signature] = _plain(pickle.loads(self.bases[signature]))
+            self.plains[signature] = _plain(self._base(signature))
         base = self.plains[signature]
         plain = {**base, **{key: _plain(config[key]) for key in changed}}
         plain["hydra"] = {**base["hydra"], **{key: _plain(config.hydra[key]) for key in ("job", "runtime", "overrides")}}
@@ -138,7 +139,7 @@ class SweepConfigs:
             return None
         signature, changed = entry
         if signature not in self.resolved_bases:
-            self.resolved_bases[signature] = _resolved_alone(pickle.loads(self.bases[signature]))
+            self.resolved_bases[signature] = _resolved_alone(self._base(signature))
         base = self.resolved_bases[signature]
         if base is None:
             return None
@@ -155,13 +156,19 @@ class SweepConfigs:
             return None
         signature = entry[0]
         if signature not in self.subdirs:
-            base = pickle.loads(self.bases[signature])
-            self.subdirs[signature] = OmegaConf.to_container(base.hydra.sweep, resolve=False).get("subdir")
+            self.subdirs[signature] = OmegaConf.to_container(self._base(signature).hydra.sweep, resolve=False).get("subdir")
         if self.subdirs[signature] != JOB_SUBDIR:
             return None
         from initlab.cli import job_dirname  # (the module that registers the resolver)
 
         return job_dirname(config.hydra.job.override_dirname)
+
+    def _base(self, signature: tuple) -> DictConfig:
+        """The base of a signature, unpickled once for what plain(), settings() and subdir() read of it
+        (none of them changes it)."""
+        if signature not in self.base_configs:
+            self.base_configs[signature] = pickle.loads(self.bases[signature])
+        return self.base_configs[signature]
 
     def forget(self, config: DictConfig) -> None:
         """Drop what `plain` keeps about a job config (once its folder is written)."""
