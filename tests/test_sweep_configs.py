@@ -130,3 +130,25 @@ def test_a_task_key_that_reads_another_node_is_resolved_per_job(tmp_path):
         assert validate(config)["model"]["width"] == seed
         assert OmegaConf.select(config, "hydra.sweep.subdir") == f"seed{seed}"
     assert fast.composed == 1  # the second job was derived all the same
+
+
+def test_a_loader_sent_with_a_groups_bases_derives_its_jobs_there(loaders):
+    # cluster.GroupTask: the launcher goes to a submitit job pickled, its loader with it, and the bases
+    # its group's configs derive from go beside it; there the jobs derive as here, none composed in full.
+    import pickle
+
+    plain, fast, master = loaders
+    configs = [fast.load_sweep_config(master, overrides) for overrides in JOBS]
+    group = JOBS[:6]  # kaiming_normal's 6 jobs: one base
+    bases = fast.bases_for(configs[:6])
+    assert len(bases) == 1 and len(fast.bases) == 3
+    there = pickle.loads(pickle.dumps(fast))
+    assert there.bases == {} and there.groups == fast.groups and there.checked == {}  # no cache travels
+    there.add_bases(bases)
+    for overrides in group:
+        assert container(there.for_launch(master, overrides)) == container(plain.load_sweep_config(master, overrides))
+    assert there.composed == 0
+    # without the bases it still makes them, composing in full
+    bare = pickle.loads(pickle.dumps(fast))
+    assert container(bare.for_launch(master, group[0])) == container(plain.load_sweep_config(master, group[0]))
+    assert bare.composed == 1

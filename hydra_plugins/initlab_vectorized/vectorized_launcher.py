@@ -53,6 +53,15 @@ if BaseSubmititLauncher is not None:
             self.max_group_size, self.memory_fraction = max_group_size, memory_fraction
             self.parallel_groups, self.devices, self.write_workers = parallel_groups, None, write_workers
 
+        def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+            super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+            if getattr(task_function, "__module__", None) == "initlab.cli":
+                from initlab.vectorized import fast_composition
+
+                # As the in-process launcher: the sweeper's check and the plan derive the job configs
+                # (one composition per set of group choices), and each group's job derives its own.
+                fast_composition(hydra_context, task_function)
+
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             from initlab.vectorized import is_initlab_training
 
