@@ -123,6 +123,7 @@ def _collect(sweep: VectorizedSweep, plan: list, submitted: list, returns: dict[
         try:
             for num, result in job.results()[0]:
                 returns[num] = result
+            COLLECTIONS.settle()  # (nothing trains in this process) the JobReturns live to the end
         except Exception as e:  # timed out, preempted past its requeues, cancelled, killed, out of memory
             what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             log.error(f"submitit job {job.job_id} ended without its group's records ({type(e).__name__}: {what}); "

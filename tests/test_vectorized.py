@@ -195,3 +195,25 @@ def test_kill_during_a_later_group_keeps_the_finished_groups_and_resumes(tmp_pat
     assert len(after) == 6 and {n: after[n].stat().st_mtime_ns for n in before} == before
     runs = load([sweep]).runs
     assert sorted(runs.status) == ["completed"] * 6 and not list(sweep.rglob("*.tmp*"))
+
+
+def test_collections_pause_the_oldest_generation_while_planning_only():
+    # vectorized.FewerCollections: no full collection while the plan's configs pile up; once settled
+    # they are frozen and full collections run again (a finished group's cyclic garbage, GPU memory
+    # among it, must not wait for the sweep's end); stop() puts everything back.
+    import gc
+
+    from initlab.vectorized import FewerCollections
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    collections = FewerCollections(threshold=50_000, planning_threshold=1_000_000)
+    try:
+        collections.start()
+        assert gc.get_threshold() == (max(before[0], 50_000), before[1], 1_000_000)
+        planned = [{"config": k} for k in range(1000)]  # alive from the plan to the end
+        collections.settle()
+        assert gc.get_threshold() == (max(before[0], 50_000), *before[1:])
+        assert gc.get_freeze_count() >= frozen + len(planned)
+    finally:
+        collections.stop()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
