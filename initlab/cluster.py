@@ -98,6 +98,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         executor = executor_for(launcher)
         state = Singleton.get_state()
         tasks = [GroupTask(launcher, group, state) for group in plan]
+        sweep.release_configs([j for group in plan for j in group])  # their jobs make them again
         at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(tasks)
         submitted: list = []
         for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
@@ -135,6 +136,7 @@ def _record_lost(sweep: VectorizedSweep, group: list, job, error: BaseException,
     lost = RuntimeError(f"submitit job {job.job_id} ended without writing this run's records: "
                         f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
     for member in group:
+        sweep.config_of(member)  # (released when the group was submitted)
         if finished_before(member.folder, member.settings) is not None:  # written before the job died
             sweep._write_members([(member, None)], returns)
             continue

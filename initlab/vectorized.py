@@ -54,7 +54,7 @@ BUILDING = threading.Lock()
 class Job:
     num: int
     overrides: list[str]
-    config: DictConfig
+    config: Optional[DictConfig]  # None once released (VectorizedSweep.release_configs)
     settings: dict
     output_dir: str  # the job's folder as Hydra's run_job spells it
 
@@ -306,6 +306,23 @@ class VectorizedSweep:
         finally:
             self.writers.close()
         return [returns[j.num] for j in jobs]
+
+    def release_configs(self, jobs: list[Job]) -> None:
+        """Let jobs' configs go until `config_of` makes them again (~150 KB each: a process that
+        submits 10,000 jobs elsewhere need not hold them while they run)."""
+        loader = self.launcher.hydra_context.config_loader
+        for job in jobs:
+            if isinstance(loader, SweepConfigs):
+                loader.forget(job.config)
+            job.config = None
+
+    def config_of(self, job: Job) -> DictConfig:
+        """A job's config, made again (as _jobs made it) if it was released."""
+        if job.config is None:
+            loader = self.launcher.hydra_context.config_loader
+            load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
+            job.config = numbered(load(self.config, list(job.overrides)), job.num)
+        return job.config
 
     def start_writers(self, jobs: list[Job], plan: list[list[Job]]) -> None:
         """Start the processes that write job folders (member_writes.py) now, while groups train, when
