@@ -109,6 +109,17 @@ def numbered(config: DictConfig, num: int) -> DictConfig:
     return config
 
 
+def job_ranges(nums: list[int]) -> str:
+    """Job numbers as runs of consecutive ones: "#0-#255" for a group of 256, "#1, #3-#5" otherwise."""
+    runs: list[list[int]] = []
+    for num in nums:
+        if runs and num == runs[-1][1] + 1:
+            runs[-1][1] = num
+        else:
+            runs.append([num, num])
+    return ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs)
+
+
 def chunks(jobs: list[Job], size: int) -> list[list[Job]]:
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
@@ -154,6 +165,13 @@ class FewerCollections:
         if self.before is not None:
             gc.freeze()
             gc.set_threshold(max(self.before[0], self.threshold), *self.before[1:])
+
+    def collect(self) -> None:
+        """Free what was let go since it was frozen (a full collection, once), then settle again."""
+        if self.before is not None:
+            gc.unfreeze()
+            gc.collect()
+            self.settle()
 
     def stop(self) -> None:
         if self.before is not None:
@@ -315,6 +333,7 @@ class VectorizedSweep:
             if isinstance(loader, SweepConfigs):
                 loader.forget(job.config)
             job.config = None
+        COLLECTIONS.collect()  # they were frozen with the plan (settle): freed only by a collection
 
     def config_of(self, job: Job) -> DictConfig:
         """A job's config, made again (as _jobs made it) if it was released."""
@@ -361,7 +380,7 @@ class VectorizedSweep:
         group, done_meanwhile, busy, locks = self._claim(planned)
         self._write_members([(job, None) for job in done_meanwhile], returns)
         if group:
-            log.info(f"group {n}/{total}: {len(group)} members, jobs #{', #'.join(str(j.num) for j in group)}"
+            log.info(f"group {n}/{total}: {len(group)} members, jobs {job_ranges([j.num for j in group])}"
                      + (f" ({len(busy)} running in another process)" if busy else ""))
         return group, busy, locks
 

@@ -214,6 +214,30 @@ def test_collections_pause_the_oldest_generation_while_planning_only():
         collections.settle()
         assert gc.get_threshold() == (max(before[0], 50_000), *before[1:])
         assert gc.get_freeze_count() >= frozen + len(planned)
+        # a config let go after it was frozen (cluster.py releases the submitted jobs'): freed by collect()
+        import weakref
+
+        class Config(dict):
+            pass
+
+        let_go = Config()
+        let_go["self"] = let_go  # a cycle, as an OmegaConf node's parent link makes
+        collections.settle()
+        alive = weakref.ref(let_go)
+        del let_go
+        gc.collect()
+        assert alive() is not None  # frozen: no collection sees it
+        collections.collect()
+        assert alive() is None
+        assert gc.get_threshold() == (max(before[0], 50_000), *before[1:])
     finally:
         collections.stop()
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_groups_job_numbers_read_as_ranges():
+    from initlab.vectorized import job_ranges
+
+    assert job_ranges(list(range(256))) == "#0-#255"
+    assert job_ranges([1, 3, 4, 5, 9]) == "#1, #3-#5, #9"
+    assert job_ranges([7]) == "#7"
