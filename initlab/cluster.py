@@ -98,7 +98,6 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         executor = executor_for(launcher)
         state = Singleton.get_state()
         tasks = [GroupTask(launcher, group, state) for group in plan]
-        sweep.release_configs([j for group in plan for j in group])  # their jobs make them again
         at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(tasks)
         submitted: list = []
         for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
@@ -106,6 +105,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
             log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
                      f"(logs in {launcher.params['submitit_folder']})")
+            if start == 0:  # their jobs make them again; freeing them (~1 ms each) overlaps the first groups
+                sweep.release_configs([j for group in plan for j in group])
             if launcher._EXECUTOR == "local":
                 _collect(sweep, plan[start:start + len(wave)], wave, returns)
             else:
