@@ -230,10 +230,9 @@ class VectorizedSweep:
 
     def _jobs(self, job_overrides: Sequence[Sequence[str]], nums: Sequence[int]) -> list[Job]:
         jobs = []
+        loader = self.launcher.hydra_context.config_loader
         for num, overrides in zip(nums, job_overrides):
-            loader = self.launcher.hydra_context.config_loader
-            load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
-            config = numbered(load(self.config, list(overrides)), num)
+            config = self._config(overrides, num)
             try:  # the task's own config, as run() sees it (validate leaves the hydra node out)
                 known = loader.settings(config) if isinstance(loader, SweepConfigs) else None
                 settings = validate(config) if known is None else check(known)
@@ -248,6 +247,12 @@ class VectorizedSweep:
             output_dir = os.path.join(str(config.hydra.sweep.dir), subdir)
             jobs.append(Job(num, list(overrides), config, settings, output_dir))
         return jobs
+
+    def _config(self, overrides: Sequence[str], num: int) -> DictConfig:
+        """A job's config, numbered: from SweepConfigs when the launcher installed it, else Hydra's loader."""
+        loader = self.launcher.hydra_context.config_loader
+        load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
+        return numbered(load(self.config, list(overrides)), num)
 
     def _group_size(self, job: Job) -> int:
         """Members per stacked group: as set, or as many as the free memory of the job's device holds
@@ -338,9 +343,7 @@ class VectorizedSweep:
     def config_of(self, job: Job) -> DictConfig:
         """A job's config, made again (as _jobs made it) if it was released."""
         if job.config is None:
-            loader = self.launcher.hydra_context.config_loader
-            load = loader.for_launch if isinstance(loader, SweepConfigs) else loader.load_sweep_config
-            job.config = numbered(load(self.config, list(job.overrides)), job.num)
+            job.config = self._config(job.overrides, job.num)
         return job.config
 
     def start_writers(self, jobs: list[Job], plan: list[list[Job]]) -> None:

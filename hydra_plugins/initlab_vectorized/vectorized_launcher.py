@@ -10,6 +10,16 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 
+def _fast_composition(hydra_context: HydraContext, task_function: TaskFunction) -> None:
+    """For initlab's training task (initlab not imported otherwise: this module stays light), the
+    sweeper's check of the batch and the launcher's plan derive the job configs from one
+    composition per set of group choices (initlab.vectorized.fast_composition)."""
+    if getattr(task_function, "__module__", None) == "initlab.cli":
+        from initlab.vectorized import fast_composition
+
+        fast_composition(hydra_context, task_function)
+
+
 class VectorizedLauncher(Launcher):
     """Train a multirun's compatible initlab jobs together as stacked models (initlab.vectorized)."""
 
@@ -24,11 +34,7 @@ class VectorizedLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-        if getattr(task_function, "__module__", None) == "initlab.cli":
-            from initlab.vectorized import fast_composition
-
-            # The sweeper checks the batch with the same loader before launch(): both get the fast path.
-            fast_composition(hydra_context, task_function)
+        _fast_composition(hydra_context, task_function)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from initlab import vectorized
@@ -55,12 +61,7 @@ if BaseSubmititLauncher is not None:
 
         def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
             super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-            if getattr(task_function, "__module__", None) == "initlab.cli":
-                from initlab.vectorized import fast_composition
-
-                # As the in-process launcher: the sweeper's check and the plan derive the job configs
-                # (one composition per set of group choices), and each group's job derives its own.
-                fast_composition(hydra_context, task_function)
+            _fast_composition(hydra_context, task_function)  # each group's job derives its own too (cluster.py)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             from initlab.vectorized import is_initlab_training
