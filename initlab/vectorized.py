@@ -137,7 +137,7 @@ class FewerCollections:
 
     While the sweep is planned (the sweeper's check, the launcher's jobs) the oldest generation
     is not collected at all: each of its collections traversed every config made so far, 14 s of
-    pauses (2.2, 4.5, 7.2 s) in the first minute of a 10,000-job study. Once the plan is made
+    pauses (2.2, 4.5, 7.2 s) in the first 75 s of a 10,000-job study. Once the plan is made
     (`settle`), what is alive is frozen (it lives to the sweep's end) and the oldest generation
     is collected as usual again, over what the training makes. A submitting process that trains
     nothing (cluster.py) settles again after each group's JobReturns.
