@@ -106,10 +106,10 @@ def records(folder: Path) -> dict:
     return out
 
 
-def values(folder: Path) -> np.ndarray:
-    """Every number a run recorded: its per-layer statistics and its curves, in file order."""
-    return np.concatenate([pd.read_parquet(folder / f)["value"].to_numpy(float)
-                           for f in ("layers.parquet", "curves.parquet")])
+def tables(folder: Path) -> tuple[list[pd.DataFrame], np.ndarray]:
+    """A run's per-layer statistics and curves: their rows without the values, and every value, in file order."""
+    frames = [pd.read_parquet(folder / f) for f in ("layers.parquet", "curves.parquet")]
+    return [t.drop(columns="value") for t in frames], np.concatenate([t["value"].to_numpy(float) for t in frames])
 
 
 def compare(a: Path, b: Path, rtol: float = 1e-6) -> dict:
@@ -118,9 +118,9 @@ def compare(a: Path, b: Path, rtol: float = 1e-6) -> dict:
     result = {"compared": 0, "exact": 0, "max_rel": 0.0, "differ": sorted(set(ra) ^ set(rb))}
     for name in sorted(set(ra) & set(rb)):
         (sa, ha, fa), (sb, hb, fb) = ra[name], rb[name]
-        va, vb = values(fa), values(fb)
+        (rows_a, va), (rows_b, vb) = tables(fa), tables(fb)
         result["compared"] += 1
-        if (sa, ha) != (sb, hb) or va.shape != vb.shape:
+        if (sa, ha) != (sb, hb) or not all(x.equals(y) for x, y in zip(rows_a, rows_b)):
             result["differ"].append(name)
             continue
         if np.array_equal(va, vb, equal_nan=True):
@@ -157,9 +157,11 @@ def main() -> None:
     kill_at = int(args.kill_after * n)
     killed = run(command(out / "resumed", args.seeds, extra), out / "killed.log", kill_at, out / "resumed")
     left = finished(out / "resumed")
+    if not killed["killed"]:
+        print(f"\n2. the study in a new folder ended (rc {killed['rc']}) before {kill_at} runs finished: no kill to resume from")
+        return
     print(f"\n2. same study in a new folder, killed (SIGKILL, whole process group) after {killed['seconds']:.1f} s "
           f"with {left} of {n} runs finished")
-    wall_start = time.time()
     resumed = run(command(out / "resumed", args.seeds, extra), out / "resumed.log")
     said = re.search(r"Vectorized on submitit \(local\): (.*)", resumed["text"])
     print(f"   the same command again: {resumed['seconds']:.1f} s (rc {resumed['rc']}); "
