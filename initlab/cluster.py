@@ -14,6 +14,8 @@ command with hydra.sweep.dir) trains them again: resume is by config identity, a
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -37,20 +39,24 @@ class GroupTask:
     milliseconds each; without, Hydra composes each in full (~80 ms: 20 s for a group of 256).
     """
 
-    def __init__(self, launcher, group: list, singleton_state: dict) -> None:
-        self.launcher, self.singleton_state = launcher, singleton_state
+    def __init__(self, launcher, group: list, singleton_state: dict, slot: int = 0) -> None:
+        self.launcher, self.singleton_state, self.slot = launcher, singleton_state, slot
         self.overrides, self.nums = [j.overrides for j in group], [j.num for j in group]
         loader = launcher.hydra_context.config_loader
         self.bases = loader.bases_for([j.config for j in group]) if isinstance(loader, SweepConfigs) else {}
 
     def __call__(self) -> list[tuple[int, JobReturn]]:
         Singleton.set_state(self.singleton_state)
+        take_share_of_cores(self.launcher, self.slot)
+        carry_the_end_past_handlers()
         loader = self.launcher.hydra_context.config_loader
         if isinstance(loader, SweepConfigs):
             loader.add_bases(self.bases)
         COLLECTIONS.start()
         try:
             returns = VectorizedSweep(self.launcher).run_jobs(self.overrides, self.nums)
+        except JobEnded as ended:  # submitit's own error, for its result file: the submitting process records it
+            raise ended.__cause__ from None
         finally:
             COLLECTIONS.stop()
         return list(zip(self.nums, returns))
@@ -61,6 +67,66 @@ class GroupTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class JobEnded(BaseException):
+    """submitit's "job not requeued" error (a group past its time limit, or preempted with no
+    requeue left), carried from its signal handler to GroupTask as a BaseException.
+
+    submitit raises its error inside the signal handler, so it surfaces wherever the main thread
+    is, and an `except Exception` there swallows it. A logging handler's emit has one: slurmstepd
+    sends SIGCONT with the USR2, submitit's SIGCONT handler logs, and with the USR2 handled inside
+    that call, one of two groups on the test cluster logged "--- Logging error ---" and trained on
+    until SLURM killed it a minute later. Carried past every such handler, the error ends
+    the group's job at once; each member it had not written is recorded as failed, naming it."""
+
+
+def carry_the_end_past_handlers() -> None:
+    """Wrap submitit's preemption/timeout handler (installed before the job's function runs) so that
+    the error it raises leaves as JobEnded. Requeueing (sys.exit) is not an Exception; it passes."""
+    import signal
+
+    from submitit import JobEnvironment
+
+    sig = JobEnvironment._usr_sig()
+    handler = signal.getsignal(sig)
+    if not callable(handler) or getattr(handler, "carries_the_end", False):
+        return
+
+    def carried(signum, frame):
+        try:
+            handler(signum, frame)
+        except Exception as e:
+            raise JobEnded() from e
+
+    carried.carries_the_end = True
+    signal.signal(sig, carried)
+
+
+def take_share_of_cores(launcher, slot: int) -> None:
+    """Train on the cores this group's job was granted, not on every core of the machine.
+
+    torch starts one thread per core it can see. Where several groups' processes share a machine
+    (the local executor with parallel_groups > 1; a SLURM node that does not bind tasks to their
+    CPUs) their threads contend for the cores, and a contended thread pool waits far longer than it
+    computes: two groups at once on this 2-core VM trained 6.1 s each with torch's default threads,
+    0.9 s with one thread each, and 100 times slower still through a SLURM node without CPU binding.
+    So: on the local executor each of the parallel_groups processes is pinned to its own share of
+    the cores (its write workers inherit it); on SLURM, torch uses no more threads than
+    SLURM_CPUS_PER_TASK (environment.usable_cores). OMP_NUM_THREADS, where set, is the user's choice.
+    """
+    import torch
+
+    from initlab.environment import usable_cores
+
+    at_once = getattr(launcher, "parallel_groups", 1) if launcher._EXECUTOR == "local" else 1
+    if at_once > 1 and hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        share = max(1, len(allowed) // at_once)
+        first = (slot * share) % len(allowed)
+        os.sched_setaffinity(0, allowed[first:first + share])
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(usable_cores())
 
 
 def executor_for(launcher):
@@ -98,8 +164,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             return [returns[j.num] for j in jobs]
         executor = executor_for(launcher)
         state = Singleton.get_state()
-        tasks = [GroupTask(launcher, group, state) for group in plan]
-        at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(tasks)
+        at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(plan)
+        tasks = [GroupTask(launcher, group, state, slot=i % max(1, at_once)) for i, group in enumerate(plan)]
         submitted: list = []
         for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
             with executor.batch():
@@ -133,15 +199,30 @@ def _collect(sweep: VectorizedSweep, plan: list, submitted: list, returns: dict[
                 returns[num] = result
             COLLECTIONS.settle()  # (nothing trains in this process) the JobReturns live to the end
         except Exception as e:  # timed out, preempted past its requeues, cancelled, killed, out of memory
-            what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            log.error(f"submitit job {job.job_id} ended without its group's records ({type(e).__name__}: {what}); "
+            log.error(f"submitit job {job.job_id} ended without its group's records ({_why(e)}); "
                       f"its unwritten members are recorded as failed and train again when the sweep is resumed")
             _record_lost(sweep, group, job, e, returns)
 
 
+def _why(error: BaseException) -> str:
+    """Why a job ended without its result, in one line: the error's first line, the state the
+    cluster gave the job where submitit names it further down (CANCELLED, TIMEOUT, OUT_OF_MEMORY,
+    NODE_FAIL, ...: what a user looks for first), and the error a failed job's function raised."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    state = re.search(r"\(state: [^)\n]*\)", text)
+    if state and state.group(0) not in first:
+        first = f"{first} {state.group(0)}"
+    # a job whose function raised (FailedJobError): its traceback's last line, the error itself
+    trace = re.search(r"Traceback \(most recent call last\):\n(.*?)(?:\n-{5,}|$)", text, re.S)
+    raised = [line.strip() for line in trace.group(1).splitlines() if line.strip() and not line[0].isspace()] if trace else []
+    if raised:
+        first = f"{first.rstrip(':')}: {raised[-1]}"
+    return f"{type(error).__name__}: {first}".rstrip(": ")
+
+
 def _record_lost(sweep: VectorizedSweep, group: list, job, error: BaseException, returns: dict[int, JobReturn]) -> None:
-    lost = RuntimeError(f"submitit job {job.job_id} ended without writing this run's records: "
-                        f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+    lost = RuntimeError(f"submitit job {job.job_id} ended without writing this run's records: {_why(error)}")
     for member in group:
         sweep.config_of(member)  # (released when the group was submitted)
         if finished_before(member.folder, member.settings) is not None:  # written before the job died

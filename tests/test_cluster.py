@@ -3,6 +3,8 @@ several devices at once in the in-process vectorized launcher (initlab/workers.p
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,6 +90,84 @@ def test_a_group_past_its_time_limit_is_recorded_per_member(tmp_path):
     sweep = load([tmp_path / "sweep"])
     assert (sweep.runs.status == "failed").all() and len(sweep.runs) == 4
     assert sweep.runs.error.str.contains("timed-out").all()  # submitit's own reason, raised in the training
+
+
+def test_submitits_end_of_a_job_survives_a_signal_that_lands_inside_a_log_call():
+    """submitit raises "job not requeued" from its USR2 handler, wherever the main thread is; inside a
+    logging handler's emit, logging swallowed it and the group trained on until SLURM's kill (seen on
+    the test cluster). carry_the_end_past_handlers makes it a BaseException that no handler swallows."""
+    import io
+    import logging
+    import signal
+
+    from submitit import JobEnvironment
+    from submitit.core.utils import UncompletedJobError
+
+    from initlab.cluster import JobEnded, carry_the_end_past_handlers
+
+    sig = JobEnvironment._usr_sig()
+
+    def submitits_handler(signum, frame):  # as checkpoint_and_try_requeue ends a job it does not requeue
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    class SignalledStream(io.StringIO):
+        def write(self, text):  # the signal arrives while a log line is being written
+            os.kill(os.getpid(), sig)
+            return super().write(text)
+
+    logger = logging.getLogger("initlab.test.signalled")
+    handler = logging.StreamHandler(SignalledStream())
+    logger.addHandler(handler)
+    previous = signal.signal(sig, submitits_handler)
+    try:
+        logger.warning("group epoch 1/10")  # the premise: plain, the error is swallowed by logging
+        carry_the_end_past_handlers()
+        carry_the_end_past_handlers()  # (idempotent: one wrapper)
+        with pytest.raises(JobEnded) as ended:
+            logger.warning("group epoch 2/10")
+        assert isinstance(ended.value.__cause__, UncompletedJobError)
+    finally:
+        signal.signal(sig, previous)
+        logger.removeHandler(handler)
+
+
+def test_a_lost_jobs_reason_is_one_line_naming_what_the_cluster_or_the_job_said():
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from initlab.cluster import _why
+
+    cancelled = UncompletedJobError("Job 44_0 (task: 0) with path /s/44_0_0_result.pkl\n"
+                                    "has not produced any output (state: CANCELLED by 0)\nError stream produced:\n----\nsrun: ...")
+    assert _why(cancelled) == "UncompletedJobError: Job 44_0 (task: 0) with path /s/44_0_0_result.pkl (state: CANCELLED by 0)"
+    trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise E\n"
+             "submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n")
+    failed = FailedJobError(f"Job (task=0) failed during processing with trace:\n----------------------\n{trace}\n"
+                            "----------------------\nYou can check full logs with 'job.stderr(0)'\n  - /s/0.err")
+    assert _why(failed) == ("FailedJobError: Job (task=0) failed during processing with trace: "
+                            "submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.")
+    assert _why(RuntimeError()) == "RuntimeError"
+
+
+def test_a_groups_job_trains_on_the_cores_it_was_granted(monkeypatch):
+    from initlab.environment import usable_cores
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert usable_cores() == cores
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")  # a SLURM task's share, on a node that does not bind CPUs
+    assert usable_cores() == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(cores + 8))  # never more than this process may use
+    assert usable_cores() == cores
+    # the local executor's parallel groups: each process pinned to its own share (in a child: pinning is for good)
+    probe = ("import os, torch; from types import SimpleNamespace as N; from initlab.cluster import take_share_of_cores; "
+             "take_share_of_cores(N(_EXECUTOR='local', parallel_groups=2), {slot}); "
+             "print(sorted(os.sched_getaffinity(0)), torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
+    seen = [subprocess.run([sys.executable, "-c", probe.format(slot=slot)], env=env, capture_output=True, text=True,
+                           check=True).stdout.strip() for slot in (0, 1)]
+    allowed = sorted(os.sched_getaffinity(0))
+    share = max(1, len(allowed) // 2)
+    assert seen == [f"{allowed[:share]} {share}", f"{allowed[share:2 * share]} {share}"]
 
 
 def test_several_devices_train_groups_at_once_with_the_same_records(tmp_path, reference):

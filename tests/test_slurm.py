@@ -1,0 +1,163 @@
+"""`hydra/launcher=vectorized_slurm` against a real SLURM cluster: slurmctld, slurmd and slurmdbd
+(`bash .ci/slurm-cluster` starts a one-node one as root; CI does). Each stacked group is one task of
+a SLURM job array; submitit reads how a task ended from sacct, as on any cluster.
+
+Without a cluster these tests skip, saying so; tests/test_cluster.py covers the same launcher's
+code through submitit's local executor and the sbatch script it writes."""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from initlab.report import load
+
+from test_cluster import GRID, _runs, _same_sweeps, reference  # noqa: F401  (reference: a fixture)
+from test_sweeps import initlab_cmd, run_cli
+
+
+def _cluster_up() -> bool:
+    if not (shutil.which("sinfo") and shutil.which("sacct")):
+        return False
+    try:
+        checks = [subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+                  for cmd in (["sinfo", "-h", "-o", "%t"], ["sacct", "-n", "-X", "-S", "now"])]
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return all(c.returncode == 0 for c in checks) and any(
+        s in checks[0].stdout for s in ("idle", "mix", "alloc"))
+
+
+pytestmark = pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster here "
+                                "(as root, `bash .ci/slurm-cluster` starts a one-node one)")
+
+# The one node has no GPU and 2 CPUs: the resources a CPU partition grants (the defaults ask for a GPU node)
+SLURM = ("hydra/launcher=vectorized_slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=2", "hydra.sweep.dir=sweep")
+# Groups that train for several seconds (~8 s here), so that a signal reaches one while it trains
+LONGER = (*GRID, "trainer.max_steps=null", "trainer.epochs=5000", "trainer.log_every=500")
+
+
+def _sacct(array_id: str) -> list[tuple[str, str]]:
+    """(task, state) of every attempt of a job array's tasks, requeued attempts included (-D)."""
+    out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j", array_id],
+                         capture_output=True, text=True, check=True).stdout
+    return [tuple(line.split("|")[:2]) for line in out.splitlines() if line.strip()]
+
+
+def _array_id(sweep) -> str:
+    ids = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)}
+    assert len(ids) == 1, ids  # every group is a task of one job array
+    return ids.pop()
+
+
+def _wait_for(condition, what, seconds: float = 120):
+    """condition() until true; `what` (or what it returns, if callable) says what failed to come."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"waited {seconds} s for {what() if callable(what) else what}")
+
+
+def _start(tmp_path, *args):
+    return subprocess.Popen(initlab_cmd("-m", *args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _training(sweep):
+    """The first group's task, once its log says it has finished an epoch: (array id, task id)."""
+    def first_epoch():
+        logs = list((sweep / ".submitit").glob("*_0/*_0_0_log.out")) if (sweep / ".submitit").exists() else []
+        return logs and "group epoch 1/" in logs[0].read_text()
+    _wait_for(first_epoch, "the first group to train an epoch")
+    array = _array_id(sweep)
+    return array, f"{array}_0"
+
+
+@pytest.fixture(scope="module")
+def longer_reference(tmp_path_factory):
+    """The in-process vectorized launcher's sweep of LONGER."""
+    root = tmp_path_factory.mktemp("longer")
+    run_cli("-m", *LONGER, "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=root)
+    return _runs(root / "sweep")
+
+
+def test_groups_run_as_one_job_array_and_write_what_the_in_process_launcher_writes(tmp_path, reference):
+    result = run_cli("-m", *GRID, *SLURM, cwd=tmp_path)
+    said = result.stdout + result.stderr
+    assert "Vectorized on submitit (slurm): 4 jobs, 0 already finished, 4 to train in 2 stacked group(s)" in said
+    sweep = tmp_path / "sweep"
+    _same_sweeps(_runs(sweep), reference)
+    array = _array_id(sweep)
+    done = [(f"{array}_0", "COMPLETED"), (f"{array}_1", "COMPLETED")]  # (slurmdbd hears of it within seconds)
+    _wait_for(lambda: sorted(_sacct(array)) == done, lambda: f"sacct to say {done}; it says {_sacct(array)}", 30)
+    # the same command again submits nothing (resume by config identity) and changes no record
+    before = {p: p.read_bytes() for p in sweep.glob("*/layers.parquet")}
+    again = run_cli("-m", *GRID, *SLURM, cwd=tmp_path)
+    assert "4 already finished, 0 to train" in again.stdout + again.stderr and "submitted" not in again.stderr
+    assert before == {p: p.read_bytes() for p in sweep.glob("*/layers.parquet")}
+
+
+@pytest.mark.slow
+def test_a_preempted_group_is_requeued_and_its_members_train_to_the_same_records(tmp_path, longer_reference):
+    sweep = tmp_path / "sweep"
+    proc = _start(tmp_path, *LONGER, *SLURM)
+    array, task = _training(sweep)
+    # what SLURM sends a preempted job, as submitit's own SlurmJob._interrupt does: SIGTERM, then USR2
+    for sig in ("SIGTERM", "USR2"):
+        subprocess.run(["scancel", task, "--signal", sig], check=True)
+    # submitit's checkpoint requeues the task; SLURM starts it again once its old credential expires
+    # (cred_expire: 10 s on the test cluster, 120 s by default)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    log = next((sweep / ".submitit").glob(f"{task}/*_log.out")).read_text()
+    assert "this job is preempted" in log and f"Requeued job {task}" in log
+    assert log.count("- Job completed successfully") == 1  # (submitit's own log line; Hydra's repeats it)
+    _wait_for(lambda: [state for t, state in _sacct(array) if t == task] == ["REQUEUED", "COMPLETED"],
+              lambda: f"sacct to list the task's two attempts; it says {_sacct(array)}", 30)
+    assert "4 completed, 0 diverged, 0 failed" in out
+    _same_sweeps(_runs(sweep), longer_reference)
+
+
+@pytest.mark.slow
+def test_a_cancelled_group_is_recorded_per_member_and_trains_on_resume(tmp_path, longer_reference):
+    sweep = tmp_path / "sweep"
+    proc = _start(tmp_path, *LONGER, *SLURM)
+    array, task = _training(sweep)
+    subprocess.run(["scancel", task], check=True)  # as an administrator, or an out-of-memory kill, would end it
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out[-3000:]
+    assert f"submitit job {task} ended without its group's records" in out and "CANCELLED" in out
+    assert "2 completed, 0 diverged, 2 failed" in out
+    runs = load([sweep]).runs
+    failed = runs[runs.status == "failed"]
+    assert len(failed) == 2 and failed.error.str.contains(f"submitit job {task} ended without writing").all()
+    # the same command again trains only the two lost members, to the in-process launcher's records
+    again = run_cli("-m", *LONGER, *SLURM, cwd=tmp_path)
+    assert "2 already finished, 2 to train in 1 stacked group(s)" in again.stdout + again.stderr
+    _same_sweeps(_runs(sweep), longer_reference)
+
+
+@pytest.mark.slow
+def test_a_group_past_its_slurm_time_limit_ends_at_the_signal_recorded_per_member(tmp_path):
+    # A one-minute limit (SLURM's smallest), its signal 50 s before: submitit stops the group while it trains.
+    # SLURM checks time limits about every 30 s, so this takes one to two minutes.
+    result = run_cli("-m", *GRID, *SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
+                     "trainer.max_steps=null", "trainer.epochs=1000000", "trainer.log_every=1000",
+                     cwd=tmp_path, check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said[-3000:]
+    runs = load([tmp_path / "sweep"]).runs
+    assert (runs.status == "failed").all() and len(runs) == 4
+    assert runs.error.str.contains("Job not requeued because: timed-out").all(), runs.error.tolist()  # submitit's
+    assert "4 failed" in said
+    # each group's job ended at the signal (its error is its result), not at SLURM's kill past the limit
+    array = _array_id(tmp_path / "sweep")
+    _wait_for(lambda: sorted(_sacct(array)) == [(f"{array}_0", "FAILED"), (f"{array}_1", "FAILED")],
+              lambda: f"both tasks to end FAILED, not TIMEOUT; sacct says {_sacct(array)}", 30)
