@@ -45,8 +45,14 @@ from bench_gpu_grid import INITS  # noqa: E402
 LRS = "0.2,0.1,0.05,0.02,0.01"
 
 
-def command(folder: Path, seeds: int, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "initlab", "-m", "hydra/launcher=vectorized_submitit_local",
+# --launcher slurm: the one-node cluster of .ci/slurm-cluster (2 CPUs, no GPU): one group at a time, as local
+LAUNCHERS = {"local": ["hydra/launcher=vectorized_submitit_local"],
+             "slurm": ["hydra/launcher=vectorized_slurm", "hydra.launcher.gpus_per_node=null",
+                       "hydra.launcher.cpus_per_task=2", "hydra.launcher.mem_gb=8"]}
+
+
+def command(folder: Path, seeds: int, extra: list[str], launcher: str = "local") -> list[str]:
+    return [sys.executable, "-m", "initlab", "-m", *LAUNCHERS[launcher],
             "hydra.launcher.max_group_size=256", f"init={INITS}", f"lr.value={LRS}", f"trainer.seed=range(0,{seeds})",
             "model.width=16", "trainer.max_steps=2", "trainer.progress=false", f"hydra.sweep.dir={folder}", *extra]
 
@@ -139,31 +145,33 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=250)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--kill-after", type=float, default=0.4, help="share of the runs finished when the kill comes")
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local",
+                        help="slurm: through a running SLURM cluster (bash .ci/slurm-cluster starts one)")
     args, extra = parser.parse_known_args()
     os.environ.setdefault("INITLAB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     out = args.out or Path(tempfile.mkdtemp(prefix="initlab-study-"))
     out.mkdir(parents=True, exist_ok=True)
     n = 8 * 5 * args.seeds
     print(f"{n} configurations; folders under {out}")
-    print("command:", " ".join(command(out / "whole", args.seeds, extra)[2:]))
+    print("command:", " ".join(command(out / "whole", args.seeds, extra, args.launcher)[2:]))
 
     wall_start = time.time()
-    whole = run(command(out / "whole", args.seeds, extra), out / "whole.log")
+    whole = run(command(out / "whole", args.seeds, extra, args.launcher), out / "whole.log")
     print(f"\n1. whole study: {whole['seconds']:.1f} s end to end (rc {whole['rc']}), "
           f"{whole['seconds'] / n * 1000:.1f} ms per configuration; planned {plan_seconds(whole['text'], wall_start)} s "
           f"after start; submitting process peak RSS {whole['peak_mb']:.0f} MB")
     print("   " + end_line(whole["text"]))
 
     kill_at = int(args.kill_after * n)
-    killed = run(command(out / "resumed", args.seeds, extra), out / "killed.log", kill_at, out / "resumed")
+    killed = run(command(out / "resumed", args.seeds, extra, args.launcher), out / "killed.log", kill_at, out / "resumed")
     left = finished(out / "resumed")
     if not killed["killed"]:
         print(f"\n2. the study in a new folder ended (rc {killed['rc']}) before {kill_at} runs finished: no kill to resume from")
         return
     print(f"\n2. same study in a new folder, killed (SIGKILL, whole process group) after {killed['seconds']:.1f} s "
           f"with {left} of {n} runs finished")
-    resumed = run(command(out / "resumed", args.seeds, extra), out / "resumed.log")
-    said = re.search(r"Vectorized on submitit \(local\): (.*)", resumed["text"])
+    resumed = run(command(out / "resumed", args.seeds, extra, args.launcher), out / "resumed.log")
+    said = re.search(r"Vectorized on submitit \(\w+\): (.*)", resumed["text"])
     print(f"   the same command again: {resumed['seconds']:.1f} s (rc {resumed['rc']}); "
           f"it says: {said.group(1) if said else '?'}")
     print("   " + end_line(resumed["text"]))

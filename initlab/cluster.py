@@ -24,6 +24,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
+from initlab import in_flight
 from initlab.sweep_configs import SweepConfigs
 from initlab.train import failed_outcome, finished_before
 from initlab.vectorized import COLLECTIONS, VectorizedSweep
@@ -110,7 +111,7 @@ def take_share_of_cores(launcher, slot: int) -> None:
     (the local executor with parallel_groups > 1; a SLURM node that does not bind tasks to their
     CPUs) their threads contend for the cores, and a contended thread pool waits far longer than it
     computes: two groups at once on this 2-core VM trained 6.1 s each with torch's default threads,
-    0.9 s with one thread each, and 100 times slower still through a SLURM node without CPU binding.
+    0.9 s with one thread each; through a SLURM node without CPU binding, 36 to 90 times slower than alone.
     So: on the local executor each of the parallel_groups processes is pinned to its own share of
     the cores (its write workers inherit it); on SLURM, torch uses no more threads than
     SLURM_CPUS_PER_TASK (environment.usable_cores). OMP_NUM_THREADS, where set, is the user's choice.
@@ -158,9 +159,16 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     sweep = VectorizedSweep(launcher)
     try:
         jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
-        log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {sweep.plan_words(jobs, plan)}, one submitit job each")
-        returns = sweep.write_finished(jobs, plan)
+        plan, waiting = _leave_out_groups_still_on_the_cluster(launcher, plan)
+        words = sweep.plan_words(jobs, plan, elsewhere=sum(map(len, waiting.values())))
+        log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {words}, one submitit job each")
+        returns = sweep.write_finished(jobs, plan + list(waiting.values()))
+        if waiting:
+            log.info(f"{sum(map(len, waiting.values()))} job(s) are being trained by {len(waiting)} task(s) that an "
+                     f"earlier submission of this sweep left on the cluster ({', '.join(waiting)}): waiting for "
+                     f"them, not training those jobs again")
         if not plan:
+            in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
             return [returns[j.num] for j in jobs]
         executor = executor_for(launcher)
         state = Singleton.get_state()
@@ -172,6 +180,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
             log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
                      f"(logs in {launcher.params['submitit_folder']})")
+            if launcher._EXECUTOR == "slurm":  # what each task trains, for a resume while it is still queued
+                for job, group in zip(wave, plan[start:start + len(wave)]):
+                    in_flight.record_members(job, group)
             if start == 0:  # their jobs make them again; freeing them (~1 ms each) overlaps the first groups
                 sweep.release_configs([j for group in plan for j in group])
             if launcher._EXECUTOR == "local":
@@ -180,10 +191,24 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 submitted += wave
         if submitted:
             _collect(sweep, plan, submitted, returns)
+        in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
         return [returns[j.num] for j in jobs]
     finally:
         sweep.writers.close()  # the write workers of the folders written here
         COLLECTIONS.stop()
+
+
+def _leave_out_groups_still_on_the_cluster(launcher, plan: list) -> tuple[list, dict[str, list]]:
+    """The plan without the jobs that tasks of an earlier submission still queued or running on the
+    cluster will write (in_flight.py), and those jobs by task id."""
+    elsewhere = in_flight.still_on_the_cluster(launcher.params["submitit_folder"]) \
+        if launcher._EXECUTOR == "slurm" else {}
+    if not elsewhere:
+        return plan, {}
+    waiting: dict[str, list] = {}
+    for job in (j for group in plan for j in group if j.folder.name in elsewhere):
+        waiting.setdefault(elsewhere[job.folder.name], []).append(job)
+    return [kept for group in plan if (kept := [j for j in group if j.folder.name not in elsewhere])], waiting
 
 
 def _collect(sweep: VectorizedSweep, plan: list, submitted: list, returns: dict[int, JobReturn]) -> None:
@@ -215,7 +240,8 @@ def _why(error: BaseException) -> str:
         first = f"{first} {state.group(0)}"
     # a job whose function raised (FailedJobError): its traceback's last line, the error itself
     trace = re.search(r"Traceback \(most recent call last\):\n(.*?)(?:\n-{5,}|$)", text, re.S)
-    raised = [line.strip() for line in trace.group(1).splitlines() if line.strip() and not line[0].isspace()] if trace else []
+    lines = trace.group(1).splitlines() if trace else []
+    raised = [line.strip() for line in lines if line.strip() and not line[0].isspace()]
     if raised:
         first = f"{first.rstrip(':')}: {raised[-1]}"
     return f"{type(error).__name__}: {first}".rstrip(": ")

@@ -354,10 +354,12 @@ class VectorizedSweep:
             self.writers.start()
 
     @staticmethod
-    def plan_words(jobs: list[Job], plan: list[list[Job]]) -> str:
+    def plan_words(jobs: list[Job], plan: list[list[Job]], elsewhere: int = 0) -> str:
+        """What the sweep will do; `elsewhere`: jobs an earlier submission's groups still train (in_flight.py)."""
         todo = sum(len(p) for p in plan)
-        return (f"{len(jobs)} jobs, {len(jobs) - todo} already finished, {todo} to train in {len(plan)} stacked "
-                f"group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
+        return (f"{len(jobs)} jobs, {len(jobs) - todo - elsewhere} already finished, "
+                f"{f'{elsewhere} still training on the cluster, ' if elsewhere else ''}{todo} to train in "
+                f"{len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
 
     def write_finished(self, jobs: list[Job], plan: list[list[Job]]) -> dict[int, JobReturn]:
         """The folders of the jobs an earlier attempt finished (nothing trains): the JobReturns so far."""

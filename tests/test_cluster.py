@@ -148,6 +148,26 @@ def test_a_lost_jobs_reason_is_one_line_naming_what_the_cluster_or_the_job_said(
     assert _why(RuntimeError()) == "RuntimeError"
 
 
+def test_a_resume_knows_which_jobs_an_earlier_submissions_queued_tasks_train(tmp_path, monkeypatch, caplog):
+    """in_flight.py against a stand-in squeue (tests/test_slurm.py runs it on a real cluster)."""
+    from initlab.in_flight import MANIFEST, still_on_the_cluster
+
+    folder = tmp_path / ".submitit"
+    for job_id, members in (("7_0", ["a", "b"]), ("7_1", ["c"]), ("5_0", ["d"])):
+        (folder / job_id).mkdir(parents=True)
+        (folder / job_id / MANIFEST).write_text(json.dumps({"job_id": job_id, "members": members}))
+    squeue = tmp_path / "bin" / "squeue"
+    squeue.parent.mkdir()
+    monkeypatch.setenv("PATH", f"{squeue.parent}:{os.environ['PATH']}")
+    squeue.write_text("#!/bin/sh\nprintf '7_0\\n7_1\\n9_3\\n'\n")  # 5_0 has ended; 9_3 is another sweep's
+    squeue.chmod(0o755)
+    assert still_on_the_cluster(f"{folder}/%j") == {"a": "7_0", "b": "7_0", "c": "7_1"}
+    squeue.write_text("#!/bin/sh\necho 'Unable to contact slurm controller' >&2\nexit 1\n")
+    assert still_on_the_cluster(f"{folder}/%j") == {}  # not known: trained again, and said so
+    assert "squeue failed" in caplog.text
+    assert still_on_the_cluster(f"{tmp_path}/elsewhere/%j") == {}  # no manifest: squeue is not asked
+
+
 def test_a_groups_job_trains_on_the_cores_it_was_granted(monkeypatch):
     from initlab.environment import usable_cores
 

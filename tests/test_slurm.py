@@ -145,6 +145,28 @@ def test_a_cancelled_group_is_recorded_per_member_and_trains_on_resume(tmp_path,
 
 
 @pytest.mark.slow
+def test_a_resume_while_the_lost_submissions_groups_still_run_waits_for_them_instead_of_training_twice(
+        tmp_path, longer_reference):
+    sweep = tmp_path / "sweep"
+    lost = _start(tmp_path, *LONGER, *SLURM)
+    array, _ = _training(sweep)
+    lost.kill()  # the submitting process dies (a lost login node); its job array goes on
+    lost.communicate()
+    queued = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert f"{array}_0" in queued and f"{array}_1" in queued
+    again = run_cli("-m", *LONGER, *SLURM, cwd=tmp_path)
+    said = again.stdout + again.stderr
+    assert "4 jobs, 0 already finished, 4 still training on the cluster, 0 to train in 0 stacked group(s)" in said
+    assert f"4 job(s) are being trained by 2 task(s) that an earlier submission of this sweep left on the cluster " \
+           f"({array}_0, {array}_1): waiting for them" in said
+    assert "submitted" not in said and "4 completed, 0 diverged, 0 failed" in said
+    # nothing was trained twice: the only tasks of this sweep are the lost submission's two, each run once
+    ids = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)}
+    assert ids == {array} and sorted(t for t, _ in _sacct(array)) == [f"{array}_0", f"{array}_1"]
+    _same_sweeps(_runs(sweep), longer_reference)
+
+
+@pytest.mark.slow
 def test_a_group_past_its_slurm_time_limit_ends_at_the_signal_recorded_per_member(tmp_path):
     # A one-minute limit (SLURM's smallest), its signal 50 s before: submitit stops the group while it trains.
     # SLURM checks time limits about every 30 s, so this takes one to two minutes.

@@ -1,0 +1,72 @@
+"""Groups that an earlier submission of a sweep left on a SLURM cluster, found and waited for.
+
+The submitting process of `hydra/launcher=vectorized_slurm` may die while its job array is still
+queued or running (a lost login node, a closed terminal, Ctrl-C, SIGKILL): SLURM goes on training
+the groups and writing their members' folders. Resumed at once with the same command, the sweep
+would count those members as unfinished and submit them again, training every one of them twice.
+So each submitted task leaves a manifest beside its submitit files, naming its members' folders.
+A resumed sweep asks squeue which of those tasks are still queued or running, leaves their members
+out of its plan, and waits for those tasks: it records what they wrote, and any member such a task
+ends without writing as failed, naming the task (the next resume trains it).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger("initlab")
+
+MANIFEST = "initlab_members.json"
+
+
+def record_members(job, group: list) -> None:
+    """Beside a submitted task's submitit files: the folders of the members it trains."""
+    folder = Path(job.paths.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).write_text(json.dumps({"job_id": job.job_id, "members": [m.folder.name for m in group]}))
+
+
+def still_on_the_cluster(submitit_folder: str) -> dict[str, str]:
+    """Member folder name -> id of the task of an earlier submission that is still queued or running
+    and will write it (squeue's view; a task squeue no longer lists has ended)."""
+    manifests = glob.glob(os.path.join(submitit_folder.replace("%j", "*"), MANIFEST))
+    if not manifests:
+        return {}
+    try:
+        listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60,
+                                check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning(f"squeue failed ({e}): cannot tell whether an earlier submission's groups are still on the "
+                    f"cluster; their unfinished members are submitted again")
+        return {}
+    alive, members = set(listed), {}
+    for manifest in manifests:
+        try:
+            task = json.loads(Path(manifest).read_text())
+        except (OSError, ValueError):
+            continue
+        if task["job_id"] in alive:
+            members.update({name: task["job_id"] for name in task["members"]})
+    return members
+
+
+def wait_for_them(sweep, waiting: dict[str, list], submitit_folder: str, returns: dict, record_lost) -> None:
+    """Wait for each earlier task (job id -> the members it trains); record what it wrote, and each member
+    it ended without writing as failed (`record_lost(sweep, members, job, error, returns)`)."""
+    import submitit
+
+    for job_id, members in waiting.items():
+        job = submitit.SlurmJob(folder=submitit_folder, job_id=job_id)
+        while not job.done():
+            time.sleep(1.0)
+        try:
+            error = job.exception()
+        except Exception as e:  # its state unreadable: the members it did not write are still lost
+            error = e
+        record_lost(sweep, members, job, error or RuntimeError("the task ended without writing them"), returns)
