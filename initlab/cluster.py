@@ -13,10 +13,14 @@ command with hydra.sweep.dir) trains them again: resume is by config identity, a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
+import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -144,6 +148,8 @@ def executor_for(launcher):
         executor.update_parameters(**{k: params[k] for k in ("timeout_min", "signal_delay_s", "gpus_per_node",
                                                              "tasks_per_node", "setup") if params.get(k) is not None})
         return executor
+    if kind == "slurm" and shutil.which("sbatch") is None:  # (submitit: "Could not detect srun", a traceback)
+        raise FileNotFoundError(errno.ENOENT, "not found on PATH", "sbatch")
     init = {"folder": params.pop("submitit_folder")}
     if "max_num_timeout" in params:
         init[f"{kind}_max_num_timeout"] = params.pop("max_num_timeout")
@@ -170,14 +176,16 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         if not plan:
             in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
             return [returns[j.num] for j in jobs]
-        executor = executor_for(launcher)
+        with _refused_submission_in_one_line(launcher):
+            executor = executor_for(launcher)
         state = Singleton.get_state()
         at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(plan)
         tasks = [GroupTask(launcher, group, state, slot=i % max(1, at_once)) for i, group in enumerate(plan)]
         submitted: list = []
         for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
-            with executor.batch():
-                wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
+            with _refused_submission_in_one_line(launcher):
+                with executor.batch():
+                    wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
             log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
                      f"(logs in {launcher.params['submitit_folder']})")
             if launcher._EXECUTOR == "slurm":  # what each task trains, for a resume while it is still queued
@@ -196,6 +204,33 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     finally:
         sweep.writers.close()  # the write workers of the folders written here
         COLLECTIONS.stop()
+
+
+# what a cluster may refuse a job for, as hydra.launcher names them
+ASKED_FOR = ("partition", "account", "qos", "constraint", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
+
+
+@contextmanager
+def _refused_submission_in_one_line(launcher):
+    """sbatch refusing the groups (a partition the cluster lacks, a GPU request a CPU partition
+    cannot grant, more memory than a node has) or missing: one readable line and exit 2, as for a
+    wrong config value, instead of submitit's traceback. Nothing was submitted."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        yield
+    except FailedJobError as e:  # (the command's stderr)
+        said = "; ".join(line.strip() for line in str(e).strip().splitlines() if line.strip()) or "no reason given"
+        asked = ", ".join(f"{k}={launcher.params[k]}" for k in ASKED_FOR if launcher.params.get(k) is not None)
+        print(f"initlab: the cluster refused the groups' job array ({said}); hydra.launcher asked for {asked}: "
+              f"set those to what your cluster offers (sinfo lists its partitions). Nothing was submitted.",
+              file=sys.stderr)
+        sys.exit(2)
+    except FileNotFoundError as e:  # no SLURM client commands here
+        print(f"initlab: hydra/launcher=vectorized_slurm needs SLURM's sbatch on this machine ({e.strerror}: "
+              f"{e.filename}); submit from a login node, or run the groups here with "
+              f"hydra/launcher=vectorized_submitit_local. Nothing was submitted.", file=sys.stderr)
+        sys.exit(2)
 
 
 def _leave_out_groups_still_on_the_cluster(launcher, plan: list) -> tuple[list, dict[str, list]]:

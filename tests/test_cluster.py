@@ -34,12 +34,16 @@ def _same_sweeps(ours, reference):
         assert run.summary["metrics"] == pytest.approx(reference[name].summary["metrics"], rel=1e-4)
 
 
+def in_process_sweep(root, grid):
+    """The in-process vectorized launcher's sweep of `grid` in `root`: its runs by folder name."""
+    run_cli("-m", *grid, "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=root)
+    return _runs(root / "sweep")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The in-process vectorized launcher's sweep of GRID."""
-    root = tmp_path_factory.mktemp("reference")
-    run_cli("-m", *GRID, "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=root)
-    return _runs(root / "sweep")
+    return in_process_sweep(tmp_path_factory.mktemp("reference"), GRID)
 
 
 def test_submitit_local_writes_what_the_in_process_launcher_writes(tmp_path, reference):
@@ -198,6 +202,16 @@ def test_several_devices_train_groups_at_once_with_the_same_records(tmp_path, re
     _same_sweeps(_runs(tmp_path / "sweep"), reference)
 
 
+def test_vectorized_slurm_without_slurm_here_stops_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch (the CLI runs as sys.executable -m initlab)
+    result = run_cli("-m", *GRID, "hydra/launcher=vectorized_slurm", "hydra.sweep.dir=sweep", cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "initlab: hydra/launcher=vectorized_slurm needs SLURM's sbatch on this machine (not found on PATH: sbatch); "
+        "submit from a login node, or run the groups here with hydra/launcher=vectorized_submitit_local. "
+        "Nothing was submitted.")
+
+
 def test_the_cluster_launchers_register_their_config():
     from hydra.core.config_store import ConfigStore
 
@@ -211,7 +225,7 @@ def test_the_cluster_launchers_register_their_config():
 
 
 def test_the_slurm_form_writes_one_job_array_of_groups_with_its_resources(tmp_path, monkeypatch):
-    """No cluster here: submitit's SLURM executor is built (a stand-in `srun` on PATH) from the composed
+    """No cluster needed: submitit's SLURM executor is built (stand-in `srun`, `sbatch` on PATH) from the composed
     hydra/launcher=vectorized_slurm config, and the sbatch script it would submit is read back."""
     from hydra import compose, initialize_config_dir
     from submitit.slurm.slurm import _make_sbatch_string
@@ -220,8 +234,9 @@ def test_the_slurm_form_writes_one_job_array_of_groups_with_its_resources(tmp_pa
     from hydra_plugins.initlab_vectorized.vectorized_launcher import VectorizedSlurmLauncher
     from initlab.cluster import executor_for
 
-    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (tmp_path / "srun").chmod(0o755)
+    for command in ("srun", "sbatch"):  # stand-ins: submitit and the launcher look for SLURM's commands
+        (tmp_path / command).write_text("#!/bin/sh\nexit 0\n")
+        (tmp_path / command).chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", return_hydra_config=True,

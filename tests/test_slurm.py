@@ -15,7 +15,7 @@ import pytest
 
 from initlab.report import load
 
-from test_cluster import GRID, _runs, _same_sweeps, reference  # noqa: F401  (reference: a fixture)
+from test_cluster import GRID, _runs, _same_sweeps, in_process_sweep, reference  # noqa: F401  (reference: a fixture)
 from test_sweeps import initlab_cmd, run_cli
 
 
@@ -83,9 +83,7 @@ def _training(sweep):
 @pytest.fixture(scope="module")
 def longer_reference(tmp_path_factory):
     """The in-process vectorized launcher's sweep of LONGER."""
-    root = tmp_path_factory.mktemp("longer")
-    run_cli("-m", *LONGER, "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=root)
-    return _runs(root / "sweep")
+    return in_process_sweep(tmp_path_factory.mktemp("longer"), LONGER)
 
 
 def test_groups_run_as_one_job_array_and_write_what_the_in_process_launcher_writes(tmp_path, reference):
@@ -102,6 +100,15 @@ def test_groups_run_as_one_job_array_and_write_what_the_in_process_launcher_writ
     again = run_cli("-m", *GRID, *SLURM, cwd=tmp_path)
     assert "4 already finished, 0 to train" in again.stdout + again.stderr and "submitted" not in again.stderr
     assert before == {p: p.read_bytes() for p in sweep.glob("*/layers.parquet")}
+
+
+def test_a_request_the_cluster_refuses_stops_with_one_line_naming_it(tmp_path):
+    result = run_cli("-m", *GRID, *SLURM, "hydra.launcher.partition=gpu", cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("initlab: the cluster refused the groups' job array (sbatch: error: ")
+    assert "Invalid partition name specified" in line and "asked for partition=gpu, cpus_per_task=1" in line
+    assert "Traceback" not in result.stderr and not list((tmp_path / "sweep").glob("*/summary.json"))
 
 
 @pytest.mark.slow
