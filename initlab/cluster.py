@@ -237,7 +237,7 @@ def _leave_out_groups_still_on_the_cluster(launcher, plan: list) -> tuple[list, 
     """The plan without the jobs that tasks of an earlier submission still queued or running on the
     cluster will write (in_flight.py), and those jobs by task id."""
     elsewhere = in_flight.still_on_the_cluster(launcher.params["submitit_folder"]) \
-        if launcher._EXECUTOR == "slurm" else {}
+        if launcher._EXECUTOR == "slurm" and plan else {}  # (all finished: squeue need not be asked)
     if not elsewhere:
         return plan, {}
     waiting: dict[str, list] = {}
