@@ -174,7 +174,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                      f"earlier submission of this sweep left on the cluster ({', '.join(waiting)}): waiting for "
                      f"them, not training those jobs again")
         if not plan:
-            in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
+            with _interrupted_in_one_line(launcher, [], waiting):
+                in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
             return [returns[j.num] for j in jobs]
         with _refused_submission_in_one_line(launcher):
             executor = executor_for(launcher)
@@ -197,9 +198,10 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 _collect(sweep, plan[start:start + len(wave)], wave, returns)
             else:
                 submitted += wave
-        if submitted:
-            _collect(sweep, plan, submitted, returns)
-        in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
+        with _interrupted_in_one_line(launcher, submitted, waiting):
+            if submitted:
+                _collect(sweep, plan, submitted, returns)
+            in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
         return [returns[j.num] for j in jobs]
     finally:
         sweep.writers.close()  # the write workers of the folders written here
@@ -231,6 +233,22 @@ def _refused_submission_in_one_line(launcher):
               f"{e.filename}); submit from a login node, or run the groups here with "
               f"hydra/launcher=vectorized_submitit_local. Nothing was submitted.", file=sys.stderr)
         sys.exit(2)
+
+
+@contextmanager
+def _interrupted_in_one_line(launcher, submitted: list, waiting: dict):
+    """Ctrl-C while waiting for SLURM: the tasks go on (submitit does not cancel them) and write their
+    members. Say so, and how to go on or stop them, in one line instead of a traceback; exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        arrays = sorted({job.job_id.split("_")[0] for job in submitted} | {task.split("_")[0] for task in waiting})
+        if launcher._EXECUTOR != "slurm" or not arrays:
+            raise
+        print(f"\ninitlab: interrupted. The groups on the cluster go on and write their members (job(s) "
+              f"{', '.join(arrays)}): run the same command again to wait for them and finish the sweep, or "
+              f"scancel {' '.join(arrays)} to stop them.", file=sys.stderr)
+        sys.exit(130)
 
 
 def _leave_out_groups_still_on_the_cluster(launcher, plan: list) -> tuple[list, dict[str, list]]:

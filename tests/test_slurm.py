@@ -8,6 +8,7 @@ code through submitit's local executor and the sbatch script it writes."""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -66,8 +67,10 @@ def _wait_for(condition, what, seconds: float = 120):
 
 
 def _start(tmp_path, *args):
+    """The CLI in the background; Ctrl-C reaches it (a background job of a shell may start with SIGINT ignored)."""
     return subprocess.Popen(initlab_cmd("-m", *args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _training(sweep):
@@ -152,13 +155,19 @@ def test_a_cancelled_group_is_recorded_per_member_and_trains_on_resume(tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_a_resume_while_the_lost_submissions_groups_still_run_waits_for_them_instead_of_training_twice(
-        tmp_path, longer_reference):
+        tmp_path, longer_reference, how):
     sweep = tmp_path / "sweep"
     lost = _start(tmp_path, *LONGER, *SLURM)
     array, _ = _training(sweep)
-    lost.kill()  # the submitting process dies (a lost login node); its job array goes on
-    lost.communicate()
+    lost.send_signal(getattr(signal, how))  # a lost login node, or Ctrl-C; the job array goes on
+    out, _ = lost.communicate()
+    if how == "SIGINT":  # one line, no traceback, saying what goes on and what to do
+        assert lost.returncode == 130 and "Traceback" not in out, out[-3000:]
+        assert out.strip().splitlines()[-1] == (
+            f"initlab: interrupted. The groups on the cluster go on and write their members (job(s) {array}): run "
+            f"the same command again to wait for them and finish the sweep, or scancel {array} to stop them.")
     queued = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout.split()
     assert f"{array}_0" in queued and f"{array}_1" in queued
     again = run_cli("-m", *LONGER, *SLURM, cwd=tmp_path)
