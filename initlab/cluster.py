@@ -166,38 +166,15 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     try:
         jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
         plan, waiting = _leave_out_groups_still_on_the_cluster(launcher, plan)
-        words = sweep.plan_words(jobs, plan, elsewhere=sum(map(len, waiting.values())))
-        log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {words}, one submitit job each")
+        elsewhere = sum(map(len, waiting.values()))
+        log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {sweep.plan_words(jobs, plan, elsewhere)}, "
+                 f"one submitit job each")
         returns = sweep.write_finished(jobs, plan + list(waiting.values()))
         if waiting:
-            log.info(f"{sum(map(len, waiting.values()))} job(s) are being trained by {len(waiting)} task(s) that an "
-                     f"earlier submission of this sweep left on the cluster ({', '.join(waiting)}): waiting for "
-                     f"them, not training those jobs again")
-        if not plan:
-            with _interrupted_in_one_line(launcher, [], waiting):
-                in_flight.wait_for_them(sweep, waiting, launcher.params["submitit_folder"], returns, _record_lost)
-            return [returns[j.num] for j in jobs]
-        with _refused_submission_in_one_line(launcher):
-            executor = executor_for(launcher)
-        state = Singleton.get_state()
-        at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(plan)
-        tasks = [GroupTask(launcher, group, state, slot=i % max(1, at_once)) for i, group in enumerate(plan)]
-        submitted: list = []
-        for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
-            with _refused_submission_in_one_line(launcher):
-                with executor.batch():
-                    wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
-            log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
-                     f"(logs in {launcher.params['submitit_folder']})")
-            if launcher._EXECUTOR == "slurm":  # what each task trains, for a resume while it is still queued
-                for job, group in zip(wave, plan[start:start + len(wave)]):
-                    in_flight.record_members(job, group)
-            if start == 0:  # their jobs make them again; freeing them (~1 ms each) overlaps the first groups
-                sweep.release_configs([j for group in plan for j in group])
-            if launcher._EXECUTOR == "local":
-                _collect(sweep, plan[start:start + len(wave)], wave, returns)
-            else:
-                submitted += wave
+            log.info(f"{elsewhere} job(s) are being trained by {len(waiting)} task(s) that an earlier submission "
+                     f"of this sweep left on the cluster ({', '.join(waiting)}): waiting for them, not training "
+                     f"those jobs again")
+        submitted = _submit(launcher, sweep, plan, returns) if plan else []
         with _interrupted_in_one_line(launcher, submitted, waiting):
             if submitted:
                 _collect(sweep, plan, submitted, returns)
@@ -206,6 +183,33 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     finally:
         sweep.writers.close()  # the write workers of the folders written here
         COLLECTIONS.stop()
+
+
+def _submit(launcher, sweep: VectorizedSweep, plan: list, returns: dict[int, JobReturn]) -> list:
+    """Submit the plan's groups. SLURM: one job array, its jobs returned for _collect. Local: a window of
+    parallel_groups at a time, each window collected before the next (nothing is returned)."""
+    with _refused_submission_in_one_line(launcher):
+        executor = executor_for(launcher)
+    state = Singleton.get_state()
+    at_once = launcher.parallel_groups if launcher._EXECUTOR == "local" else len(plan)
+    tasks = [GroupTask(launcher, group, state, slot=i % max(1, at_once)) for i, group in enumerate(plan)]
+    submitted: list = []
+    for start in range(0, len(tasks), max(1, at_once)):  # local: a window at a time; SLURM: one array
+        with _refused_submission_in_one_line(launcher):
+            with executor.batch():
+                wave = [executor.submit(task) for task in tasks[start:start + max(1, at_once)]]
+        log.info(f"submitted {len(wave)} group(s): submitit job(s) {', '.join(j.job_id for j in wave)} "
+                 f"(logs in {launcher.params['submitit_folder']})")
+        if launcher._EXECUTOR == "slurm":  # what each task trains, for a resume while it is still queued
+            for job, group in zip(wave, plan[start:start + len(wave)]):
+                in_flight.record_members(job, group)
+        if start == 0:  # their jobs make them again; freeing them (~1 ms each) overlaps the first groups
+            sweep.release_configs([j for group in plan for j in group])
+        if launcher._EXECUTOR == "local":
+            _collect(sweep, plan[start:start + len(wave)], wave, returns)
+        else:
+            submitted += wave
+    return submitted
 
 
 # what a cluster may refuse a job for, as hydra.launcher names them
