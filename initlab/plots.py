@@ -20,6 +20,7 @@ logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO notes woul
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
@@ -47,6 +48,23 @@ def with_init(table: pd.DataFrame, sweep: Sweep, chosen: fx.Facets) -> pd.DataFr
 # Line figures are laid out by hand: matplotlib's constrained layout measures every tick label of
 # every panel (over a second for a 12 x 3 grid of log axes); these margins fit our labels.
 LEFT, RIGHT_LEGEND, BOTTOM, GAP_W, GAP_H = 0.8, 2.6, 0.55, 0.85, 0.95  # inches
+
+
+class _PlainLogLabels(ticker.LogFormatterSciNotation):
+    """matplotlib's log-axis labels, but a tick between powers of ten reads "3.4", not "3.4 x 10^0":
+    on an axis spanning less than a decade matplotlib labels those ticks, and that wide form pushed
+    the axis title past the figure's left edge (LEFT)."""
+
+    def __call__(self, x, pos=None):
+        label = super().__call__(x, pos)
+        return f"{x:g}" if label and not math.isclose(math.log10(x), round(math.log10(x))) else label
+
+
+def log_scale(ax) -> None:
+    """A log y axis, labelled so that its tick labels fit the hand-set margins."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_PlainLogLabels())
+    ax.yaxis.set_minor_formatter(_PlainLogLabels(labelOnlyBase=False))
 
 
 def panels(rows: int, cols: int, width: float, height: float, title_lines: int = 1):
@@ -144,7 +162,7 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
             draw_bands(ax, part, "step", palette, marker=row == 1 and part.step.nunique() < 30)
             ax.set(xlabel="optimizer step", ylabel=ylabel, title=facet if row == 0 else None)
             if row == 0 and len(part) and (part.center > 0).all():
-                ax.set_yscale("log")
+                log_scale(ax)
             if not len(part):
                 ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
     hide_unused(axes, len(chosen.shown), cols, rows_per_facet=2)
@@ -185,7 +203,7 @@ def gradient_flow(sweep: Sweep, palette: dict, path: Path, metric: str = "weight
             part = summed[(summed.facet == facet) & (summed.moment == moment)]
             if len(part):
                 draw_bands(ax, part, "layer", palette, marker=True)
-                ax.set_yscale("log")
+                log_scale(ax)
                 lo, hi = spans.loc[(facet, moment)]
                 at = f"step {lo}" if lo == hi else f"steps {lo}–{hi}"
             else:
