@@ -18,9 +18,10 @@ arithmetic. What it prints:
    `--kill-after` of the runs have their summary (no clean-up can run: a lost login node), then
    the same command again: what the resumed sweep says it skips and trains, its time, its end
    counts; and every run's records (status, config hash, every per-layer and curve value) against
-   the uninterrupted study's. A run the resumed sweep trains in a group of another size matches up
-   to float rounding, not bit for bit: the group evaluates the test set in chunks sized by its
-   member count (stacked.evaluate_members), and the test loss's float32 sum follows the chunks.
+   the uninterrupted study's. The resumed sweep trains what is left in groups of other sizes; on
+   the CPU its records are still bit for bit the uninterrupted study's (until 2026-11-29 a group
+   evaluated the test set in chunks sized by its member count, so a regrouped run's test loss could
+   differ in its last bit: the earlier results in benchmarks/results/ show that).
 """
 
 from __future__ import annotations

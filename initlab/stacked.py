@@ -59,10 +59,11 @@ class StackedMLP:
     def parameters(self) -> list[torch.Tensor]:
         return [t for pair in zip(self.weights, self.biases) for t in pair]
 
-    def __call__(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
-        """x: (M, batch, in) -> (M, batch, classes); with `taps`, each layer's (pre, post) too."""
+    def __call__(self, x: torch.Tensor, taps: Optional[list] = None, members: slice = slice(None)) -> torch.Tensor:
+        """x: (M, batch, in) -> (M, batch, classes); with `taps`, each layer's (pre, post) too.
+        `members`: only those members (x then has their count as its first dimension)."""
         for w, b, act in zip(self.weights, self.biases, self.activations):
-            pre = StackedLinear.apply(x, w, b)
+            pre = StackedLinear.apply(x, w[members], b[members])
             x = act(pre)
             tap(taps, pre, x)
         return x
@@ -162,14 +163,21 @@ OPTIMIZERS = {
 }
 
 
+# Rows of the test set per forward pass of evaluate_members, whatever the group's size: each member's
+# test loss is then the same float32 sum of the same chunks, so a member's records do not depend on
+# the group it was trained in (a resumed sweep regroups what is left; a cluster's groups differ in size).
+EVAL_ROWS = 1000
+
+
 @torch.no_grad()
 def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: Optional[int] = None) -> list:
     """Every member's Evaluation on (x, y): the same numbers as training.evaluate gives each alone.
 
-    The test set goes through in chunks whose (members, chunk, width) activations hold at most
-    `budget` numbers: by default 2**22 on the CPU (16 MB, below glibc's 32 MB limit for reusing
-    freed memory: larger tensors are fresh pages every time, ~1/3 of the evaluation's time in
-    page faults for 256 members) and 2**26 on a GPU (whose caching allocator reuses anything).
+    The test set goes through in chunks of EVAL_ROWS rows, and the members a slice at a time, so that
+    the (members, rows, width) activations of a pass hold at most `budget` numbers: by default 2**22
+    on the CPU (16 MB, below glibc's 32 MB limit for reusing freed memory: larger tensors are fresh
+    pages every time, ~1/3 of the evaluation's time in page faults for 256 members) and 2**26 on a
+    GPU (whose caching allocator reuses anything).
     """
     from initlab.training import Evaluation
 
@@ -177,16 +185,21 @@ def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: 
         budget = 2**22 if x.device.type == "cpu" else 2**26
     m = net.members
     width = max(w.shape[1] for w in net.weights)
-    chunk = max(1, min(len(y), budget // (m * width)))  # bound the (M, chunk, width) activations
+    rows = min(len(y), EVAL_ROWS)
+    at_once = max(1, min(m, budget // (rows * width)))  # members per pass
     loss = x.new_zeros(m)
     correct = x.new_zeros(m)
-    stats = EvaluationPass(net.activation_names)
-    for xs, ys in zip(x.split(chunk), y.split(chunk)):
-        taps: list = []
-        out = net(xs.expand(m, *xs.shape), taps)
-        loss += F.cross_entropy(out.flatten(0, 1), ys.repeat(m), reduction="none").view(m, -1).sum(1)
-        correct += (out.argmax(2) == ys).sum(1)
-        stats.add(taps)
+    stats = [EvaluationPass(net.activation_names) for _ in range(0, m, at_once)]
+    for xs, ys in zip(x.split(rows), y.split(rows)):
+        for part, start in zip(stats, range(0, m, at_once)):
+            members = slice(start, min(m, start + at_once))
+            k = members.stop - start
+            taps: list = []
+            out = net(xs.expand(k, *xs.shape), taps, members)
+            loss[members] += F.cross_entropy(out.flatten(0, 1), ys.repeat(k), reduction="none").view(k, -1).sum(1)
+            correct[members] += (out.argmax(2) == ys).sum(1)
+            part.add(taps)
     n = len(y)
-    return [Evaluation(*values) for values in zip((loss / n).tolist(), (correct / n).tolist(), stats.dead_fraction(),
-                                                  stats.saturated_fraction(), stats.dead_outputs())]
+    per_member = [[v for part in stats for v in values(part)] for values in (
+        EvaluationPass.dead_fraction, EvaluationPass.saturated_fraction, EvaluationPass.dead_outputs)]
+    return [Evaluation(*values) for values in zip((loss / n).tolist(), (correct / n).tolist(), *per_member)]

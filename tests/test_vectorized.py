@@ -241,3 +241,46 @@ def test_a_groups_job_numbers_read_as_ranges():
     assert job_ranges(list(range(256))) == "#0-#255"
     assert job_ranges([1, 3, 4, 5, 9]) == "#1, #3-#5, #9"
     assert job_ranges([7]) == "#7"
+
+
+def test_a_members_evaluation_does_not_depend_on_its_group():
+    """evaluate_members: each member's numbers are bit for bit the same in a group of 1, 3 or 12 (and
+    with a budget that makes it take the members a few at a time), and equal training.evaluate's alone."""
+    from initlab.model import MLP
+    from initlab.stacked import EVAL_ROWS, StackedMLP, evaluate_members
+    from initlab.training import evaluate
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2 * EVAL_ROWS + 321, 20, generator=g), torch.randint(0, 10, (2 * EVAL_ROWS + 321,), generator=g)
+    models = []
+    for k in range(12):
+        torch.manual_seed(k)
+        models.append(MLP(20, 10, depth=2, width=24, activation="relu" if k % 2 else "tanh"))
+    models = [m for m in models if m.activation_names[0] == "relu"]  # one architecture per group
+    everyone = evaluate_members(StackedMLP(models), x, y)
+    for members, budget in (([0], None), ([1, 2, 3], None), (range(len(models)), 3 * EVAL_ROWS * 24)):
+        group = evaluate_members(StackedMLP([models[i] for i in members]), x, y, budget=budget)
+        assert group == [everyone[i] for i in members]
+    for model, ev in zip(models, everyone):
+        alone = evaluate(model, x, y)
+        assert (ev.dead_fraction, ev.dead_outputs) == (alone.dead_fraction, alone.dead_outputs)
+        assert ev.loss == pytest.approx(alone.loss, rel=1e-6) and ev.accuracy == alone.accuracy
+
+
+def test_a_members_records_do_not_depend_on_the_size_of_its_group(tmp_path):
+    """The same sweep in groups of 4 + 2 and in one group of 6 writes the same records, bit for bit
+    (on the CPU): a resumed or clustered sweep may train a member in a group of another size.
+    Real MNIST's 10,000 test images: a group's evaluation takes them in several passes."""
+    args = ["-m", "trainer.max_steps=20", "trainer.log_every=5", "init=xavier_uniform,kaiming_normal,orthogonal",
+            "lr.value=0.1,0.01", "hydra/launcher=vectorized"]
+    for size in (4, 6):
+        run_cli(*args, f"hydra.launcher.max_group_size={size}", f"hydra.sweep.dir=groups_of_{size}", cwd=tmp_path)
+    a, b = load([tmp_path / "groups_of_4"]), load([tmp_path / "groups_of_6"])
+    assert len(a.runs) == 6
+    for table in ("layers", "curves"):
+        keys = ["run", "metric", "step"] + (["layer"] if table == "layers" else [])
+        mine, theirs = (getattr(r, table).sort_values(keys, ignore_index=True) for r in (a, b))
+        pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
+    when = ["path", "wall_time_s"]  # where and how long, not what
+    mine, theirs = (r.runs.drop(columns=when).sort_values("run", ignore_index=True) for r in (a, b))
+    pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
