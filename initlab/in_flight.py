@@ -24,6 +24,11 @@ log = logging.getLogger("initlab")
 
 MANIFEST = "initlab_members.json"
 
+# How often a wait asks the cluster (sacct) about a task that has not written its result. submitit's
+# own watcher asks ever less often as its jobs age, at last once per 10 minutes: a task lost without
+# a result (cancelled, killed, its node gone) late in a long study would be noticed that late.
+ASK_THE_CLUSTER_EVERY_S = 30.0
+
 
 def record_members(job, group: list) -> None:
     """Beside a submitted task's submitit files: the folders of the members it trains."""
@@ -56,6 +61,20 @@ def still_on_the_cluster(submitit_folder: str) -> dict[str, str]:
     return members
 
 
+def until_done(job, poll_s: float = 1.0, ask_every_s: float = ASK_THE_CLUSTER_EVERY_S) -> None:
+    """Wait for a submitit job to end: its result file looked for every `poll_s` (submitit's done()
+    looks there first), the cluster asked at least every `ask_every_s` (done(force_check=True) is one
+    sacct call for every job of the process: a local job ignores it)."""
+    asked = time.monotonic()
+    while True:
+        force = time.monotonic() - asked >= ask_every_s
+        if force:
+            asked = time.monotonic()
+        if job.done(force_check=force):
+            return
+        time.sleep(poll_s)
+
+
 def wait_for_them(sweep, waiting: dict[str, list], submitit_folder: str, returns: dict, record_lost) -> None:
     """Wait for each earlier task (job id -> the members it trains); record what it wrote, and each member
     it ended without writing as failed (`record_lost(sweep, members, job, error, returns)`)."""
@@ -63,8 +82,7 @@ def wait_for_them(sweep, waiting: dict[str, list], submitit_folder: str, returns
 
     for job_id, members in waiting.items():
         job = submitit.SlurmJob(folder=submitit_folder, job_id=job_id)
-        while not job.done():
-            time.sleep(1.0)
+        until_done(job)
         try:
             error = job.exception()
         except Exception as e:  # its state unreadable: the members it did not write are still lost

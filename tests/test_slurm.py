@@ -199,3 +199,28 @@ def test_a_group_past_its_slurm_time_limit_ends_at_the_signal_recorded_per_membe
     array = _array_id(tmp_path / "sweep")
     _wait_for(lambda: sorted(_sacct(array)) == [(f"{array}_0", "FAILED"), (f"{array}_1", "FAILED")],
               lambda: f"both tasks to end FAILED, not TIMEOUT; sacct says {_sacct(array)}", 30)
+
+
+def test_a_task_lost_late_in_a_long_study_is_noticed_within_the_bound_not_submitits_ten_minutes(tmp_path, monkeypatch):
+    """A task cancelled an hour into a study (its watcher aged by an hour): submitit's own done() would
+    not ask sacct again for 10 minutes; in_flight.until_done asks within its bound."""
+    import submitit
+
+    from initlab import in_flight
+
+    executor = submitit.SlurmExecutor(folder=tmp_path / "%j")
+    executor.update_parameters(time=5, cpus_per_task=1, mem="1G", signal_delay_s=10)
+    job = executor.submit(time.sleep, 600)
+    _wait_for(lambda: job.done(force_check=True) is False and job.state == "RUNNING",
+              lambda: f"the task to run; it is {job.state}", 60)
+    watcher = submitit.SlurmJob.watcher
+    monkeypatch.setattr(watcher, "_start_time", watcher._start_time - 3600)  # the last submission an hour ago
+    watcher.update()
+    subprocess.run(["scancel", job.job_id], check=True)
+    _wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job.job_id], capture_output=True, text=True).stdout.strip(),
+              f"squeue to stop listing {job.job_id}", 30)
+    time.sleep(3)
+    assert not job.done() and job.state == "RUNNING"  # submitit's view: the last sacct, an hour's back-off away
+    start = time.monotonic()
+    in_flight.until_done(job, poll_s=0.2, ask_every_s=5)
+    assert time.monotonic() - start < 5 + 2 and job.state.startswith("CANCELLED")
