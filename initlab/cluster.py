@@ -166,8 +166,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
         plan, waiting = _leave_out_groups_still_on_the_cluster(launcher, plan)
         elsewhere = sum(map(len, waiting.values()))
-        log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {sweep.plan_words(jobs, plan, elsewhere)}, "
-                 f"one submitit job each")
+        log.info(f"Vectorized on submitit ({launcher._EXECUTOR}): {sweep.plan_words(jobs, plan, elsewhere)}"
+                 + (", one submitit job each" if plan else ""))
         returns = sweep.write_finished(jobs, plan + list(waiting.values()))
         if waiting:
             log.info(f"{elsewhere} job(s) are being trained by {len(waiting)} task(s) that an earlier submission "

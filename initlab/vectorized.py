@@ -17,6 +17,7 @@ import atexit
 import gc
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -183,6 +184,40 @@ class FewerCollections:
 COLLECTIONS = FewerCollections()
 
 
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def check_launcher(launcher) -> None:
+    """hydra.launcher's own values (a ConfigError naming the value and what is allowed): without this
+    check max_group_size=0 meant "as memory allows", a negative one planned no group and ended in an
+    AttributeError traceback, and memory_fraction=2 sized groups past the free memory."""
+    size = getattr(launcher, "max_group_size", None)
+    if size is not None and not _whole(size, 1):
+        raise ConfigError(f"hydra.launcher.max_group_size={size}: must be a whole number of members, 1 or more, "
+                          f"or null (as many as memory_fraction of the device's free memory holds)")
+    fraction = getattr(launcher, "memory_fraction", 0.5)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"hydra.launcher.memory_fraction={fraction}: must be the share of the device's free "
+                          f"memory a group may take, above 0 and at most 1")
+    workers = getattr(launcher, "write_workers", None)
+    if workers is not None and not _whole(workers, 0):
+        raise ConfigError(f"hydra.launcher.write_workers={workers}: must be a whole number of processes, 0 (the "
+                          f"launcher writes the folders itself), or null (one per core but one, at most 16)")
+    parallel = getattr(launcher, "parallel_groups", 1)
+    if not _whole(parallel, 1):
+        raise ConfigError(f"hydra.launcher.parallel_groups={parallel}: must be a whole number of groups "
+                          f"training at once, 1 or more")
+    for device in getattr(launcher, "devices", None) or []:
+        try:
+            if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(device)):
+                raise ConfigError(f"{device}: not a device name; allowed: cpu, cuda, cuda:N, mps")
+            check_device(str(device))
+        except ConfigError as e:
+            raise ConfigError(f"hydra.launcher.devices={list(launcher.devices)}: "
+                              f"{str(e).replace(' (or trainer.device=auto)', '').replace('trainer.device=', '')}") from None
+
+
 def is_initlab_training(task) -> bool:
     """Whether a Hydra task function is initlab's training job (initlab.cli.train_job).
 
@@ -223,6 +258,11 @@ class VectorizedSweep:
     """One batch of initlab jobs through the vectorized launcher."""
 
     def __init__(self, launcher) -> None:
+        try:
+            check_launcher(launcher)
+        except ConfigError as e:  # before anything is planned, as a wrong task value stops a sweep
+            print(f"initlab: {e}", file=sys.stderr)
+            sys.exit(2)
         self.launcher, self.config = launcher, launcher.config
         self.yaml = HydraYaml()  # the jobs' .hydra files differ in a few lines: the rest is rendered once
         workers = getattr(launcher, "write_workers", None)
@@ -357,9 +397,9 @@ class VectorizedSweep:
     def plan_words(jobs: list[Job], plan: list[list[Job]], elsewhere: int = 0) -> str:
         """What the sweep will do; `elsewhere`: jobs an earlier submission's groups still train (in_flight.py)."""
         todo = sum(len(p) for p in plan)
+        groups = f" in {len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan)}" if plan else ""
         return (f"{len(jobs)} jobs, {len(jobs) - todo - elsewhere} already finished, "
-                f"{f'{elsewhere} still training on the cluster, ' if elsewhere else ''}{todo} to train in "
-                f"{len(plan)} stacked group(s) of {', '.join(str(len(p)) for p in plan) or '0'}")
+                f"{f'{elsewhere} still training on the cluster, ' if elsewhere else ''}{todo} to train{groups}")
 
     def write_finished(self, jobs: list[Job], plan: list[list[Job]]) -> dict[int, JobReturn]:
         """The folders of the jobs an earlier attempt finished (nothing trains): the JobReturns so far."""

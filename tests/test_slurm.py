@@ -172,7 +172,7 @@ def test_a_resume_while_the_lost_submissions_groups_still_run_waits_for_them_ins
     assert f"{array}_0" in queued and f"{array}_1" in queued
     again = run_cli("-m", *LONGER, *SLURM, cwd=tmp_path)
     said = again.stdout + again.stderr
-    assert "4 jobs, 0 already finished, 4 still training on the cluster, 0 to train in 0 stacked group(s)" in said
+    assert "4 jobs, 0 already finished, 4 still training on the cluster, 0 to train" in said and "group(s) of 0" not in said
     assert f"4 job(s) are being trained by 2 task(s) that an earlier submission of this sweep left on the cluster " \
            f"({array}_0, {array}_1): waiting for them" in said
     assert "submitted" not in said and "4 completed, 0 diverged, 0 failed" in said

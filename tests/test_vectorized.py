@@ -284,3 +284,38 @@ def test_a_members_records_do_not_depend_on_the_size_of_its_group(tmp_path):
     when = ["path", "wall_time_s"]  # where and how long, not what
     mine, theirs = (r.runs.drop(columns=when).sort_values("run", ignore_index=True) for r in (a, b))
     pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
+
+
+@pytest.mark.parametrize("setting, value, says", [
+    ("max_group_size", 0, "hydra.launcher.max_group_size=0: must be a whole number of members, 1 or more, or null"),
+    ("max_group_size", -3, "hydra.launcher.max_group_size=-3: must be a whole number of members"),
+    ("memory_fraction", 2.0, "hydra.launcher.memory_fraction=2.0: must be the share of the device's free memory"),
+    ("memory_fraction", 0, "hydra.launcher.memory_fraction=0: must be"),
+    ("write_workers", -1, "hydra.launcher.write_workers=-1: must be a whole number of processes, 0"),
+    ("parallel_groups", 0, "hydra.launcher.parallel_groups=0: must be a whole number of groups training at once"),
+    ("devices", ["cuda:7"], "hydra.launcher.devices=['cuda:7']: cuda:7: no CUDA GPU here"),
+    ("devices", ["gpu0"], "hydra.launcher.devices=['gpu0']: gpu0: not a device name; allowed: cpu, cuda, cuda:N, mps"),
+])
+def test_a_wrong_launcher_value_is_named_with_what_is_allowed(setting, value, says):
+    from types import SimpleNamespace
+
+    from initlab.config import ConfigError
+    from initlab.vectorized import check_launcher
+
+    if setting == "devices" and value == ["cuda:7"] and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    launcher = SimpleNamespace(max_group_size=None, memory_fraction=0.5, write_workers=None, devices=None)
+    check_launcher(launcher)  # the defaults pass
+    setattr(launcher, setting, value)
+    with pytest.raises(ConfigError) as e:
+        check_launcher(launcher)
+    assert str(e.value).startswith(says) and "\n" not in str(e.value)
+
+
+def test_a_wrong_launcher_value_stops_the_sweep_with_one_line_before_anything_trains(tmp_path):
+    # before the check, a negative group size planned no group and ended in an AttributeError traceback
+    result = run_cli("-m", *SMALL, "init=xavier_uniform,kaiming_normal", "hydra/launcher=vectorized",
+                     "hydra.launcher.max_group_size=-3", "hydra.sweep.dir=sweep", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("initlab: hydra.launcher.max_group_size=-3: must be")
+    assert not list((tmp_path / "sweep").glob("*/summary.json"))
