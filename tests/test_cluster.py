@@ -3,12 +3,14 @@ several devices at once in the in-process vectorized launcher (initlab/workers.p
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from omegaconf import OmegaConf
 
 from initlab import records
 from initlab.report import load
@@ -24,6 +26,13 @@ def _runs(sweep):
     def with_status(run):
         return SimpleNamespace(layers=run.layers, curves=run.curves, summary=run.summary, status=run.summary["status"])
     return {p.parent.name: with_status(records.load_run(p.parent)) for p in sweep.glob("*/summary.json")}
+
+
+def _success(result_file):
+    """The JobReturns a group's job sent back in its submitit result file."""
+    state, returned = pickle.loads(result_file.read_bytes())
+    assert state == "success", returned
+    return [ret for _, ret in returned]
 
 
 def _same_sweeps(ours, reference):
@@ -55,6 +64,16 @@ def test_submitit_local_writes_what_the_in_process_launcher_writes(tmp_path, ref
     for folder in sweep.glob("*/summary.json"):
         assert (folder.parent / ".hydra" / "config.yaml").exists() and (folder.parent / ".hydra" / "overrides.yaml").exists()
     assert len([p for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name.isdigit()]) == 2  # job ids
+    # what a group's job sends back: each member's JobReturn with its return value (the final test loss, what
+    # a sweeper reads) and its task config, without the Hydra config its folder holds (cluster.light)
+    by_overrides = {tuple(OmegaConf.load(p.parent / ".hydra" / "overrides.yaml")): records.load_run(p.parent)
+                    for p in sweep.glob("*/summary.json")}
+    returned = [ret for f in (sweep / ".submitit").glob("*/*_result.pkl") for ret in _success(f)]
+    assert sorted(tuple(ret.overrides) for ret in returned) == sorted(by_overrides)
+    for ret in returned:
+        run = by_overrides[tuple(ret.overrides)]
+        assert ret.return_value == run.summary["metrics"]["test_loss"] and ret.hydra_cfg is None
+        assert ret.cfg.model.depth == run.summary["config"]["model"]["depth"] and "hydra" not in ret.cfg
     # a second invocation trains nothing (resume by config identity) and changes no record
     before = {p: p.read_bytes() for p in sweep.glob("*/layers.parquet")}
     again = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.sweep.dir=sweep", cwd=tmp_path)
