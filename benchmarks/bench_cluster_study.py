@@ -76,9 +76,12 @@ def run(cmd: list[str], log: Path, kill_at: int | None = None, folder: Path | No
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        peak, killed = 0.0, False
+        peak, killed, samples = 0.0, False, []
         while proc.poll() is None:
-            peak = max(peak, rss_mb(proc.pid))
+            rss = rss_mb(proc.pid)
+            peak = max(peak, rss)
+            if rss:
+                samples.append((time.time(), rss))
             if kill_at is not None and finished(folder) >= kill_at:
                 os.killpg(proc.pid, signal.SIGKILL)
                 killed = True
@@ -86,7 +89,21 @@ def run(cmd: list[str], log: Path, kill_at: int | None = None, folder: Path | No
                 break
             time.sleep(0.2)
     return {"seconds": time.perf_counter() - started, "rc": proc.returncode, "peak_mb": peak, "killed": killed,
-            "text": log.read_text()}
+            "text": log.read_text(), "samples": samples}
+
+
+def memory_words(result: dict) -> str:
+    """The submitting process's resident memory when the first groups were submitted and at its end: what
+    planning holds (freed memory mostly stays resident) against what collecting the groups' JobReturns adds."""
+    samples = result["samples"]
+    m = re.search(r"^\[([\d\-: ,]+)\]\[HYDRA\] submitted", result["text"], re.M)
+    if not samples or not m:
+        return ""
+    from datetime import datetime
+
+    at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    submitted = max((rss for t, rss in samples if t <= at + 1.0), default=0.0)
+    return f" ({submitted:.0f} MB when the groups were submitted, {samples[-1][1]:.0f} MB at the end)"
 
 
 def end_line(text: str) -> str:
@@ -146,6 +163,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=250)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--kill-after", type=float, default=0.4, help="share of the runs finished when the kill comes")
+    parser.add_argument("--whole-only", action="store_true", help="the uninterrupted study only (no kill and resume)")
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local",
                         help="slurm: through a running SLURM cluster (bash .ci/slurm-cluster starts one)")
     args, extra = parser.parse_known_args()
@@ -160,9 +178,11 @@ def main() -> None:
     whole = run(command(out / "whole", args.seeds, extra, args.launcher), out / "whole.log")
     print(f"\n1. whole study: {whole['seconds']:.1f} s end to end (rc {whole['rc']}), "
           f"{whole['seconds'] / n * 1000:.1f} ms per configuration; planned {plan_seconds(whole['text'], wall_start)} s "
-          f"after start; submitting process peak RSS {whole['peak_mb']:.0f} MB")
+          f"after start; submitting process peak RSS {whole['peak_mb']:.0f} MB{memory_words(whole)}")
     print("   " + end_line(whole["text"]))
 
+    if args.whole_only:
+        return
     kill_at = int(args.kill_after * n)
     killed = run(command(out / "resumed", args.seeds, extra, args.launcher), out / "killed.log", kill_at, out / "resumed")
     left = finished(out / "resumed")
