@@ -59,11 +59,14 @@ class StackedMLP:
     def parameters(self) -> list[torch.Tensor]:
         return [t for pair in zip(self.weights, self.biases) for t in pair]
 
-    def __call__(self, x: torch.Tensor, taps: Optional[list] = None, members: slice = slice(None)) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, taps: Optional[list] = None, members: Optional[slice] = None) -> torch.Tensor:
         """x: (M, batch, in) -> (M, batch, classes); with `taps`, each layer's (pre, post) too.
-        `members`: only those members (x then has their count as its first dimension)."""
+        `members`: only those members (x then has their count as its first dimension). Training
+        passes none: even w[:] is a view whose backward copies the weight gradient into a new tensor."""
         for w, b, act in zip(self.weights, self.biases, self.activations):
-            pre = StackedLinear.apply(x, w[members], b[members])
+            if members is not None:
+                w, b = w[members], b[members]
+            pre = StackedLinear.apply(x, w, b)
             x = act(pre)
             tap(taps, pre, x)
         return x

@@ -319,3 +319,22 @@ def test_a_wrong_launcher_value_stops_the_sweep_with_one_line_before_anything_tr
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("initlab: hydra.launcher.max_group_size=-3: must be")
     assert not list((tmp_path / "sweep").glob("*/summary.json"))
+
+
+def test_training_takes_each_weight_gradient_straight_from_the_stacked_layer():
+    """A training forward feeds the stacked weights to StackedLinear as they are: a view of them (even
+    w[:]) would add a backward that copies every weight gradient into a new tensor at each step."""
+    from initlab.model import MLP
+    from initlab.stacked import StackedMLP
+
+    net = StackedMLP([MLP(20, 10, depth=2, width=8) for _ in range(3)])
+    nodes, todo = [], [net(torch.randn(3, 5, 20)).grad_fn]
+    while todo:  # every node of the backward graph
+        node = todo.pop()
+        if node is not None and node not in nodes:
+            nodes.append(node)
+            todo += [f for f, _ in node.next_functions]
+    fed = [[getattr(f, "variable", None) for f, _ in node.next_functions[1:]]
+           for node in nodes if type(node).__name__ == "StackedLinearBackward"]
+    assert len(fed) == len(net.weights)
+    assert all(any(w is wb[0] and b is wb[1] for wb in fed) for w, b in zip(net.weights, net.biases))
