@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from initlab.errors import ConfigError  # defined apart: the report and loggers raise it without torch
 from initlab.init import AUTO, AUTO_KEYS, CRITICAL
-from initlab.schema import ANY, FIXED, OPEN, TARGETED, Schema
+from initlab.schema import ANY, FIXED, OPEN, TARGETED, Schema, VectorizedLauncher
 
 
 # --- the keys a node may have: from a schema dataclass or from a function's signature ---------
@@ -142,6 +142,16 @@ def _check_keys(path: str, node: dict, keys: list[Key], relations: tuple, owner:
         if not holds(values):
             shown = ", ".join(f"{path}.{k}={_show(v)}" for k, v in values.items() if k in message.split())
             raise ConfigError(f"{shown}: {message}")
+
+
+def check_launcher(launcher) -> None:
+    """The vectorized launchers' own values (schema.VectorizedLauncher), read off the launcher object
+    Hydra made from hydra.launcher: a ConfigError naming a wrong one and what is allowed. Unchecked,
+    max_group_size=0 meant "as memory allows", a negative one planned no group and ended in an
+    AttributeError traceback, and memory_fraction=2 sized groups past the free memory."""
+    keys = dataclass_keys(VectorizedLauncher)
+    node = {k.name: getattr(launcher, k.name) for k in keys if hasattr(launcher, k.name)}
+    _check_keys("hydra.launcher", node, list(keys), (), "hydra.launcher", open_ended=True)
 
 
 def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, ...] = ()) -> None:

@@ -30,8 +30,9 @@ def available_devices() -> list[str]:
     return found
 
 
-def check_device(name: str) -> None:
-    """Raise Unavailable when trainer.device names a device this machine lacks (`auto` always works)."""
+def check_device(name: str, setting: str = "trainer.device") -> None:
+    """Raise Unavailable when a device setting (trainer.device; an entry of hydra.launcher.devices:
+    `setting`, as the message names it) names a device this machine lacks (`auto` always works)."""
     if name in ("auto", "cpu"):
         return
     have = ", ".join(available_devices())
@@ -40,13 +41,13 @@ def check_device(name: str) -> None:
         if not torch.cuda.is_available():
             why = ("this torch is built without CUDA" if torch.version.cuda is None
                    else "torch finds no CUDA GPU or driver")
-            raise Unavailable(f"trainer.device={name}: no CUDA GPU here ({why}; torch {torch.__version__}); "
-                              f"available: {have} (or trainer.device=auto)")
+            raise Unavailable(f"{setting}={name}: no CUDA GPU here ({why}; torch {torch.__version__}); "
+                              f"available: {have} (or {setting}=auto)")
         index, count = int(match.group(1) or 0), torch.cuda.device_count()
         if index >= count:
-            raise Unavailable(f"trainer.device={name}: this machine has {count} CUDA GPU(s); available: {have}")
+            raise Unavailable(f"{setting}={name}: this machine has {count} CUDA GPU(s); available: {have}")
     elif name == "mps" and "mps" not in available_devices():
-        raise Unavailable(f"trainer.device=mps: Apple's MPS is not available here; available: {have}")
+        raise Unavailable(f"{setting}=mps: Apple's MPS is not available here; available: {have}")
 
 
 def resolve_device(name: str, job_num: Optional[int] = None) -> torch.device:

@@ -17,7 +17,6 @@ import atexit
 import gc
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initlab import loggers, records
-from initlab.config import ConfigError, check, validate
+from initlab.config import ConfigError, check, check_launcher as check_launcher_values, validate
 from initlab.data import DataError
 from initlab.group import GroupTraining, MemberRecords, group_key
 from initlab.file_writes import BackgroundWrites
@@ -184,38 +183,11 @@ class FewerCollections:
 COLLECTIONS = FewerCollections()
 
 
-def _whole(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
 def check_launcher(launcher) -> None:
-    """hydra.launcher's own values (a ConfigError naming the value and what is allowed): without this
-    check max_group_size=0 meant "as memory allows", a negative one planned no group and ended in an
-    AttributeError traceback, and memory_fraction=2 sized groups past the free memory."""
-    size = getattr(launcher, "max_group_size", None)
-    if size is not None and not _whole(size, 1):
-        raise ConfigError(f"hydra.launcher.max_group_size={size}: must be a whole number of members, 1 or more, "
-                          f"or null (as many as memory_fraction of the device's free memory holds)")
-    fraction = getattr(launcher, "memory_fraction", 0.5)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ConfigError(f"hydra.launcher.memory_fraction={fraction}: must be the share of the device's free "
-                          f"memory a group may take, above 0 and at most 1")
-    workers = getattr(launcher, "write_workers", None)
-    if workers is not None and not _whole(workers, 0):
-        raise ConfigError(f"hydra.launcher.write_workers={workers}: must be a whole number of processes, 0 (the "
-                          f"launcher writes the folders itself), or null (one per core but one, at most 16)")
-    parallel = getattr(launcher, "parallel_groups", 1)
-    if not _whole(parallel, 1):
-        raise ConfigError(f"hydra.launcher.parallel_groups={parallel}: must be a whole number of groups "
-                          f"training at once, 1 or more")
-    for device in getattr(launcher, "devices", None) or []:
-        try:
-            if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(device)):
-                raise ConfigError(f"{device}: not a device name; allowed: cpu, cuda, cuda:N, mps")
-            check_device(str(device))
-        except ConfigError as e:
-            raise ConfigError(f"hydra.launcher.devices={list(launcher.devices)}: "
-                              f"{str(e).replace(' (or trainer.device=auto)', '').replace('trainer.device=', '')}") from None
+    """hydra.launcher's own values (config.check_launcher), and the devices it names on this machine."""
+    check_launcher_values(launcher)
+    for i, device in enumerate(getattr(launcher, "devices", None) or []):
+        check_device(str(device), f"hydra.launcher.devices[{i}]")
 
 
 def is_initlab_training(task) -> bool:

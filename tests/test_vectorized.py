@@ -287,14 +287,15 @@ def test_a_members_records_do_not_depend_on_the_size_of_its_group(tmp_path):
 
 
 @pytest.mark.parametrize("setting, value, says", [
-    ("max_group_size", 0, "hydra.launcher.max_group_size=0: must be a whole number of members, 1 or more, or null"),
-    ("max_group_size", -3, "hydra.launcher.max_group_size=-3: must be a whole number of members"),
-    ("memory_fraction", 2.0, "hydra.launcher.memory_fraction=2.0: must be the share of the device's free memory"),
-    ("memory_fraction", 0, "hydra.launcher.memory_fraction=0: must be"),
-    ("write_workers", -1, "hydra.launcher.write_workers=-1: must be a whole number of processes, 0"),
-    ("parallel_groups", 0, "hydra.launcher.parallel_groups=0: must be a whole number of groups training at once"),
-    ("devices", ["cuda:7"], "hydra.launcher.devices=['cuda:7']: cuda:7: no CUDA GPU here"),
-    ("devices", ["gpu0"], "hydra.launcher.devices=['gpu0']: gpu0: not a device name; allowed: cpu, cuda, cuda:N, mps"),
+    ("max_group_size", 0, "hydra.launcher.max_group_size=0: must be an integer >= 1, or null (as many as"),
+    ("max_group_size", -3, "hydra.launcher.max_group_size=-3: must be an integer >= 1"),
+    ("max_group_size", 2.5, "hydra.launcher.max_group_size=2.5: must be an integer >= 1"),
+    ("memory_fraction", 2.0, "hydra.launcher.memory_fraction=2.0: must be a number in (0, 1]: the share"),
+    ("memory_fraction", 0, "hydra.launcher.memory_fraction=0: must be a number in (0, 1]"),
+    ("write_workers", -1, "hydra.launcher.write_workers=-1: must be an integer >= 0 (0: the launcher writes"),
+    ("parallel_groups", 0, "hydra.launcher.parallel_groups=0: must be an integer >= 1: groups training at once"),
+    ("devices", ["cpu", "cuda:7"], "hydra.launcher.devices[1]=cuda:7: no CUDA GPU here"),
+    ("devices", ["gpu0"], "hydra.launcher.devices=['gpu0']: must be a list of auto, cpu, cuda, cuda:N or mps, or null"),
 ])
 def test_a_wrong_launcher_value_is_named_with_what_is_allowed(setting, value, says):
     from types import SimpleNamespace
@@ -302,7 +303,7 @@ def test_a_wrong_launcher_value_is_named_with_what_is_allowed(setting, value, sa
     from initlab.config import ConfigError
     from initlab.vectorized import check_launcher
 
-    if setting == "devices" and value == ["cuda:7"] and torch.cuda.device_count() > 7:
+    if setting == "devices" and "cuda:7" in value and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
     launcher = SimpleNamespace(max_group_size=None, memory_fraction=0.5, write_workers=None, devices=None)
     check_launcher(launcher)  # the defaults pass
@@ -317,7 +318,7 @@ def test_a_wrong_launcher_value_stops_the_sweep_with_one_line_before_anything_tr
     result = run_cli("-m", *SMALL, "init=xavier_uniform,kaiming_normal", "hydra/launcher=vectorized",
                      "hydra.launcher.max_group_size=-3", "hydra.sweep.dir=sweep", cwd=tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("initlab: hydra.launcher.max_group_size=-3: must be")
+    assert result.stderr.strip().splitlines()[-1].startswith("initlab: hydra.launcher.max_group_size=-3: must be an integer")
     assert not list((tmp_path / "sweep").glob("*/summary.json"))
 
 
