@@ -202,11 +202,11 @@ class VectorizedLauncher(Schema):
     config.check_launcher before a sweep is planned."""
 
     max_group_size: Optional[int] = field(default=None, metadata=rule(
-        lambda v: v >= 1, "an integer >= 1, or null (as many as memory_fraction of the device's free memory holds)"))
+        AT_LEAST_ONE["ok"], "an integer >= 1, or null (as many as memory_fraction of the device's free memory holds)"))
     memory_fraction: float = field(default=0.5, metadata=rule(
         DECAY["ok"], "a number in (0, 1]: the share of the device's free memory a group may take"))
     write_workers: Optional[int] = field(default=None, metadata=rule(
-        lambda v: v >= 0, "an integer >= 0 (0: the launcher writes the folders itself), or null (one per core "
+        NON_NEGATIVE["ok"], "an integer >= 0 (0: the launcher writes the folders itself), or null (one per core "
                           "but one, at most 16)"))
     parallel_groups: int = field(default=1, metadata=rule(
         AT_LEAST_ONE["ok"], "an integer >= 1: groups training at once"))
