@@ -192,17 +192,17 @@ def evaluate_members(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, budget: 
     at_once = max(1, min(m, budget // (rows * width)))  # members per pass
     loss = x.new_zeros(m)
     correct = x.new_zeros(m)
-    stats = [EvaluationPass(net.activation_names) for _ in range(0, m, at_once)]
+    parts = [(slice(start, min(m, start + at_once)), EvaluationPass(net.activation_names))
+             for start in range(0, m, at_once)]
     for xs, ys in zip(x.split(rows), y.split(rows)):
-        for part, start in zip(stats, range(0, m, at_once)):
-            members = slice(start, min(m, start + at_once))
-            k = members.stop - start
+        for members, stats in parts:
+            k = members.stop - members.start
             taps: list = []
             out = net(xs.expand(k, *xs.shape), taps, members)
             loss[members] += F.cross_entropy(out.flatten(0, 1), ys.repeat(k), reduction="none").view(k, -1).sum(1)
             correct[members] += (out.argmax(2) == ys).sum(1)
-            part.add(taps)
+            stats.add(taps)
     n = len(y)
-    per_member = [[v for part in stats for v in values(part)] for values in (
+    per_member = [[v for _, stats in parts for v in values(stats)] for values in (
         EvaluationPass.dead_fraction, EvaluationPass.saturated_fraction, EvaluationPass.dead_outputs)]
     return [Evaluation(*values) for values in zip((loss / n).tolist(), (correct / n).tolist(), *per_member)]
