@@ -6,8 +6,9 @@ A run directory holds:
   error.txt       the traceback, only when the run failed
   summary.json    status, final metrics, config and provenance; written last
 
-Every file is written to a temporary name and renamed, so a reader never sees half a file,
-and summary.json is written last: a directory without it is a run that never finished. A finished
+Every file is written whole before it gets its name (`_atomic`), so a reader never sees half a
+file and a process killed mid-write leaves nothing behind; summary.json is written last: a
+directory without it is a run that never finished. A finished
 run whose files cannot be read (a damaged disk, a copy cut short) is `corrupt` to a reader and
 unfinished to a resumed sweep, which runs it again.
 """
@@ -20,7 +21,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -103,38 +104,94 @@ def job_lock(folder: Path) -> Iterator[FileLock]:
 
 
 def clear_run(folder: Path) -> None:
-    """Remove an earlier attempt's summary and error, so the folder counts as unfinished until this run ends."""
+    """Remove an earlier attempt's records, so the folder counts as unfinished until this run ends
+    (the summary first: a reader never pairs it with tables that are going away). The caller
+    holds the job's lock. Also removes the named temporaries an attempt killed mid-write left
+    where files could not be written nameless (`_atomic`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (SUMMARY, ERROR):
+    for name in (SUMMARY, ERROR, LAYERS, CURVES):
         (folder / name).unlink(missing_ok=True)
+    for name in (SUMMARY, ERROR, LAYERS, CURVES):
+        for stale in folder.glob(f".{name}.tmp*"):
+            stale.unlink(missing_ok=True)
 
 
-def _atomic(path: Path, write) -> None:
-    """Write `path` through a temporary file renamed over it: a reader sees the old file or the
-    whole new one, and a write that fails (a full disk) leaves neither half a file nor its
-    temporary. Queued for the background writer inside file_writes.BackgroundWrites."""
-    def now() -> None:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` whole or not at all: `write(f)` fills a binary file that has no name yet
+    (O_TMPFILE), which is then linked in under `path`. A reader sees the old file or the whole
+    new one; a write that fails (a full disk) or a process killed mid-write (kill -9, the OOM
+    killer) leaves neither half a file nor a temporary, because a nameless file vanishes with
+    the process. Where a file cannot be nameless (no O_TMPFILE: macOS, some NFS; no /proc), it
+    is written under a temporary name and renamed, as before; clear_run removes one left by a
+    kill. Queued for the background writer inside file_writes.BackgroundWrites."""
+    file_writes.write(lambda: _write_whole(path, write))
+
+
+# A nameless file is named by linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N (open(2), O_TMPFILE).
+_NAMELESS_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def _write_whole(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    if not _NAMELESS_FILES:
+        return _write_then_rename(path, write)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         try:
-            write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    file_writes.write(now)
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=directory)  # the mode less the umask
+        except OSError:  # a file system without O_TMPFILE
+            return _write_then_rename(path, write)
+        with open(fd, "wb") as f:
+            write(f)
+            f.flush()
+            _name(fd, directory, path.name)
+    finally:
+        os.close(directory)
+
+
+def _name(fd: int, directory: int, name: str) -> None:
+    """Give the nameless file `fd` the name `name` in `directory`, replacing a file of that name.
+    (A dst_dir_fd makes os.link call linkat with AT_SYMLINK_FOLLOW; its plain link() would try to
+    link /proc's symlink itself.)"""
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=directory, follow_symlinks=True)
+        return
+    except FileExistsError:  # linkat never replaces: link under a temporary name, rename that over it
+        pass
+    temporary = f".{name}.tmp{os.getpid()}"
+    try:
+        os.unlink(temporary, dir_fd=directory)  # a killed process's, whose pid this one has now
+    except FileNotFoundError:
+        pass
+    os.link(f"/proc/self/fd/{fd}", temporary, dst_dir_fd=directory, follow_symlinks=True)
+    try:
+        os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        os.unlink(temporary, dir_fd=directory)
+        raise
+
+
+def _write_then_rename(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, default=str) + "\n"  # now: `obj` may change after the call
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    _atomic(path, lambda f: f.write(text.encode()))
 
 
 def write_table(path: Path, table: pd.DataFrame) -> None:
-    _atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
+    _atomic(path, lambda f: table.to_parquet(f, index=False))
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    _atomic(path, lambda f: f.write(text.encode()))
 
 
 def save_run(folder: Path, summary: dict, layers: pd.DataFrame, curves: pd.DataFrame) -> None:

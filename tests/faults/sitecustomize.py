@@ -1,41 +1,12 @@
 """Fault injection for tests that start initlab as a subprocess (PYTHONPATH=tests/faults).
 
-INITLAB_FAULT=enospc:K makes the K-th write of a run's records (a parquet table or summary.json),
-and every later one, fail as a full disk does: half a file lands, then OSError(ENOSPC).
-Without INITLAB_FAULT nothing is changed.
+INITLAB_FAULT names one fault (each is described where it is made, below); without it nothing
+is changed.
 """
 
 import os
 
 _spec = os.environ.get("INITLAB_FAULT", "")
-if _spec.startswith("enospc:"):
-    import errno
-    import pathlib
-
-    import pandas as pd
-
-    _first = int(_spec.split(":")[1])
-    _count = [0]
-
-    def _full_disk(path, data: bytes) -> None:
-        _count[0] += 1
-        if _count[0] >= _first:
-            with open(path, "wb") as f:
-                f.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-
-    _to_parquet, _write_text = pd.DataFrame.to_parquet, pathlib.Path.write_text
-
-    def to_parquet(self, path, *args, **kwargs):
-        _full_disk(path, b"PAR1" + bytes(200))
-        return _to_parquet(self, path, *args, **kwargs)
-
-    def write_text(self, data, *args, **kwargs):
-        if self.name.startswith(".summary.json.tmp"):
-            _full_disk(self, data.encode())
-        return _write_text(self, data, *args, **kwargs)
-
-    pd.DataFrame.to_parquet, pathlib.Path.write_text = to_parquet, write_text
 
 
 def _when_imported(module_name, patch):
@@ -61,6 +32,36 @@ def _when_imported(module_name, patch):
 
     sys.meta_path.insert(0, _Patch())
 
+
+# INITLAB_FAULT=enospc:K: the K-th write of a run's records and every later one fill half the file,
+# then fail with ENOSPC, inside records._atomic (whatever file it writes into: nameless or named).
+if _spec.startswith("enospc:"):
+    _first, _count = int(_spec.split(":")[1]), [0]
+
+    def _on_a_full_disk(module):
+        atomic = module._atomic
+
+        def atomic_on_a_full_disk(path, write):
+            if path.name not in (module.SUMMARY, module.LAYERS, module.CURVES):
+                return atomic(path, write)
+
+            def write_until_full(f):
+                _count[0] += 1
+                if _count[0] < _first:
+                    return write(f)
+                import errno
+                import io
+                whole = io.BytesIO()
+                write(whole)
+                f.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+                f.flush()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            return atomic(path, write_until_full)
+
+        module._atomic = atomic_on_a_full_disk
+
+    _when_imported("initlab.records", _on_a_full_disk)
 
 # INITLAB_FAULT=die-after-group-fit: a process that trains a stacked group exits (os._exit, as a
 # node lost or a job killed by its scheduler) right after training it, before any member is written.
