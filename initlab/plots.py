@@ -157,6 +157,8 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
     fig, axes, cols = grid(len(chosen.shown), rows_per_facet=2, title_lines=2 if note else 1)
     for i, facet in enumerate(chosen.shown):
         r, c = 2 * (i // cols), i % cols
+        # one step axis for both rows: an evaluation or two (a run of an epoch) sit where training ends
+        axes[r + 1, c].sharex(axes[r, c])
         for row, (data, ylabel) in enumerate(zip(bands, ("training loss (batch mean)", "test accuracy (%)"))):
             ax, part = axes[r + row, c], data[data.facet == facet]
             draw_bands(ax, part, "step", palette, marker=row == 1 and part.step.nunique() < 30)

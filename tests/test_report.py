@@ -8,10 +8,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import matplotlib.pyplot as plt
 from PIL import Image
 
+from initlab import plots
 from initlab import training as training_module
-from initlab.report import load
+from initlab.report import init_palette, load
 from initlab.report_page import write_report
 from initlab.train import run
 
@@ -79,6 +81,25 @@ def test_report_files_figures_and_page(sweep_dir):
     for run_name in load([sweep_dir]).runs.run:  # each run in the table, linked to its folder
         assert f"| [`{run_name}`](<../{run_name}>) |" in page and (out / ".." / run_name).is_dir()
     assert all(f"figures/{name}" in page for name in FIGURES)
+
+
+def test_each_accuracy_panel_spans_the_steps_of_the_loss_panel_above_it(sweep_dir, tmp_path, monkeypatch):
+    """The runs evaluate a few times, late in their 12 steps: the accuracy panels still show steps 0 to
+    the end (the loss panels' axis), not a few steps around the evaluations."""
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, note="": drawn.append(fig))
+    sweep = load([sweep_dir])
+    plots.training_curves(sweep, init_palette(sweep), tmp_path / "curves.png")
+    axes = [ax for ax in drawn[0].axes if ax.get_visible() and ax.get_ylabel()]
+    loss = [ax for ax in axes if ax.get_ylabel().startswith("training loss")]
+    accuracy = [ax for ax in axes if ax.get_ylabel().startswith("test accuracy")]
+    assert len(loss) == len(accuracy) == 2
+    for above, below in zip(loss, accuracy):
+        assert below.get_xlim() == above.get_xlim()
+        low, high = above.get_xlim()
+        assert low <= 0 and high >= sweep.curves.step.max()
+        assert all(low <= step <= high for line in below.lines for step in line.get_xdata())
+    plt.close(drawn[0])
 
 
 def test_failed_and_unfinished_runs_are_reported(sweep_dir, tmp_path, monkeypatch):
