@@ -1,7 +1,6 @@
 """records' file writes: whole or not at all, whatever happens to the process writing them."""
 
 import json
-import os
 import subprocess
 import sys
 
