@@ -166,7 +166,9 @@ def executor_for(launcher):
     if kind == "local":
         # submitit's LocalExecutor itself: it takes a timeout in fractions of a minute and a signal
         # delay, which its AutoExecutor form does not pass on; cpus and memory are not limited locally.
-        executor = submitit.LocalExecutor(folder=params["submitit_folder"])
+        # max_num_timeout is its constructor's, as AutoExecutor takes slurm's below.
+        executor = submitit.LocalExecutor(folder=params["submitit_folder"],
+                                          max_num_timeout=params.get("max_num_timeout", 0))
         executor.update_parameters(**{k: params[k] for k in ("timeout_min", "signal_delay_s", "gpus_per_node",
                                                              "tasks_per_node", "setup") if params.get(k) is not None})
         return executor

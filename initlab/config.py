@@ -150,7 +150,9 @@ def check_launcher(launcher) -> None:
     max_group_size=0 meant "as memory allows", a negative one planned no group and ended in an
     AttributeError traceback, and memory_fraction=2 sized groups past the free memory."""
     keys = dataclass_keys(VectorizedLauncher)
-    node = {k.name: getattr(launcher, k.name) for k in keys if hasattr(launcher, k.name)}
+    for_submitit = getattr(launcher, "params", {})  # a submitit launcher's keys for its executor
+    node = {k.name: getattr(launcher, k.name) if hasattr(launcher, k.name) else for_submitit[k.name]
+            for k in keys if hasattr(launcher, k.name) or k.name in for_submitit}
     _check_keys("hydra.launcher", node, list(keys), (), "hydra.launcher", open_ended=True)
 
 

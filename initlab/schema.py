@@ -212,6 +212,8 @@ class VectorizedLauncher(Schema):
         AT_LEAST_ONE["ok"], "an integer >= 1: groups training at once"))
     devices: Optional[List[str]] = field(default=None, metadata=rule(
         lambda v: all(DEVICE["ok"](d) for d in v), f"a list of {DEVICE['allowed']}, or null"))
+    max_num_timeout: int = field(default=0, metadata=rule(
+        NON_NEGATIVE["ok"], "an integer >= 0: how many times submitit requeues a group past its time limit"))
 
 
 # The group nodes whose schema follows their `_target_`.

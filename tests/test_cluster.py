@@ -105,14 +105,17 @@ def test_a_group_whose_job_dies_is_recorded_per_member_and_trains_on_resume(tmp_
 
 @pytest.mark.slow
 def test_a_group_past_its_time_limit_is_recorded_per_member(tmp_path):
-    # A 3-second limit (submitit's local timeout): submitit stops the group while it trains.
-    result = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.launcher.timeout_min=0.05",
+    # A 10-second limit (submitit's local timeout; a group's process takes 2-5 s to start): submitit
+    # stops the group while it trains, and does not requeue it (max_num_timeout=0 by default).
+    result = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.launcher.timeout_min=0.17",
                      "hydra.launcher.signal_delay_s=1", "hydra.sweep.dir=sweep", "trainer.max_steps=null",
                      "trainer.epochs=100000", cwd=tmp_path, check=False)
     assert result.returncode == 1, result.stderr[-2000:]
     sweep = load([tmp_path / "sweep"])
     assert (sweep.runs.status == "failed").all() and len(sweep.runs) == 4
-    assert sweep.runs.error.str.contains("timed-out").all()  # submitit's own reason, raised in the training
+    assert sweep.runs.error.str.contains("timed-out too many times").all()  # submitit's reason, raised in the training
+    logs = list((tmp_path / "sweep" / ".submitit").glob("*/*_0_log.out"))  # one per group's job
+    assert len(logs) == 2 and all(log.read_text().count("Loading pickle") == 1 for log in logs)  # none requeued
 
 
 def test_submitits_end_of_a_job_survives_a_signal_that_lands_inside_a_log_call():

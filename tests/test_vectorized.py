@@ -294,6 +294,8 @@ def test_a_members_records_do_not_depend_on_the_size_of_its_group(tmp_path):
     ("memory_fraction", 0, "hydra.launcher.memory_fraction=0: must be a number in (0, 1]"),
     ("write_workers", -1, "hydra.launcher.write_workers=-1: must be an integer >= 0 (0: the launcher writes"),
     ("parallel_groups", 0, "hydra.launcher.parallel_groups=0: must be an integer >= 1: groups training at once"),
+    ("params", {"max_num_timeout": -1},  # a submitit launcher's key for its executor
+     "hydra.launcher.max_num_timeout=-1: must be an integer >= 0: how many times submitit requeues a group"),
     ("devices", "one GPU more than here", None),
     ("devices", ["gpu0"], "hydra.launcher.devices=['gpu0']: must be a list of auto, cpu, cuda, cuda:N or mps, or null"),
 ])

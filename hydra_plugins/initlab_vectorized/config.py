@@ -48,6 +48,9 @@ if LocalQueueConf is not None:
         _target_: str = "hydra_plugins.initlab_vectorized.vectorized_launcher.VectorizedSubmititLocalLauncher"
         timeout_min: float = 60.0  # per group (submitit's local executor takes fractions)
         signal_delay_s: int = 30  # the timeout signal comes this long before the kill
+        # times a group past its time limit is requeued: 0, as Hydra's submitit_slurm (submitit's
+        # LocalExecutor alone requeues 3 times, each a whole new attempt at the group)
+        max_num_timeout: int = 0
         max_group_size: Optional[int] = None  # members per group; None: as many as memory_fraction allows
         memory_fraction: float = 0.5
         parallel_groups: int = 1  # groups training at once (one process each)
