@@ -15,6 +15,7 @@ unfinished to a resumed sweep, which runs it again.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -143,9 +144,16 @@ def _write_whole(path: Path, write: Callable[[BinaryIO], None]) -> None:
         with open(fd, "wb") as f:
             write(f)
             f.flush()
-            _name(fd, directory, path.name)
+            try:
+                _name(fd, directory, path.name)
+                return
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # a file system that makes nameless files but cannot name them (linkat refused): by name
     finally:
         os.close(directory)
+    _write_then_rename(path, write)
 
 
 def _name(fd: int, directory: int, name: str) -> None:

@@ -87,3 +87,22 @@ def test_a_process_killed_mid_write_leaves_the_old_file_or_nothing_and_clear_run
     (run / "keep.txt").write_text("a user's file")
     records.clear_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.skipif(not records._NAMELESS_FILES, reason="no O_TMPFILE or /proc here")
+def test_where_a_nameless_file_cannot_be_named_it_is_written_by_name_and_a_full_disk_still_fails(tmp_path, monkeypatch):
+    def refused(*args, **kwargs):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(records.os, "link", refused)  # a file system that refuses linkat (some network ones)
+    records.write_json(tmp_path / records.SUMMARY, {"status": "completed"})
+    assert json.loads((tmp_path / records.SUMMARY).read_text()) == {"status": "completed"}
+    assert [p.name for p in tmp_path.iterdir()] == [records.SUMMARY]
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records.os, "link", full)
+    with pytest.raises(OSError, match="No space"):
+        records.write_json(tmp_path / records.CURVES, {})
+    assert [p.name for p in tmp_path.iterdir()] == [records.SUMMARY]
