@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Optional
 import torch
 from filelock import FileLock
 from hydra.utils import get_class, instantiate
+
+from initlab import whole_files
 
 log = logging.getLogger("initlab")
 
@@ -173,10 +174,11 @@ def _cached(data_cfg: dict) -> Tensors:
                 return Tensors(**torch.load(path, mmap=True, weights_only=True))
             except Exception as e:  # written atomically, so only a damaged disk or a hand edit gets here
                 log.warning(f"the data cache {path} cannot be read ({type(e).__name__}): building it again")
+        for stale in (*folder.glob(f".{path.name}.tmp*"), *folder.glob(f"{path.stem}.tmp*")):
+            stale.unlink(missing_ok=True)  # a build killed mid-write, where files cannot be nameless (or before them)
         tensors = _build(data_cfg)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(tensors.__dict__, tmp)
-        os.replace(tmp, path)  # readers never see a half-written cache
+        # whole or not at all: readers never see a half-written cache, and a kill leaves no 200 MB temporary
+        whole_files.write(path, lambda f: torch.save(tensors.__dict__, f))
         return tensors
     finally:
         lock.release()

@@ -15,10 +15,8 @@ unfinished to a resumed sweep, which runs it again.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from initlab import file_writes
+from initlab import file_writes, whole_files
 
 log = logging.getLogger("initlab")
 
@@ -108,7 +106,7 @@ def clear_run(folder: Path) -> None:
     """Remove an earlier attempt's records, so the folder counts as unfinished until this run ends
     (the summary first: a reader never pairs it with tables that are going away). The caller
     holds the job's lock. Also removes the named temporaries an attempt killed mid-write left
-    where files could not be written nameless (`_atomic`)."""
+    where files cannot be written nameless (whole_files)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in (SUMMARY, ERROR, LAYERS, CURVES):
         (folder / name).unlink(missing_ok=True)
@@ -118,75 +116,10 @@ def clear_run(folder: Path) -> None:
 
 
 def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write `path` whole or not at all: `write(f)` fills a binary file that has no name yet
-    (O_TMPFILE), which is then linked in under `path`. A reader sees the old file or the whole
-    new one; a write that fails (a full disk) or a process killed mid-write (kill -9, the OOM
-    killer) leaves neither half a file nor a temporary, because a nameless file vanishes with
-    the process. Where a file cannot be nameless (no O_TMPFILE: macOS, some NFS; no /proc), it
-    is written under a temporary name and renamed, as before; clear_run removes one left by a
-    kill. Queued for the background writer inside file_writes.BackgroundWrites."""
-    file_writes.write(lambda: _write_whole(path, write))
-
-
-# A nameless file is named by linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N (open(2), O_TMPFILE).
-_NAMELESS_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
-
-
-def _write_whole(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    if not _NAMELESS_FILES:
-        return _write_then_rename(path, write)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=directory)  # the mode less the umask
-        except OSError:  # a file system without O_TMPFILE
-            return _write_then_rename(path, write)
-        with open(fd, "wb") as f:
-            write(f)
-            f.flush()
-            try:
-                _name(fd, directory, path.name)
-                return
-            except OSError as error:
-                if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                # a file system that makes nameless files but cannot name them (linkat refused): by name
-    finally:
-        os.close(directory)
-    _write_then_rename(path, write)
-
-
-def _name(fd: int, directory: int, name: str) -> None:
-    """Give the nameless file `fd` the name `name` in `directory`, replacing a file of that name.
-    (A dst_dir_fd makes os.link call linkat with AT_SYMLINK_FOLLOW; its plain link() would try to
-    link /proc's symlink itself.)"""
-    try:
-        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=directory, follow_symlinks=True)
-        return
-    except FileExistsError:  # linkat never replaces: link under a temporary name, rename that over it
-        pass
-    temporary = f".{name}.tmp{os.getpid()}"
-    try:
-        os.unlink(temporary, dir_fd=directory)  # a killed process's, whose pid this one has now
-    except FileNotFoundError:
-        pass
-    os.link(f"/proc/self/fd/{fd}", temporary, dst_dir_fd=directory, follow_symlinks=True)
-    try:
-        os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
-    except BaseException:
-        os.unlink(temporary, dir_fd=directory)
-        raise
-
-
-def _write_then_rename(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temporary, "wb") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write `path` whole or not at all (whole_files.write: a process killed mid-write leaves
+    nothing; where files cannot be nameless, clear_run removes the temporary it leaves). Queued
+    for the background writer inside file_writes.BackgroundWrites."""
+    file_writes.write(lambda: whole_files.write(path, write))
 
 
 def write_json(path: Path, obj: Any) -> None:

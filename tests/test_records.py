@@ -1,4 +1,4 @@
-"""records' file writes: whole or not at all, whatever happens to the process writing them."""
+"""records' file writes (whole_files): whole or not at all, whatever happens to the process writing them."""
 
 import json
 import subprocess
@@ -7,16 +7,16 @@ import sys
 import pandas as pd
 import pytest
 
-from initlab import records
+from initlab import records, whole_files
 
 
 @pytest.fixture(params=["nameless", "named temporary"])
 def how(request, monkeypatch):
     """Each test runs with nameless files (O_TMPFILE, where this machine has them) and with the
     named-temporary fallback of file systems without them."""
-    if request.param == "nameless" and not records._NAMELESS_FILES:
+    if request.param == "nameless" and not whole_files._NAMELESS_FILES:
         pytest.skip("no O_TMPFILE or /proc here")
-    monkeypatch.setattr(records, "_NAMELESS_FILES", request.param == "nameless")
+    monkeypatch.setattr(whole_files, "_NAMELESS_FILES", request.param == "nameless")
     return request.param
 
 
@@ -57,8 +57,8 @@ def test_a_write_that_fails_leaves_the_old_file_or_nothing(tmp_path, how):
 KILLED_MID_WRITE = """
 import os, sys
 from pathlib import Path
-from initlab import records
-records._NAMELESS_FILES = sys.argv[2] == "nameless"
+from initlab import records, whole_files
+whole_files._NAMELESS_FILES = sys.argv[2] == "nameless"
 
 def half_then_killed(f):
     f.write(b"PAR1" + bytes(100_000))
@@ -89,12 +89,12 @@ def test_a_process_killed_mid_write_leaves_the_old_file_or_nothing_and_clear_run
     assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]
 
 
-@pytest.mark.skipif(not records._NAMELESS_FILES, reason="no O_TMPFILE or /proc here")
+@pytest.mark.skipif(not whole_files._NAMELESS_FILES, reason="no O_TMPFILE or /proc here")
 def test_where_a_nameless_file_cannot_be_named_it_is_written_by_name_and_a_full_disk_still_fails(tmp_path, monkeypatch):
     def refused(*args, **kwargs):
         raise OSError(95, "Operation not supported")
 
-    monkeypatch.setattr(records.os, "link", refused)  # a file system that refuses linkat (some network ones)
+    monkeypatch.setattr(whole_files.os, "link", refused)  # a file system that refuses linkat (some network ones)
     records.write_json(tmp_path / records.SUMMARY, {"status": "completed"})
     assert json.loads((tmp_path / records.SUMMARY).read_text()) == {"status": "completed"}
     assert [p.name for p in tmp_path.iterdir()] == [records.SUMMARY]
@@ -102,7 +102,7 @@ def test_where_a_nameless_file_cannot_be_named_it_is_written_by_name_and_a_full_
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(records.os, "link", full)
+    monkeypatch.setattr(whole_files.os, "link", full)
     with pytest.raises(OSError, match="No space"):
         records.write_json(tmp_path / records.CURVES, {})
     assert [p.name for p in tmp_path.iterdir()] == [records.SUMMARY]
