@@ -174,8 +174,9 @@ def _cached(data_cfg: dict) -> Tensors:
                 return Tensors(**torch.load(path, mmap=True, weights_only=True))
             except Exception as e:  # written atomically, so only a damaged disk or a hand edit gets here
                 log.warning(f"the data cache {path} cannot be read ({type(e).__name__}): building it again")
-        for stale in (*folder.glob(f".{path.name}.tmp*"), *folder.glob(f"{path.stem}.tmp*")):
-            stale.unlink(missing_ok=True)  # a build killed mid-write, where files cannot be nameless (or before them)
+        whole_files.remove_leftovers(path)  # a build killed mid-write, where files cannot be nameless
+        for stale in folder.glob(f"{path.stem}.tmp*"):  # one killed before whole_files (its own name for them)
+            stale.unlink(missing_ok=True)
         tensors = _build(data_cfg)
         # whole or not at all: readers never see a half-written cache, and a kill leaves no 200 MB temporary
         whole_files.write(path, lambda f: torch.save(tensors.__dict__, f))

@@ -110,9 +110,7 @@ def clear_run(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name in (SUMMARY, ERROR, LAYERS, CURVES):
         (folder / name).unlink(missing_ok=True)
-    for name in (SUMMARY, ERROR, LAYERS, CURVES):
-        for stale in folder.glob(f".{name}.tmp*"):
-            stale.unlink(missing_ok=True)
+        whole_files.remove_leftovers(folder / name)
 
 
 def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:

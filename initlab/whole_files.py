@@ -6,7 +6,7 @@ fails (a full disk) or a process killed mid-write (kill -9, the OOM killer) leav
 file nor a temporary, because a nameless file vanishes with the process. Where a file cannot be
 nameless (no O_TMPFILE: macOS, some network file systems; no /proc), it is written under a
 temporary name, `.<name>.tmp<pid>`, and renamed; a kill leaves that temporary, for the writer's
-next attempt to remove (records.clear_run, data's cache).
+next attempt to remove with `remove_leftovers(path)` (records.clear_run, data's cache).
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ def _name(fd: int, directory: int, name: str) -> None:
     except BaseException:
         os.unlink(temporary, dir_fd=directory)
         raise
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the temporaries that writes of `path` killed mid-way left where files cannot be
+    nameless. Call it where no other process writes `path` (under the writer's lock)."""
+    for temporary in path.parent.glob(f".{path.name}.tmp*"):
+        temporary.unlink(missing_ok=True)
 
 
 def _write_then_rename(path: Path, fill: Callable[[BinaryIO], None]) -> None:
