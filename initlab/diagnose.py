@@ -213,8 +213,13 @@ def diverged(ev: Evidence, th: dict) -> Optional[Finding]:
     if ev.context.status != "diverged":
         return None
     step = ev.context.diverged_at_step
-    return Finding("diverged", f"The training loss became non-finite at step {step}; the run stopped there.",
-                   step=step, values={"loss": None})
+    # The loss is checked at log steps only (each check waits for the device), so a run goes on to
+    # the next one: say where it stopped, which is where its records end.
+    last = int(ev.loss_steps[-1]) if len(ev.loss_steps) else step
+    stopped = ("the run stopped there" if step is None or last <= step
+               else f"the run stopped at step {last}, the next check of the loss (every trainer.log_every steps)")
+    return Finding("diverged", f"The training loss became non-finite at step {step}; {stopped}.",
+                   step=step, values={"loss": None, "last_step": last})
 
 
 def exploding(ev: Evidence, th: dict) -> Optional[Finding]:

@@ -120,6 +120,19 @@ def test_diverged_comes_first():
     assert result["label"] == "diverged" and result["findings"][0]["step"] == 123
 
 
+def test_a_diverged_run_says_where_it_stopped():
+    # The loss is checked at log steps: non-finite from step 11, the run goes on to the check at 20.
+    layers, curves = tables()
+    curves = curves[curves.step <= 20]
+    found = verdict(layers[layers.step <= 20], curves, status="diverged", diverged_at_step=11)["findings"][0]
+    assert found["message"] == ("The training loss became non-finite at step 11; the run stopped at step 20, "
+                                "the next check of the loss (every trainer.log_every steps).")
+    assert found["values"]["last_step"] == 20
+    # Where the check found it on the step itself, the run stopped there.
+    at_check = verdict(layers[layers.step <= 20], curves, status="diverged", diverged_at_step=20)["findings"][0]
+    assert at_check["message"].endswith("at step 20; the run stopped there.")
+
+
 def test_stuck_at_the_end_of_a_short_run_whatever_the_window():
     # The founding net for one epoch: the last 70 steps at ln 10 with every gradient exactly 0,
     # shorter than diagnose.window; an absorbing state all the same.
