@@ -96,6 +96,23 @@ def band(table: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFra
     return out.assign(n=n).reset_index()
 
 
+def not_finite(table: pd.DataFrame, what: str, by: str | None = None, places: dict | None = None) -> str:
+    """What a figure leaves out because it is not finite ('' when nothing): band() drops those values
+    and matplotlib draws no line to them, so a diverged run's overflowed norms or NaN losses would
+    vanish from a panel without a word. Counted in runs, per value of `by` named by `places`
+    (in its order): 'gaps where a value is not finite (overflow or NaN): 1 run at the end'."""
+    bad = table[~np.isfinite(table["value"].to_numpy(dtype=float))]
+    if bad.empty:
+        return ""
+    if by is None:
+        counts = [(bad.run.nunique(), "")]
+    else:
+        n = bad.groupby(by, observed=True).run.nunique()
+        counts = [(int(n[k]), f" {word}") for k, word in (places or {}).items() if k in n.index]
+    runs = ", ".join(f"{c} run{'s' if c > 1 else ''}{where}" for c, where in counts)
+    return f"gaps where {what} is not finite (overflow or NaN): {runs}"
+
+
 def band_words(table: pd.DataFrame, by: list[str]) -> str:
     """How `band` sums up these groups, for a figure's title."""
     sizes = table[by].value_counts() if len(table) else pd.Series([0])

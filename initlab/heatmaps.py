@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 
 from initlab import facets as fx
 from initlab.facets import Drawn
-from initlab.plots import FLOOR, grid, hide_unused, save, title
+from initlab.plots import FLOOR, grid, hide_unused, notes, save, title, title_lines
 from initlab.report import Sweep
 
 MAX_PANEL_VALUES = 6  # a third swept key with this many values or fewer gets a panel per value
@@ -39,6 +39,9 @@ LABEL_COLOURS = {
 }
 
 
+NORM_COLOURS = plt.get_cmap("viridis").with_extremes(bad="white")  # not finite: white, as the note says
+
+
 def gradient_heatmap(sweep: Sweep, path: Path, metric: str = "weight_grad_norm") -> Drawn:
     """Layer x step heatmap of the gradient norm, median over a configuration's runs, one panel each."""
     keys = list(sweep.keys)  # init and every other swept key: one panel each
@@ -49,16 +52,20 @@ def gradient_heatmap(sweep: Sweep, path: Path, metric: str = "weight_grad_norm")
     runs_per_panel = table.groupby("facet").run.nunique().max() if len(table) else 0
     medians = table.groupby(["facet", "layer", "step"]).value.median().clip(lower=FLOOR)
     finite = medians[np.isfinite(medians)]
+    # A diverged run's overflowed (inf) or NaN norms have no colour on a log scale: blank cells, said so.
+    blank = int((~np.isfinite(medians)).sum())
+    note = notes(chosen.note, f"{blank} cell{'s' if blank > 1 else ''} in white, whose norm is not finite "
+                              f"(overflow or NaN)" if blank else "")
     norm = LogNorm(vmin=max(finite.min(), FLOOR) if len(finite) else FLOOR,
                    vmax=max(finite.max(), FLOOR * 10) if len(finite) else 1.0)
-    fig, axes, cols = grid(len(chosen.shown), title_lines=2 if chosen.note else 1)
+    fig, axes, cols = grid(len(chosen.shown), title_lines=title_lines(note))
     image = None
     for i, facet in enumerate(chosen.shown):
         ax = axes[i // cols, i % cols]
         if facet in medians.index.get_level_values(0):
             cells = medians.loc[facet].unstack("step")
             image = ax.pcolormesh(cells.columns.to_numpy(), cells.index.to_numpy(), cells.to_numpy(), norm=norm,
-                                  cmap="viridis", shading="nearest")
+                                  cmap=NORM_COLOURS, shading="nearest")
         else:
             ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center", color="0.4")
         ax.set(xlabel="optimizer step", ylabel="layer", title=facet)
@@ -69,8 +76,8 @@ def gradient_heatmap(sweep: Sweep, path: Path, metric: str = "weight_grad_norm")
         bar = fig.add_axes((x + 0.01, 0.25, 0.015, top - 0.3))
         fig.colorbar(image, cax=bar, label="weight-gradient L2 norm (log)")
     summed = "median over the panel's runs" if runs_per_panel > 1 else "one run per panel"
-    title(fig, f"Weight-gradient norm per layer over training ({summed})", chosen.note)
-    return save(fig, path, chosen.note)
+    title(fig, f"Weight-gradient norm per layer over training ({summed})", note)
+    return save(fig, path, note)
 
 
 def accuracy_heatmap(sweep: Sweep, path: Path) -> Drawn:

@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO notes would land in Hydra's job log
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.font_manager import FontProperties  # noqa: E402
@@ -119,9 +120,20 @@ def title(fig, text: str, note: str = "") -> None:
 
 
 def save(fig, path: Path, note: str = "") -> Drawn:
+    """Write the figure; `note` (lines of what it leaves out) goes to the report as one sentence."""
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return Drawn(path, note)
+    return Drawn(path, "; ".join(note.split("\n")))
+
+
+def notes(*parts: str) -> str:
+    """What a figure leaves out, one line each (title() puts them under the title)."""
+    return "\n".join(part for part in parts if part)
+
+
+def title_lines(note: str) -> int:
+    """The lines of a figure's title with `note` below it."""
+    return 1 + (note.count("\n") + 1 if note else 0)
 
 
 def draw_bands(ax, data: pd.DataFrame, x: str, palette: dict, marker: bool = False) -> None:
@@ -143,6 +155,8 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
     chosen = fx.choose(sweep.runs, keys, what=f"panels ({', '.join(map(fx.short, keys))})")
     curves = sweep.curves
     loss = curves[curves.metric == "train_loss"][["run", "step", "value"]]
+    # Counted before binning, whose mean would hide a NaN among a bin's finite losses.
+    lost = with_init(loss[~np.isfinite(loss.value.to_numpy(dtype=float))], sweep, chosen)
     last = int(loss.step.max()) if len(loss) else 1
     width = max(1, (last + 1) // 60)
     loss = loss.assign(step=(loss.step // width) * width).groupby(["run", "step"], observed=True, as_index=False).value.mean()
@@ -153,8 +167,8 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
     without = len(set(loss.run) - set(acc.run[acc.value.map(math.isfinite)]))
     gap = (f"accuracy panels without the {without} run{'s' if without > 1 else ''} that diverged before "
            f"{'their' if without > 1 else 'its'} first evaluation") if without else ""
-    note = "; ".join(part for part in (chosen.note, gap) if part)
-    fig, axes, cols = grid(len(chosen.shown), rows_per_facet=2, title_lines=2 if note else 1)
+    note = notes(chosen.note, fx.not_finite(lost, "a training loss"), gap)
+    fig, axes, cols = grid(len(chosen.shown), rows_per_facet=2, title_lines=title_lines(note))
     for i, facet in enumerate(chosen.shown):
         r, c = 2 * (i // cols), i % cols
         # one step axis for both rows: an evaluation or two (a run of an epoch) sit where training ends
@@ -198,7 +212,9 @@ def gradient_flow(sweep: Sweep, palette: dict, path: Path, metric: str = "weight
     summed = fx.band(data, ["facet", "moment", "init", "layer"])
     spans = data.groupby(["facet", "moment"]).step.agg(["min", "max"])
     names = ("start", "early", "end")
-    fig, axes = panels(len(chosen.shown), 3, 3.6, 2.6, title_lines=2 if chosen.note else 1)
+    note = notes(chosen.note, fx.not_finite(data, "a value", "moment",
+                                           {"start": "at the start", "early": "early", "end": "at the end"}))
+    fig, axes = panels(len(chosen.shown), 3, 3.6, 2.6, title_lines=title_lines(note))
     for i, facet in enumerate(chosen.shown):
         for j, moment in enumerate(names):
             ax = axes[i, j]
@@ -215,8 +231,8 @@ def gradient_flow(sweep: Sweep, palette: dict, path: Path, metric: str = "weight
             ax.xaxis.get_major_locator().set_params(integer=True)
     legend(fig, palette, sorted(set(data.init)))
     title(fig, f"Gradient flow: {ylabel} per layer ({fx.band_words(data, ['facet', 'moment', 'init', 'layer'])}; "
-               f"log scale, exactly 0 drawn at {FLOOR:g})", chosen.note)
-    return save(fig, path, chosen.note)
+               f"log scale, exactly 0 drawn at {FLOOR:g})", note)
+    return save(fig, path, note)
 
 
 def dead_units(sweep: Sweep, palette: dict, path: Path) -> Drawn:

@@ -23,7 +23,8 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from initlab import facets as fx
 from initlab import theory
 from initlab.facets import Drawn
-from initlab.plots import FLOOR, draw_bands, grid, hide_unused, legend, panel_keys, panels, save, title, with_init
+from initlab.plots import (FLOOR, draw_bands, grid, hide_unused, legend, notes, panel_keys, panels, save, title,
+                           title_lines, with_init)
 from initlab.report import Sweep
 
 DEPTH, SCALE = "model.depth", "init.scale"
@@ -40,7 +41,8 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
     chosen = fx.choose(sweep.runs, keys, what=f"panels ({', '.join(map(fx.short, keys))})")
     data = with_init(table.assign(value=table.value.clip(lower=FLOOR), metric=table.metric.astype(str)), sweep, chosen)
     summed = fx.band(data, ["facet", "metric", "init", "layer"])
-    fig, axes, cols = grid(len(chosen.shown), title_lines=2 if chosen.note else 1)
+    note = notes(chosen.note, fx.not_finite(data, "a value"))
+    fig, axes, cols = grid(len(chosen.shown), title_lines=title_lines(note))
     for i, facet in enumerate(chosen.shown):
         ax = axes[i // cols, i % cols]
         part = summed[summed.facet == facet]
@@ -64,8 +66,8 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
     title(fig, f"Pre-activation std per layer at init: measured vs the mean-field length map "
                f"({fx.band_words(data, ['facet', 'metric', 'init', 'layer'])}; log scale where a panel spans decades; "
                f"below {FLOOR:g} drawn at {FLOOR:g})",
-          chosen.note)
-    return save(fig, path, chosen.note)
+          note)
+    return save(fig, path, note)
 
 
 def _edge_sweep(sweep: Sweep) -> Optional[tuple[float, str]]:
@@ -130,7 +132,9 @@ def jacobian_by_depth(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn
     long = with_init(long.assign(value=pd.to_numeric(long.value, errors="coerce")), sweep, chosen)
     long[DEPTH] = pd.to_numeric(long[DEPTH])
     summed = fx.band(long, ["facet", "stat", "init", DEPTH])
-    fig, axes = panels(len(chosen.shown), len(columns), 3.6, 2.6, title_lines=2 if chosen.note else 1)
+    note = notes(chosen.note, fx.not_finite(long, "a value", "stat", dict(zip(columns, ("in the mean", "in the max",
+                                                                                         "in the spread")))))
+    fig, axes = panels(len(chosen.shown), len(columns), 3.6, 2.6, title_lines=title_lines(note))
     for i, facet in enumerate(chosen.shown):
         for j, (stat, label) in enumerate(columns.items()):
             ax = axes[i, j]
@@ -148,8 +152,8 @@ def jacobian_by_depth(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn
             ax.set(xlabel="depth (hidden layers)", title=f"{facet}: {label}" if keys else label)
     legend(fig, palette, sorted(set(long.init)))
     title(fig, f"Input-to-last-hidden Jacobian at init: its singular values per depth "
-               f"({fx.band_words(long, ['facet', 'stat', 'init', DEPTH])})", chosen.note)
-    return save(fig, path, chosen.note)
+               f"({fx.band_words(long, ['facet', 'stat', 'init', DEPTH])})", note)
+    return save(fig, path, note)
 
 
 def all_theory_figures(sweep: Sweep, palette: dict, folder: Path) -> dict[str, Drawn]:

@@ -195,3 +195,37 @@ def test_curves_say_which_runs_have_no_test_accuracy(sweep_dir, tmp_path):
     page = (write_report([sweep]).out / "report.md").read_text()
     assert "accuracy panels without the 1 run that diverged before its first evaluation" in page
     assert "diverged before" not in (write_report([sweep_dir], tmp_path / "clean").out / "report.md").read_text()
+
+
+def _section(page: str, heading: str) -> str:
+    return page.split(f"### {heading}\n", 1)[1].split("###", 1)[0]
+
+
+def test_figures_say_where_values_are_not_finite(sweep_dir, tmp_path):
+    # A diverged run's overflowed norms and NaN losses have no place on a log axis: each figure that
+    # leaves them out says so, counted independently here from the tables as edited.
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, sweep, ignore=shutil.ignore_patterns("report"))
+    one = sorted(p.parent for p in sweep.glob("*/summary.json"))[0]
+    layers = pd.read_parquet(one / "layers.parquet")
+    last = layers[layers.metric == "weight_grad_norm"].step.max()
+    norms = (layers.metric == "weight_grad_norm") & (layers.step == last)
+    assert norms.sum() == layers.layer.nunique()
+    layers.loc[norms, "value"] = np.inf
+    first_preact = (layers.metric == "preact_std") & (layers.step == layers.step.min()) & (layers.layer == 1)
+    assert first_preact.sum() == 1
+    layers.loc[first_preact, "value"] = np.nan
+    layers.to_parquet(one / "layers.parquet")
+    curves = pd.read_parquet(one / "curves.parquet")
+    curves.loc[curves.index[(curves.metric == "train_loss").to_numpy()][3], "value"] = np.nan
+    curves.to_parquet(one / "curves.parquet")
+    page = (write_report([sweep]).out / "report.md").read_text()
+    assert "gaps where a training loss is not finite (overflow or NaN): 1 run" in _section(page, "Training curves")
+    assert ("gaps where a value is not finite (overflow or NaN): 1 run at the end"
+            in _section(page, "Gradient flow (weights)"))
+    assert "not finite" not in _section(page, "Gradient flow (back-propagated dL/dz)")
+    assert f"{int(norms.sum())} cells in white, whose norm is not finite" in _section(page, "Gradient-norm heatmap")
+    assert ("gaps where a value is not finite (overflow or NaN): 1 run"
+            in _section(page, "Theory: predicted vs measured pre-activation std at init"))
+    clean = (write_report([sweep_dir], tmp_path / "clean").out / "report.md").read_text()
+    assert "not finite" not in clean
