@@ -202,6 +202,7 @@ def signature_heatmap(sweep: Sweep, path: Path) -> Drawn:
                                 extra=zero.map(lambda z: "0 gradient" if z and z >= 0.5 else ""))
             ax.set(xlabel=fx.short(grid_.columns) if grid_.columns else "", ylabel=fx.short(grid_.rows),
                    title=", ".join(filter(None, [panel, f"at the {moment} of training"])))
+            ax.tick_params(axis="y", rotation=0)  # row names read across, as in the other heatmaps
     title(fig, "Vanishing / exploding signature: log10 of the weight-gradient norm of the first layer over the last "
                f"({grid_.words()})\n< 0 (blue): the gradient shrinks toward the input; > 0 (red): it grows")
     return save(fig, path)

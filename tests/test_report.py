@@ -11,7 +11,7 @@ import pytest
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from initlab import plots
+from initlab import heatmaps, plots
 from initlab import training as training_module
 from initlab.report import init_palette, load
 from initlab.report_page import write_report
@@ -99,6 +99,17 @@ def test_each_accuracy_panel_spans_the_steps_of_the_loss_panel_above_it(sweep_di
         low, high = above.get_xlim()
         assert low <= 0 and high >= sweep.curves.step.max()
         assert all(low <= step <= high for line in below.lines for step in line.get_xdata())
+    plt.close(drawn[0])
+
+
+@pytest.mark.parametrize("figure", ["accuracy_heatmap", "signature_heatmap", "diagnosis_heatmap"])
+def test_heatmap_row_names_read_across(sweep_dir, tmp_path, monkeypatch, figure):
+    # Rotated (seaborn's default for long names), the init names of neighbouring rows ran into each other.
+    drawn = []
+    monkeypatch.setattr(heatmaps, "save", lambda fig, path, note="": drawn.append(fig))
+    getattr(heatmaps, figure)(load([sweep_dir]), tmp_path / "figure.png")
+    labelled = [ax for ax in drawn[0].axes if ax.get_ylabel() == "init"]
+    assert labelled and all(label.get_rotation() == 0 for ax in labelled for label in ax.get_yticklabels())
     plt.close(drawn[0])
 
 
