@@ -23,8 +23,8 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from initlab import facets as fx
 from initlab import theory
 from initlab.facets import Drawn
-from initlab.plots import (FLOOR, draw_bands, grid, hide_unused, legend, notes, panel_keys, panels, save, title,
-                           title_lines, with_init)
+from initlab.plots import (FLOOR, draw_bands, grid, hide_unused, legend, log_scale, notes, panel_keys, panels, save,
+                           title, title_lines, with_init)
 from initlab.report import Sweep
 
 DEPTH, SCALE = "model.depth", "init.scale"
@@ -141,14 +141,15 @@ def jacobian_by_depth(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn
             part = summed[(summed.facet == facet) & (summed.stat == stat)]
             draw_bands(ax, part, DEPTH, palette, marker=True)
             ax.set_xscale("log", base=2)
-            if len(part) and (part.center > 0).all():
-                ax.set_yscale("log")
             depths = sorted(part[DEPTH].unique())
             ax.set_xticks(depths, [f"{d:g}" for d in depths])
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            # minor ticks at 2 and 5 of each decade are labelled too: a panel may span less than a decade
-            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+            if len(part) and (part.center > 0).all():
+                # matplotlib's log labels: ticks between powers of ten labelled only where a panel spans
+                # less than a decade or two (labelling 2 and 5 of every decade crowded a 6-decade axis)
+                log_scale(ax)
+            else:
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set(xlabel="depth (hidden layers)", title=f"{facet}: {label}" if keys else label)
     legend(fig, palette, sorted(set(long.init)))
     title(fig, f"Input-to-last-hidden Jacobian at init: its singular values per depth "
