@@ -9,7 +9,8 @@ steps without the copies and the repeated work:
   them (the job config is this job's alone, made for it by sweep_configs);
 - `.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml` are byte for byte what run_job writes
   (`OmegaConf.to_yaml`), assembled from the YAML of each top-level part, which `HydraYaml`
-  renders once per distinct content (a seed sweep changes 6 of ~250 lines);
+  renders once per distinct content (a seed sweep changes 6 of ~250 lines), and each is written
+  whole or not at all (whole_files);
 - the job log file: the logging config is applied in full for the first job and whenever it
   changes in anything but the file's path; otherwise the file handler is pointed at the new file;
 - the same callbacks and the same JobReturn.
@@ -33,7 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 from omegaconf._utils import get_omega_conf_dumper
 
-from initlab import file_writes
+from initlab import file_writes, whole_files
 
 
 class JobLogs:
@@ -261,7 +262,8 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
             hydra_output.mkdir(parents=True, exist_ok=True)
             for name, container in (("config.yaml", as_plain), ("hydra.yaml", hydra_plain), ("overrides.yaml", overrides)):
                 text, path = files.to_yaml(container), hydra_output / name
-                file_writes.write(lambda path=path, text=text: path.write_text(text, encoding="utf-8"))
+                # whole or not at all (run_job writes them in place: a kill mid-write left half a YAML)
+                file_writes.write(lambda path=path, data=text.encode("utf-8"): whole_files.write(path, lambda f: f.write(data)))
         with env_override(hydra.job.env_set):
             callbacks.on_job_start(config=config, task_function=task)
             try:

@@ -13,6 +13,7 @@ from hydra.core.utils import JobStatus, run_job, setup_globals
 from hydra.types import HydraContext
 from omegaconf import OmegaConf, open_dict
 
+from initlab import whole_files
 import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
 from initlab.file_writes import BackgroundWrites, write
 from initlab.job_folders import HydraYaml, JobLogs, resolve_simple, write_member
@@ -72,6 +73,22 @@ def test_a_member_folder_is_what_run_job_writes(tmp_path):
     hydra_yaml = [(d / ".hydra" / "hydra.yaml").read_text().replace(str(folder[k]), "SWEEP")
                   for d, k in ((ours_dir, "ours"), (theirs_dir, "theirs"))]
     assert hydra_yaml[0] == hydra_yaml[1]
+
+
+def test_each_hydra_file_is_written_whole(tmp_path, monkeypatch):
+    # Through whole_files (a kill mid-write leaves the old file or none, never half a YAML), and the
+    # bytes are still OmegaConf's.
+    written = []
+    real = whole_files.write
+    monkeypatch.setattr(whole_files, "write", lambda path, fill: (written.append(path), real(path, fill)))
+    setup_globals()
+    config = job_config(tmp_path, "trainer.seed=5")
+    with open_dict(config):
+        config.hydra.overrides.task = ["trainer.seed=5"]
+    write_member(config, task, Callbacks(config), JobLogs(), HydraYaml())
+    [folder] = tmp_path.iterdir()
+    assert sorted(written) == sorted((folder / ".hydra" / name) for name in ("config.yaml", "hydra.yaml", "overrides.yaml"))
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == OmegaConf.to_yaml(["trainer.seed=5"])
 
 
 def test_yaml_by_parts_equals_omegaconf(tmp_path):
