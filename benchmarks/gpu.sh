@@ -2,12 +2,7 @@
 # The GPU measurements in the README, as one script for a lent GPU machine (see README, Speed).
 # Expects hydra-core/omegaconf/antlr4/submitit wheels in .whl/ and MNIST's gzipped idx files in
 # .gpu_data/MNIST/raw/ (the GPU machine has torch, pandas, seaborn, but no Hydra and no network).
-# Prepared with:
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl hydra-core==1.3.8 omegaconf==2.3.1 \
-#       hydra-submitit-launcher==1.2.0 submitit==1.5.4
-#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
-#   for f in $INITLAB_DATA/MNIST/raw/*; do gzip -c $f > .gpu_data/MNIST/raw/$(basename $f).gz; done
+# Neither is in git: `bash benchmarks/gpu-prepare.sh` makes both here (a few seconds).
 # Run with `carry: [.whl, .gpu_data]`. Output: stdout, and the sweeps' logs under $OUT (if set).
 # STEPS picks parts (default: check single grid profile; also: sweep). All of it takes more than one
 # call's 10 minutes: run it as two calls, STEPS='check grid' then STEPS='single profile'.
