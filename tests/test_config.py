@@ -1,5 +1,6 @@
 """Every option composes, validates and instantiates; bad values stop with one clear line."""
 
+import inspect
 import os
 import subprocess
 import sys
@@ -26,8 +27,18 @@ def test_every_group_has_its_options():
                                     "torch_default", "zeros", "variance_scaling", "lsuv"}
     assert set(OPTIONS["bias"]) == {"zeros", "constant", "normal", "torch_default"}
     assert set(OPTIONS["lr"]) == {"constant", "step", "cosine", "warmup"}
-    assert set(OPTIONS["optim"]) == {"sgd", "momentum", "adam"}
+    assert set(OPTIONS["optim"]) == {"sgd", "momentum", "adam", "adamw"}
     assert set(OPTIONS["data"]) == {"mnist", "fashion_mnist", "kmnist", "synthetic"}
+
+
+@pytest.mark.parametrize("option, optimizer", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_adam_options_are_torchs_own_defaults(option, optimizer):
+    # Names mean what torch means: optim=adamw is torch.optim.AdamW as torch builds it (weight decay 0.01).
+    optim = validate(make_config(f"optim={option}"))["optim"]
+    defaults = inspect.signature(optimizer).parameters
+    assert optim["_target_"] == f"torch.optim.{optimizer.__name__}"
+    assert {k: v for k, v in optim.items() if k != "_target_"} == {
+        k: list(defaults[k].default) if k == "betas" else defaults[k].default for k in ("betas", "eps", "weight_decay")}
 
 
 @pytest.mark.parametrize("option", [f"init={o}" for o in OPTIONS["init"]] + [f"bias={o}" for o in OPTIONS["bias"]])

@@ -116,7 +116,7 @@ def _group(*overrides, members=MEMBERS):
 
 
 @pytest.mark.parametrize("extra", [("optim=sgd",), ("optim=momentum", "optim.nesterov=true"),
-                                   ("optim=adam", "trainer.batch_size=64")])
+                                   ("optim=adam", "trainer.batch_size=64"), ("optim=adamw",)])
 def test_a_replayed_group_records_what_the_eager_loop_records(replayed, extra):
     eager_group, eager = _group("trainer.cuda_graphs=false", *extra)
     graphed_group, graphed = _group(*extra)

@@ -51,6 +51,7 @@ def train_group(configs):
     # so one ulp of difference (each step matches torch.optim.Adam to 1 ulp) soon becomes lr-sized.
     # Compared over the first steps only.
     (("optim=adam", "trainer.max_steps=4"), 2e-4),
+    (("optim=adamw", "trainer.max_steps=4"), 2e-4),  # decay applied to the weights, not the gradient
 ])
 def test_members_follow_their_ordinary_runs(tmp_path, optim, rtol):
     members = [("init=xavier_uniform", "lr.value=0.05"), ("init=kaiming_normal", "lr.value=0.01", "trainer.seed=3"),
