@@ -263,7 +263,8 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
             for name, container in (("config.yaml", as_plain), ("hydra.yaml", hydra_plain), ("overrides.yaml", overrides)):
                 text, path = files.to_yaml(container), hydra_output / name
                 # whole or not at all (run_job writes them in place: a kill mid-write left half a YAML)
-                file_writes.write(lambda path=path, data=text.encode("utf-8"): whole_files.write(path, lambda f: f.write(data)))
+                data = text.encode("utf-8")
+                file_writes.write(lambda path=path, data=data: whole_files.write(path, lambda f: f.write(data)))
         with env_override(hydra.job.env_set):
             callbacks.on_job_start(config=config, task_function=task)
             try:

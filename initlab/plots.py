@@ -244,7 +244,7 @@ def dead_units(sweep: Sweep, palette: dict, path: Path) -> Drawn:
     dead = with_init(dead, sweep, chosen)
     mean = dead.groupby(["facet", "init", "layer"], observed=True).value.mean().reset_index()
     inits = sorted(set(dead.init))
-    fig, axes, cols = grid(len(chosen.shown), title_lines=2 if chosen.note else 1)
+    fig, axes, cols = grid(len(chosen.shown), title_lines=title_lines(chosen.note))
     for i, facet in enumerate(chosen.shown):
         ax = axes[i // cols, i % cols]
         part = mean[mean.facet == facet]
