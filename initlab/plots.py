@@ -142,8 +142,9 @@ def draw_bands(ax, data: pd.DataFrame, x: str, palette: dict, marker: bool = Fal
     for init, part in data.groupby("init", sort=True):
         part = part.sort_values(x)
         colour = palette.get(init, "0.3")
+        # a line of one point draws nothing: a run that diverged within its first bin of steps is a dot
         ax.plot(part[x], part.center, color=colour, linestyle=styles.get(init, "-"), lw=1.4,
-                marker="o" if marker else None, markersize=3.5)
+                marker="o" if marker or len(part) == 1 else None, markersize=3.5)
         if (part.high > part.low).any():
             ax.fill_between(part[x], part.low, part.high, color=colour, alpha=0.18, lw=0)
             # (on a log axis matplotlib leaves out a band's non-positive part; the line stays)
@@ -179,6 +180,8 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
             ax.set(xlabel="optimizer step", ylabel=ylabel, title=facet if row == 0 else None)
             if row == 0 and len(part) and (part.center > 0).all():
                 log_scale(ax)
+            if row == 0 and len(part) and part.step.max() < last:  # every run here ended early (diverged):
+                ax.set_xlim(-0.05 * last, 1.05 * last)  # on the training's whole length, which says so
             if not len(part):
                 ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
     hide_unused(axes, len(chosen.shown), cols, rows_per_facet=2)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from initlab import heatmaps, plots
 from initlab import training as training_module
-from initlab.report import init_palette, load
+from initlab.report import Sweep, init_palette, load
 from initlab.report_page import write_report
 from initlab.train import run
 
@@ -99,6 +99,34 @@ def test_each_accuracy_panel_spans_the_steps_of_the_loss_panel_above_it(sweep_di
         low, high = above.get_xlim()
         assert low <= 0 and high >= sweep.curves.step.max()
         assert all(low <= step <= high for line in below.lines for step in line.get_xdata())
+    plt.close(drawn[0])
+
+
+def test_a_run_that_diverged_in_its_first_bin_of_steps_is_a_dot_on_the_whole_run_length(tmp_path, monkeypatch):
+    # 200 steps are drawn in bins of 3: a run whose loss overflows at step 3 has one finite bin, and a
+    # line of one point draws nothing. Its panel (every run there diverged) showed an empty axis
+    # around step 0; now a dot, on the sweep's 0-199 steps.
+    steps = np.arange(200)
+    runs = pd.DataFrame({"run": ["a", "b"], "init": ["kaiming_normal", "normal"], "lr.value": [0.01, 10.0],
+                         "status": ["completed", "diverged"], "test_loss": [0.3, np.nan],
+                         "test_accuracy": [0.9, np.nan], "diagnosis": ["healthy", "diverged"]})
+    curves = pd.concat([
+        pd.DataFrame({"run": "a", "step": steps, "epoch": 1, "metric": "train_loss", "value": 2.0 / (1 + steps)}),
+        pd.DataFrame({"run": "b", "step": [0, 1, 2, 3], "epoch": 1, "metric": "train_loss",
+                      "value": [2.3, 1e9, 1e30, np.inf]}),
+        pd.DataFrame({"run": ["a"], "step": [199], "epoch": [1], "metric": ["test_accuracy"], "value": [0.9]})],
+        ignore_index=True)
+    sweep = Sweep(runs, pd.DataFrame(columns=["run", "step", "epoch", "layer", "metric", "value"]), curves,
+                  ["init", "lr.value"])
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, note="": drawn.append(fig))
+    plots.training_curves(sweep, init_palette(sweep), tmp_path / "curves.png")
+    panel = {ax.get_title(): ax for ax in drawn[0].axes if ax.get_title()}
+    [dot] = panel["lr=10.0"].lines
+    assert len(dot.get_xdata()) == 1 and dot.get_marker() == "o"
+    assert dot.get_ydata()[0] == pytest.approx(np.mean([2.3, 1e9, 1e30]))  # the bin's finite mean
+    low, high = panel["lr=10.0"].get_xlim()
+    assert low <= 0 and high >= 199
     plt.close(drawn[0])
 
 
