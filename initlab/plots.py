@@ -222,13 +222,16 @@ def gradient_flow(sweep: Sweep, palette: dict, path: Path, metric: str = "weight
         for j, moment in enumerate(names):
             ax = axes[i, j]
             part = summed[(summed.facet == facet) & (summed.moment == moment)]
-            if len(part):
-                draw_bands(ax, part, "layer", palette, marker=True)
-                log_scale(ax)
+            if (facet, moment) in spans.index:
                 lo, hi = spans.loc[(facet, moment)]
                 at = f"step {lo}" if lo == hi else f"steps {lo}–{hi}"
             else:
                 at = "no data"
+            if len(part):
+                draw_bands(ax, part, "layer", palette, marker=True)
+                log_scale(ax)
+            elif at != "no data":  # recorded, but every value overflowed (the note counts the runs)
+                ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
             ax.set(xlabel="layer (0 = first, last = output)", ylabel=ylabel if j == 0 else None,
                    title=f"{facet}: {moment} ({at})" if keys else f"{moment} ({at})")
             ax.xaxis.get_major_locator().set_params(integer=True)

@@ -240,7 +240,7 @@ def _section(page: str, heading: str) -> str:
     return page.split(f"### {heading}\n", 1)[1].split("###", 1)[0]
 
 
-def test_figures_say_where_values_are_not_finite(sweep_dir, tmp_path):
+def test_figures_say_where_values_are_not_finite(sweep_dir, tmp_path, monkeypatch):
     # A diverged run's overflowed norms and NaN losses have no place on a log axis: each figure that
     # leaves them out says so, counted independently here from the tables as edited.
     sweep = tmp_path / "sweep"
@@ -268,3 +268,15 @@ def test_figures_say_where_values_are_not_finite(sweep_dir, tmp_path):
             in _section(page, "Theory: predicted vs measured pre-activation std at init"))
     clean = (write_report([sweep_dir], tmp_path / "clean").out / "report.md").read_text()
     assert "not finite" not in clean
+    # A panel where every run's norms overflowed says so, under the step recorded.
+    edited = load([sweep])
+    lr = edited.runs.set_index("run").loc[one.name, "lr.value"]
+    for run in edited.runs.run[edited.runs["lr.value"] == lr]:
+        norms_of = (edited.layers.run == run) & (edited.layers.metric == "weight_grad_norm")
+        edited.layers.loc[norms_of & (edited.layers.step == edited.layers.step[norms_of].max()), "value"] = np.inf
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, note="": drawn.append(fig))
+    plots.gradient_flow(edited, init_palette(edited), tmp_path / "flow.png")
+    empty = [ax.get_title() for ax in drawn[0].axes if any(t.get_text() == "no finite values" for t in ax.texts)]
+    assert len(empty) == 1 and empty[0].startswith(f"lr={lr}: end (step")
+    plt.close(drawn[0])
