@@ -271,8 +271,8 @@ def test_figures_say_where_values_are_not_finite(sweep_dir, tmp_path, monkeypatc
     # A panel where every run's norms overflowed says so, under the step recorded.
     edited = load([sweep])
     lr = edited.runs.set_index("run").loc[one.name, "lr.value"]
-    for run in edited.runs.run[edited.runs["lr.value"] == lr]:
-        norms_of = (edited.layers.run == run) & (edited.layers.metric == "weight_grad_norm")
+    for name in edited.runs.run[edited.runs["lr.value"] == lr]:
+        norms_of = (edited.layers.run == name) & (edited.layers.metric == "weight_grad_norm")
         edited.layers.loc[norms_of & (edited.layers.step == edited.layers.step[norms_of].max()), "value"] = np.inf
     drawn = []
     monkeypatch.setattr(plots, "save", lambda fig, path, note="": drawn.append(fig))
