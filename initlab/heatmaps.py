@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 
 from initlab import facets as fx
 from initlab.facets import Drawn
-from initlab.plots import FLOOR, grid, hide_unused, notes, save, title, title_lines
+from initlab.plots import FLOOR, grid, hide_unused, notes, save, say_in_panel, title, title_lines
 from initlab.report import Sweep
 
 MAX_PANEL_VALUES = 6  # a third swept key with this many values or fewer gets a panel per value
@@ -67,7 +67,7 @@ def gradient_heatmap(sweep: Sweep, path: Path, metric: str = "weight_grad_norm")
             image = ax.pcolormesh(cells.columns.to_numpy(), cells.index.to_numpy(), cells.to_numpy(), norm=norm,
                                   cmap=NORM_COLOURS, shading="nearest")
         else:
-            ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center", color="0.4")
+            say_in_panel(ax, "no records")
         ax.set(xlabel="optimizer step", ylabel="layer", title=facet)
         ax.yaxis.get_major_locator().set_params(integer=True)
     hide_unused(axes, len(chosen.shown), cols)

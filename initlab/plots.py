@@ -136,6 +136,11 @@ def title_lines(note: str) -> int:
     return 1 + (note.count("\n") + 1 if note else 0)
 
 
+def say_in_panel(ax, text: str) -> None:
+    """Why a panel has nothing drawn in it, in grey at its centre."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
 def draw_bands(ax, data: pd.DataFrame, x: str, palette: dict, marker: bool = False) -> None:
     """One line (center) and band (low-high) per init of a `facets.band` table."""
     styles = fx.dashes(list(palette))
@@ -183,7 +188,7 @@ def training_curves(sweep: Sweep, palette: dict, path: Path) -> Drawn:
             if row == 0 and len(part) and part.step.max() < last:  # every run here ended early (diverged):
                 ax.set_xlim(-0.05 * last, 1.05 * last)  # on the training's whole length, which says so
             if not len(part):
-                ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
+                say_in_panel(ax, "no finite values")
     hide_unused(axes, len(chosen.shown), cols, rows_per_facet=2)
     legend(fig, palette, sorted(set(loss.init)))
     title(fig, f"Training loss and test accuracy ({fx.band_words(loss, ['facet', 'init', 'step'])})", note)
@@ -231,7 +236,7 @@ def gradient_flow(sweep: Sweep, palette: dict, path: Path, metric: str = "weight
                 draw_bands(ax, part, "layer", palette, marker=True)
                 log_scale(ax)
             elif at != "no data":  # recorded, but every value overflowed (the note counts the runs)
-                ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
+                say_in_panel(ax, "no finite values")
             ax.set(xlabel="layer (0 = first, last = output)", ylabel=ylabel if j == 0 else None,
                    title=f"{facet}: {moment} ({at})" if keys else f"{moment} ({at})")
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -259,7 +264,7 @@ def dead_units(sweep: Sweep, palette: dict, path: Path) -> Drawn:
             bars = part[part.init == init]
             ax.bar(bars.layer - 0.4 + width * (k + 0.5), bars.value, width=width, color=palette.get(init, "0.3"))
         if not len(part) or part.value.max() == 0:
-            ax.text(0.5, 0.5, "no dead units", transform=ax.transAxes, ha="center", va="center", color="0.4")
+            say_in_panel(ax, "no dead units")
         ax.set(xlabel="layer (last = output)", ylabel="dead-unit fraction", ylim=(0, 1.05), title=facet)
         ax.xaxis.get_major_locator().set_params(integer=True)
     hide_unused(axes, len(chosen.shown), cols)
