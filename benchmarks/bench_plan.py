@@ -2,6 +2,7 @@
 plan (the stacked groups), nothing trained, with the phases Hydra and the launcher go through.
 
     python benchmarks/bench_plan.py [override ...]
+    PLAN_SEEDS='trainer.seed=range(0,313)' python benchmarks/bench_plan.py    # 10,016 jobs
 
 The grid of bench_gpu_grid.py (8 inits x 4 learning rates x 32 seeds) through `initlab -m
 hydra/launcher=vectorized`, in this process: the imports, the sweeper's check of the batch
@@ -68,6 +69,6 @@ IMPORTED = time.perf_counter() - STARTED
 if __name__ == "__main__":
     os.environ.setdefault("INITLAB_DATA", str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     sys.argv = ["initlab", "-m", "hydra/launcher=vectorized", f"init={INITS}", f"lr.value={LRS}",
-                "trainer.seed=range(0,32)", "trainer.progress=false", "hydra.sweep.dir=/tmp/initlab-bench-plan",
+                os.environ.get("PLAN_SEEDS", "trainer.seed=range(0,32)"), "trainer.progress=false", "hydra.sweep.dir=/tmp/initlab-bench-plan",
                 *sys.argv[1:]]
     main()

@@ -62,7 +62,24 @@ def dataclass_keys(schema: type[Schema]) -> tuple[Key, ...]:
 
 def signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Key], bool]:
     """The keyword settings of a scheme (all but its first positional parameter and the `filled`
-    ones initlab passes itself), and whether it also takes **kwargs."""
+    ones initlab passes itself), and whether it also takes **kwargs.
+
+    Read once per function (a third of checking a job's settings: typing.get_type_hints compiles
+    its annotations), unless the function cannot be a cache key."""
+    try:
+        keys, open_ended = _signature_keys(fn, filled)
+    except TypeError:  # unhashable
+        keys, open_ended = _read_signature_keys(fn, filled)
+    return list(keys), open_ended
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[tuple[Key, ...], bool]:
+    keys, open_ended = _read_signature_keys(fn, filled)
+    return tuple(keys), open_ended
+
+
+def _read_signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Key], bool]:
     params = list(inspect.signature(fn).parameters.values())
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -132,10 +149,8 @@ def _check_keys(path: str, node: dict, keys: list[Key], relations: tuple, owner:
             continue
         if (value == AUTO and key.name in AUTO_KEYS) or (value == CRITICAL and key.name == "gain"):
             continue  # filled from model.activation before the scheme is called (init.resolve_auto)
-        allowed = key.rule.get("allowed") or _type_words(key.type)
-        if key.type is not Any and not _has_type(value, key.type):
-            raise ConfigError(f"{path}.{key.name}={_show(value)}: must be {allowed}")
-        if not key.rule["ok"](value):
+        if (key.type is not Any and not _has_type(value, key.type)) or not key.rule["ok"](value):
+            allowed = key.rule.get("allowed") or _type_words(key.type)
             raise ConfigError(f"{path}.{key.name}={_show(value)}: must be {allowed}")
     values = {**{k.name: k.default for k in keys}, **node}
     for message, holds in relations:
