@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from initlab.config import ConfigError
 from initlab.data import DataError
+from initlab.hydra_errors import one_line
 from initlab.train import RecordsNotWritten, objective, run
 
 log = logging.getLogger("initlab")
@@ -81,7 +82,13 @@ def train_job(cfg: DictConfig) -> float:
     return objective(result)
 
 
-main = hydra.main(version_base="1.3", config_path=CONF, config_name="config")(train_job)
+_hydra_main = hydra.main(version_base="1.3", config_path=CONF, config_name="config")(train_job)
+
+
+def main() -> None:
+    """`initlab`: Hydra's main for train_job, its composition errors (a wrong option or key) one line each."""
+    with one_line():
+        _hydra_main()
 
 
 def report_main(argv: list[str] | None = None) -> int:

@@ -166,12 +166,6 @@ def test_cli_missing_data_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "MNIST could not be loaded from" in lines[0] and "nowhere" in lines[0]
 
 
-def test_cli_unknown_option_lists_the_valid_ones(tmp_path):
-    result = _cli("init=kaiming", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Available options in 'init'" in result.stderr and "kaiming_normal" in result.stderr
-
-
 @pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_named_studies_compose_and_validate(study):
     settings = validate(make_config(f"experiment={study}"))
