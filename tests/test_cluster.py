@@ -56,8 +56,15 @@ def reference(tmp_path_factory):
 
 
 def test_submitit_local_writes_what_the_in_process_launcher_writes(tmp_path, reference):
-    result = run_cli("-m", *GRID, "hydra/launcher=vectorized_submitit_local", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    # (the initlab command, through a probe that says how many job configs the submitting process holds)
+    probe = Path(__file__).parent / "held_configs_probe.py"
+    result = subprocess.run([sys.executable, str(probe), "-m", *GRID, "hydra/launcher=vectorized_submitit_local",
+                             "hydra.sweep.dir=sweep"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "2 stacked group(s) of 2, 2, one submitit job each" in result.stdout + result.stderr
+    # planned, it holds none of the jobs' configs: each group's job makes its own
+    assert "held: 0 of 4, kept by the loader 0, tracked 0" in result.stdout
     sweep = tmp_path / "sweep"
     _same_sweeps(_runs(sweep), reference)
     # each member's folder is an ordinary job folder (Hydra's files included), and each group ran as its own job

@@ -47,6 +47,34 @@ def test_derived_configs_equal_full_composition(loaders):
     assert fast.composed == 3  # one per init choice
 
 
+def test_a_validate_only_check_keeps_nothing_and_the_launchers_configs_still_equal_full_composition(loaders):
+    """The cluster launchers' loader: the sweeper's check applies a derivable job's values to one scratch copy
+    of its base, keeps nothing, and fails where composition fails; the launcher's configs derive as before."""
+    plain, fast, master = loaders
+    fast.validate_only = True
+    for overrides in JOBS:
+        fast.load_sweep_config(master, overrides)
+    assert fast.composed == 3 and fast.checked == {} and fast.derived == {}  # nothing kept per job
+    assert len(fast.scratches) == 3
+    for overrides in reversed(JOBS):  # the scratches, last set by the last job, leak into no config
+        assert container(fast.for_launch(master, overrides)) == container(plain.load_sweep_config(master, overrides))
+    assert fast.composed == 3
+    # a job planned on its signature's scratch copy: the same config as its full composition, the same
+    # settings, folder and recipe as its derived config, whichever jobs of its signature came before
+    for overrides in JOBS[::2] + JOBS[1::2]:
+        scratch, derived = fast.scratch(master, overrides), fast.for_launch(master, overrides)
+        assert container(scratch) == container(plain.load_sweep_config(master, overrides))
+        assert fast.settings(scratch) == fast.settings(derived) and fast.subdir(scratch) == fast.subdir(derived)
+        assert fast.recipe(scratch) == fast.recipe(derived) is not None
+        assert str(scratch.hydra.sweep.dir) == str(derived.hydra.sweep.dir)
+    bad = ["init=kaiming_normal", "lr.value=0.1", "trainer.sed=0", "model.depth=3"]
+    with pytest.raises(Exception) as checked:
+        fast.load_sweep_config(master, bad)
+    with pytest.raises(Exception) as full:
+        plain.load_sweep_config(master, bad)
+    assert type(checked.value) is type(full.value)
+
+
 @pytest.mark.parametrize("overrides", [
     ["+init.extra=1", "trainer.seed=1"],          # an addition
     ["init=kaiming_normal", "~init.a"],           # a deletion

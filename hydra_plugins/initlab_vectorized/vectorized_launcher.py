@@ -10,14 +10,14 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 
-def _fast_composition(hydra_context: HydraContext, task_function: TaskFunction) -> None:
+def _fast_composition(hydra_context: HydraContext, task_function: TaskFunction, validate_only: bool = False) -> None:
     """For initlab's training task (initlab not imported otherwise: this module stays light), the
     sweeper's check of the batch and the launcher's plan derive the job configs from one
     composition per set of group choices (initlab.vectorized.fast_composition)."""
     if getattr(task_function, "__module__", None) == "initlab.cli":
         from initlab.vectorized import fast_composition
 
-        fast_composition(hydra_context, task_function)
+        fast_composition(hydra_context, task_function, validate_only)
 
 
 class VectorizedLauncher(Launcher):
@@ -61,7 +61,8 @@ if BaseSubmititLauncher is not None:
 
         def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
             super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-            _fast_composition(hydra_context, task_function)  # each group's job derives its own too (cluster.py)
+            # each group's job derives its own configs too (cluster.py): this process keeps none
+            _fast_composition(hydra_context, task_function, validate_only=True)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             from initlab.vectorized import is_initlab_training
