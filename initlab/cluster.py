@@ -187,7 +187,6 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     """Plan the batch, submit its groups, wait for them; the JobReturns in the batch's order."""
     COLLECTIONS.start()  # (started by setup() for the first batch; see vectorized.launch)
     sweep = VectorizedSweep(launcher)
-    sweep.keep_configs = False  # the groups' jobs make their own; this process holds none (10,000 were 2.3 GB)
     try:
         jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))
         plan, waiting = _leave_out_groups_still_on_the_cluster(launcher, plan)

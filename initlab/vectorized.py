@@ -248,10 +248,12 @@ class VectorizedSweep:
             sys.exit(2)
         self.launcher, self.config = launcher, launcher.config
         self.yaml = HydraYaml()  # the jobs' .hydra files differ in a few lines: the rest is rendered once
-        # False (the cluster launchers): a job's config goes as soon as its settings and folder are
+        # False where the loader keeps no config either (the cluster launchers' submitting process,
+        # SweepConfigs.validate_only): a job's config goes as soon as its settings and folder are
         # planned, and is made again (config_of) only where this process writes the job's folder: a
         # submitting process held every job's config, 2.3 GB for a 10,000-job study.
-        self.keep_configs = True
+        loader = launcher.hydra_context.config_loader
+        self.keep_configs = not (isinstance(loader, SweepConfigs) and loader.validate_only)
         workers = getattr(launcher, "write_workers", None)
         self.writers = MemberWriters(default_workers() if workers is None else workers)
 
