@@ -61,9 +61,7 @@ def _composition(error: ConfigCompositionException) -> str:
     if override and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and "not in struct" in str(cause):
         return _unknown_key(override.group(1), text, cause)
     if override and cause is not None:  # a value a typed node refuses (hydra.launcher.*, a structured config)
-        added = re.search(r"use \+(\S.*)$", text, re.MULTILINE)
-        shown = added.group(1) if added else override.group(1)
-        return f"{shown}: {_first_line(cause)}"
+        return f"{_as_typed(override.group(1), text)}: {_first_line(cause)}"
     merging = re.match(r"Error merging override (\S+)", text)
     if merging and cause is not None:  # the same, in a sweep's job
         return f"{merging.group(1)}: {_first_line(cause)}"
@@ -80,8 +78,7 @@ def _composition(error: ConfigCompositionException) -> str:
 
 def _unknown_key(path: str, text: str, cause: BaseException) -> str:
     """`trainer.epochz=1`: the node's keys, the closest ones, and how to add a key after all."""
-    added = re.search(r"use \+(\S.*)$", text, re.MULTILINE)
-    shown = added.group(1) if added else path
+    shown = _as_typed(path, text)
     parent = getattr(cause, "parent_node", None)
     keys = [str(k) for k in parent.keys()] if hasattr(parent, "keys") else []
     owner, _, key = path.rpartition(".")
@@ -107,6 +104,17 @@ def _joined(text: str, cause: Optional[BaseException]) -> str:
     if cause is not None and str(cause).strip():
         lines.append(_first_line(cause))
     return "; ".join(lines)
+
+
+def _as_typed(path: str, text: str) -> str:
+    """The override as the user typed it (key=value), read off Hydra's "use +key=value" hint; else the key."""
+    added = re.search(r"use \+(\S.*)$", text, re.MULTILINE)
+    return added.group(1) if added else path
+
+
+def _full_error() -> bool:
+    """HYDRA_FULL_ERROR=1: Hydra reports every error itself, with its traceback."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def _first_line(error: BaseException) -> str:
@@ -138,7 +146,7 @@ def one_line() -> Iterator[None]:
             try:
                 return func()
             except Exception as e:
-                line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else message(e)
+                line = None if _full_error() else message(e)
                 if line is None:
                     raise
                 print(f"initlab: {line}", file=sys.stderr)
@@ -149,7 +157,7 @@ def one_line() -> Iterator[None]:
     try:
         yield
     except ValueError as e:  # Hydra's check of its own flags raises outside run_and_report: a traceback
-        if not str(e).startswith("Only one of --run, --multirun") or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if not str(e).startswith("Only one of --run, --multirun") or _full_error():
             raise
         print(f"initlab: {e} (--cfg and --info show one job: drop -m and give each key one value)",
               file=sys.stderr)

@@ -138,8 +138,7 @@ class SweepConfigs:
             scratch = self.scratches[signature] = pickle.loads(self.bases[signature])
             OmegaConf.copy_cache(from_config=master_config, to_config=scratch)
         set_overrides(scratch, self.bases[signature], parsed, self.groups)
-        values = [o for o in parsed if o.key_or_group not in self.groups]
-        self.derived[id(scratch)] = signature, {o.key_or_group.split(".")[0] for o in values}
+        self._note_derived(scratch, signature, parsed)
         return scratch
 
     def for_launch(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
@@ -159,9 +158,14 @@ class SweepConfigs:
                 self.derived[id(config)] = signature, set()
             return config
         config = derive(self.bases[signature], master_config, parsed, self.groups)
-        values = [o for o in parsed if o.key_or_group not in self.groups]
-        self.derived[id(config)] = signature, {o.key_or_group.split(".")[0] for o in values}
+        self._note_derived(config, signature, parsed)
         return config
+
+    def _note_derived(self, config: DictConfig, signature: tuple, parsed: list[Override]) -> None:
+        """What recipe(), plain() and settings() read of a config made from a base: its signature and the
+        top-level keys its value overrides set."""
+        self.derived[id(config)] = signature, {o.key_or_group.split(".")[0] for o in parsed
+                                               if o.key_or_group not in self.groups}
 
     def recipe(self, config: DictConfig) -> Optional[tuple]:
         """The signature from whose base `derive` makes `config` again (given its overrides), or None
