@@ -47,11 +47,25 @@ def _missing(error: MissingConfigException) -> str:
     group, _, name = wanted.rpartition("/")
     searched = _search_path(str(error))
     where = f"; searched {', '.join(searched)}" if searched else ""
-    if error.options is None or not group:  # a config Hydra found no group listing for
+    options = error.options if error.options is not None else _group_options(group)
+    if options is None or not group:  # a config outside any group initlab can list
         return f"{wanted}: no such config{where}"
-    options = list(error.options)
+    options = list(options)
     return (f"{group}={name}: no such option{_closest(name, options)}; the options: {', '.join(options) or 'none'} "
             f"(a new one is a file {wanted}.yaml in a folder given with --config-dir){where}")
+
+
+def _group_options(group: str) -> Optional[list[str]]:
+    """The options of a config group, from the config loader Hydra is composing with. Hydra lists
+    them itself for `init=bogus` but not for one missing from a list (`init=[kaiming_normal,bogus]`)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not group or not GlobalHydra.instance().is_initialized():
+        return None
+    try:
+        return GlobalHydra.instance().config_loader().get_group_options(group)
+    except Exception:  # a group the repository cannot list: say what Hydra said
+        return None
 
 
 def _composition(error: ConfigCompositionException) -> str:

@@ -39,6 +39,10 @@ def test_a_wrong_option_names_the_options_and_the_closest(tmp_path):
     assert line.startswith(f"init=kaiming: no such option (did you mean kaiming_normal or kaiming_uniform?); "
                            f"the options: {', '.join(options)} ")
     assert f"searched file://{CONF}" in line
+    # One option of a list missing: Hydra lists no options there; the line still does.
+    listed = _one_line(_cli("init=[kaiming_normal,xavier_normall]", cwd=tmp_path))
+    assert listed.startswith("init=xavier_normall: no such option (did you mean xavier_normal ")
+    assert f"; the options: {', '.join(options)} " in listed
     _nothing_ran(tmp_path)
 
 
