@@ -7,7 +7,8 @@ launcher: 8 inits x 4 learning rates x depth 2 and 6 x 16 seeds on synthetic dat
 statistics every 5 steps (192,218 layer rows). Then times `initlab-report SWEEP --out OUT` from the
 start of the process to its exit: reading every run folder, the tables, every figure and
 report.md (ten figures for this sweep). Prints each time and the fastest (this VM's timings vary by ~10 %).
-Issue floor: a 1,024-run report in under 10 s on the 2-core CPU.
+Issue floor: a 1,024-run report in under 10 s on the 2-core CPU (its figures drawn by 2 processes there:
+initlab-report --workers, default one per usable core).
 """
 
 from __future__ import annotations

@@ -140,11 +140,11 @@ def take_share_of_cores(launcher, slot: int) -> None:
     0.9 s with one thread each; through a SLURM node without CPU binding, 36 to 90 times slower than alone.
     So: on the local executor each of the parallel_groups processes is pinned to its own share of
     the cores (its write workers inherit it); on SLURM, torch uses no more threads than
-    SLURM_CPUS_PER_TASK (environment.usable_cores). OMP_NUM_THREADS, where set, is the user's choice.
+    SLURM_CPUS_PER_TASK (cores.usable_cores). OMP_NUM_THREADS, where set, is the user's choice.
     """
     import torch
 
-    from initlab.environment import usable_cores
+    from initlab.cores import usable_cores
 
     at_once = getattr(launcher, "parallel_groups", 1) if launcher._EXECUTOR == "local" else 1
     if at_once > 1 and hasattr(os, "sched_setaffinity"):

@@ -48,7 +48,7 @@ def default_workers() -> int:
     and ~0.5 ms making its JobReturn; so it takes ~10 workers to keep up with the launcher, and on
     2 cores, where the launcher and the workers share them, writing with workers was slower than
     without (256 members: 3.3 s with two, 2.6 s with none)."""
-    from initlab.environment import usable_cores  # (imports torch, which the workers need not)
+    from initlab.cores import usable_cores
 
     cores = usable_cores()
     return min(16, cores - 1) if cores >= 4 else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from initlab import facets as fx
 from initlab import loggers
 from initlab import plots
 from initlab import report
+from initlab.cores import usable_cores
 from initlab.report import OUTLIER_GAP, OUTLIER_SPREAD, Sweep, init_palette, load, markdown_table
 
 log = logging.getLogger("initlab")
@@ -104,8 +106,10 @@ class Written:
     corrupt: int
 
 
-def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) -> Written:
-    """Load every run under `paths` and write the report into `out` (default: <first path>/report).
+def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, workers: int = 1) -> Written:
+    """Load every run under `paths` and write the report into `out` (default: <first path>/report),
+    its figures drawn by `workers` processes (plots.all_figures: more than 1 only from a process
+    that runs nothing else, as initlab-report).
 
     Damaged runs (status `corrupt`) are listed with the file and the problem; every readable run is
     reported, and the last line printed says how many were damaged.
@@ -122,7 +126,7 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
     summary = worst_first(summary, "test_accuracy_mean")  # the pages: what went wrong first
     (out / "summary.md").write_text(markdown_table(summary) + "\n")
 
-    figures = plots.all_figures(sweep, init_palette(sweep), figures_dir)
+    figures = plots.all_figures(sweep, init_palette(sweep), figures_dir, workers)
     counts = sweep.runs.status.value_counts()
     status_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in report.STATUSES)
     diagnoses = sweep.runs.diagnosis.fillna(sweep.runs.status).value_counts().rename_axis("diagnosis").reset_index()
@@ -159,22 +163,29 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None) 
     return Written(out, len(sweep.runs), corrupt)
 
 
+def _workers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of processes, 1 or more")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`initlab-report PATH [PATH ...] [--out DIR]`: tables, figures and report.md for some sweeps.
 
     Exit code 0, 1 when some runs are damaged (status corrupt), 2 when a PATH holds no runs.
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog="initlab-report", description=main.__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="a sweep folder, a run folder, or a folder of sweeps")
     parser.add_argument("--out", help="where to write (default: <first PATH>/report)")
     parser.add_argument("--tensorboard", metavar="DIR", help="also write every run's TensorBoard events into DIR/<run>")
     parser.add_argument("--mlflow", metavar="URI", help="also log every run into the MLflow store URI "
                         "(a multirun: a parent run with the report's files, a child per job)")
+    parser.add_argument("--workers", type=_workers, default=None, metavar="N",
+                        help="processes drawing the figures at once (default: one per usable core, at most 10; "
+                             "1 draws them in this process)")
     args = parser.parse_args(argv)
     try:
-        written = write_report(args.paths, args.out)
+        written = write_report(args.paths, args.out, args.workers or usable_cores())
         node = {}
         if args.tensorboard:
             node["tensorboard"] = {"_target_": loggers.KNOWN["tensorboard"][0], "log_dir": args.tensorboard}

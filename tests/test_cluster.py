@@ -202,7 +202,7 @@ def test_a_resume_knows_which_jobs_an_earlier_submissions_queued_tasks_train(tmp
 
 
 def test_a_groups_job_trains_on_the_cores_it_was_granted(monkeypatch):
-    from initlab.environment import usable_cores
+    from initlab.cores import usable_cores
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)

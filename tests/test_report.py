@@ -171,6 +171,17 @@ def test_report_command(sweep_dir, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "4 runs: 4 completed" in result.stdout and (tmp_path / "r" / "report.md").exists()
+    # the figures drawn by two processes at once are those one process draws, to the byte
+    for workers in ("1", "2"):
+        drawn = subprocess.run([sys.executable, "-c", "import sys; from initlab.cli import report_main; "
+                                "sys.exit(report_main())", str(sweep_dir), "--out", str(tmp_path / workers),
+                                "--workers", workers], capture_output=True, text=True, timeout=300)
+        assert drawn.returncode == 0, drawn.stderr
+    names = sorted(p.name for p in (tmp_path / "1" / "figures").glob("*.png"))
+    assert names == sorted(FIGURES)
+    assert all((tmp_path / "1" / "figures" / n).read_bytes() == (tmp_path / "2" / "figures" / n).read_bytes()
+               for n in names)
+    assert (tmp_path / "1" / "report.md").read_text() == (tmp_path / "2" / "report.md").read_text()
     missing = subprocess.run([sys.executable, "-c", "import sys; from initlab.cli import report_main; "
                               "sys.exit(report_main())", str(tmp_path / "nothing")], capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("initlab-report:")
