@@ -283,14 +283,35 @@ def _by_member(values: list[np.ndarray], kept: list[np.ndarray], members: int) -
 
 
 def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: list[tuple],
-            series: list[tuple] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+            series: list[tuple] = (), predictions: Optional[dict] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A member's (layers, curves) tables from what it recorded (Recorder.member_values, its evaluation
-    rows, its curve rows and its per-step curves as arrays, GroupTraining.series)."""
-    layers = pd.concat([table_of(values, index, metrics), records.layers_frame(eval_rows)],
+    rows, its curve rows and its per-step curves as arrays, GroupTraining.series); with the theory's
+    `predictions`, the layers table as theory.with_predictions makes it, in one concatenation."""
+    rows = list(eval_rows)
+    first = _first_recorded(index if len(values) else index[:0], eval_rows) if predictions is not None else None
+    if first is not None:
+        rows += theory.prediction_rows(predictions, *first)
+    layers = pd.concat([table_of(values, index, metrics), records.layers_frame(rows)],
                        ignore_index=True)  # both typed as records.LAYER_TYPES
     parts = [records.curves_frame(curves)] + [records.curves_of(*s) for s in series]
     curves = pd.concat(parts, ignore_index=True).sort_values(["metric", "step"], kind="stable", ignore_index=True)
     return layers, curves
+
+
+def _first_recorded(index: np.ndarray, eval_rows: list[tuple]) -> Optional[tuple[int, int]]:
+    """(step, epoch) of the first row with the smallest step in the layers table that table_of(index)
+    rows then `eval_rows` make; None when it has no rows."""
+    candidates = []
+    if len(index):
+        k = int(np.argmin(index[:, 0]))
+        candidates.append((int(index[k, 0]), 0, int(index[k, 1])))
+    if eval_rows:
+        k = min(range(len(eval_rows)), key=lambda i: eval_rows[i][0])
+        candidates.append((int(eval_rows[k][0]), 1, int(eval_rows[k][1])))
+    if not candidates:
+        return None
+    step, _, epoch = min(candidates)  # a tie: the table_of row comes first
+    return step, epoch
 
 
 @dataclass
@@ -314,8 +335,9 @@ class MemberRecords:
     jacobian: Optional[dict]
 
     def outcome(self) -> Outcome:
-        layers, curves = _tables(self.values, self.index, self.metric_names, self.eval_rows, self.curves, self.series)
-        return Outcome(self.status, self.metrics, theory.with_predictions(self.theory, layers), curves, self.context,
+        layers, curves = _tables(self.values, self.index, self.metric_names, self.eval_rows, self.curves, self.series,
+                                 self.theory)
+        return Outcome(self.status, self.metrics, layers, curves, self.context,
                        self.steps, self.stopped, theory=self.theory, jacobian=self.jacobian)
 
 

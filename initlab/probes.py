@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from initlab.records import layers_frame
+from initlab.records import layers_frame, str_column
 
 # Where a bounded activation is flat: its derivative there is below ~0.02 (tanh) or ~0.01
 # (sigmoid) of its maximum, so almost no gradient passes (Glorot & Bengio 2010, Sec. 3).
@@ -325,6 +325,6 @@ def table_of(values: np.ndarray, index: np.ndarray, metrics: list[str]) -> pd.Da
         "step": np.repeat(index[:, 0], per_step),
         "epoch": np.repeat(index[:, 1], per_step),
         "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int64), n_metrics), n_steps),
-        "metric": pd.Series(np.tile(np.asarray(metrics, dtype=object), n_steps * n_layers), dtype="str"),
+        "metric": str_column(metrics, np.tile(np.arange(n_metrics, dtype=np.int32), n_steps * n_layers)),
         "value": values.reshape(-1),
     })

@@ -57,6 +57,20 @@ def _typed(columns: dict, types: dict[str, str]) -> pd.DataFrame:
                          for c, v in columns.items()})
 
 
+# pandas' "str" columns: Arrow strings from pandas 3 on (object arrays of str before).
+_ARROW_STR = getattr(pd.Series([], dtype="str").dtype, "storage", None) == "pyarrow"
+
+
+def str_column(names: list[str], codes: np.ndarray) -> pd.Series:
+    """A "str" column of names[codes], as pd.Series(np.asarray(names, dtype=object)[codes], dtype="str")
+    makes it, built by Arrow from the codes: a third of the time for a member's ~10,000 metric names
+    (0.31 against 0.98 ms on the 2-core VM)."""
+    if not _ARROW_STR:
+        return pd.Series(np.asarray(names, dtype=object)[codes], dtype="str")
+    names_of = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names, pa.large_string()))
+    return pd.Series(pd.array(names_of.cast(pa.large_string()), dtype="str"))
+
+
 def layers_frame(rows: list[tuple] = ()) -> pd.DataFrame:
     """A layers table from (step, epoch, layer, metric, value) rows."""
     return _frame(list(rows), LAYER_COLUMNS, LAYER_TYPES)
@@ -69,7 +83,9 @@ def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
 
 def curves_of(metric: str, steps: np.ndarray, epochs: np.ndarray, values: np.ndarray) -> pd.DataFrame:
     """A curves table of one metric from its arrays (as curves_frame makes it from rows)."""
-    return _typed({"step": steps, "epoch": epochs, "metric": [metric] * len(steps), "value": values}, CURVE_TYPES)
+    return pd.DataFrame({"step": np.asarray(steps, dtype="int64"), "epoch": np.asarray(epochs, dtype="int64"),
+                         "metric": str_column([metric], np.zeros(len(steps), dtype=np.int32)),
+                         "value": np.asarray(values, dtype="float64")})
 
 
 def lock_job(folder: Path, wait: bool = True) -> Optional[FileLock]:

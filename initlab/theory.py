@@ -295,6 +295,10 @@ def with_predictions(theory: Optional[dict], layers):
     if theory is None or not len(layers):
         return layers
     first = layers[layers.step == layers.step.min()]
-    step, epoch = int(first.step.iloc[0]), int(first.epoch.iloc[0])
-    rows = [(step, epoch, l, "predicted_preact_std", v) for l, v in enumerate(theory["predicted_preact_std"])]
+    rows = prediction_rows(theory, int(first.step.iloc[0]), int(first.epoch.iloc[0]))
     return pd.concat([layers, records.layers_frame(rows)], ignore_index=True)
+
+
+def prediction_rows(theory: dict, step: int, epoch: int) -> list[tuple]:
+    """The rows with_predictions appends, given the first recorded (step, epoch) of the table."""
+    return [(step, epoch, l, "predicted_preact_std", v) for l, v in enumerate(theory["predicted_preact_std"])]
