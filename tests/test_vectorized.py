@@ -344,3 +344,28 @@ def test_training_takes_each_weight_gradient_straight_from_the_stacked_layer():
            for node in nodes if type(node).__name__ == "StackedLinearBackward"]
     assert len(fed) == len(net.weights)
     assert all(any(w is wb[0] and b is wb[1] for wb in fed) for w, b in zip(net.weights, net.biases))
+
+
+@pytest.mark.parametrize("log_steps, eval_steps", [
+    ([0, 5, 10], [9, 19]),  # the first log step comes first
+    ([5, 10], [0, 9]),  # an evaluation before any log step
+    ([3, 10], [3, 9]),  # a tie: the log step's row comes first in the table
+    ([], [9, 19]),  # nothing logged
+    ([], []),  # nothing recorded at all: no predictions either
+])
+def test_predicted_rows_joined_in_the_tables_equal_with_predictions(log_steps, eval_steps):
+    """group._tables adds the theory's predicted rows in its one concatenation: the layers table
+    theory.with_predictions makes from the table without them (ordinary runs add them that way)."""
+    from initlab import theory
+    from initlab.group import _tables
+
+    metrics, n_layers = ["weight_grad_norm", "act_std"], 3
+    values = np.random.default_rng(0).random((len(log_steps), n_layers, len(metrics)))
+    index = np.array([(s, 1 + s // 10) for s in log_steps], dtype=np.int64).reshape(-1, 2)
+    # (evaluation rows carry another epoch number here, so that which row is first shows in the epoch)
+    eval_rows = [(s, 7 + s // 10, layer, "eval_dead_fraction", 0.1 * layer) for s in eval_steps for layer in range(n_layers)]
+    predictions = {"predicted_preact_std": [1.0, 0.5, 0.25]}
+    plain, _ = _tables(values, index, metrics, eval_rows, [])
+    joined, _ = _tables(values, index, metrics, eval_rows, [], predictions=predictions)
+    pd.testing.assert_frame_equal(joined, theory.with_predictions(predictions, plain))
+    assert (joined.metric == "predicted_preact_std").sum() == (3 if log_steps or eval_steps else 0)
