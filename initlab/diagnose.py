@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Callable, Optional
 
 import numpy as np
@@ -60,13 +61,17 @@ class Evidence:
         self._finals = dict(zip(metrics.tolist(), values.tolist()))  # the last one of each metric wins
         is_loss = metrics == "train_loss"
         self.loss_steps, self.loss_values = steps[is_loss], values[is_loss].astype(float)
-        self.loss = pd.Series(self.loss_values, index=pd.Index(self.loss_steps, name="step"), name="value")
         self.n_layers = int(layers.layer.max()) + 1 if len(layers) else 0
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._wide: dict[str, pd.DataFrame] = {}
         self._rows: Optional[dict[str, np.ndarray]] = None  # each metric's row numbers in the layers table
         self._table: tuple[np.ndarray, ...] = ()  # its step, layer and value columns
         self._columns = np.unique(layers.layer.to_numpy()) if len(layers) else np.array([], dtype=int)
+
+    @cached_property
+    def loss(self) -> pd.Series:
+        """The batch loss by step (made when a rule asks: only the stuck check does, when gradients are ~0)."""
+        return pd.Series(self.loss_values, index=pd.Index(self.loss_steps, name="step"), name="value")
 
     def values(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values): the metric's recorded steps, sorted, and a step x layer array whose
