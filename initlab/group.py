@@ -288,7 +288,7 @@ def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: l
     rows, its curve rows and its per-step curves as arrays, GroupTraining.series); with the theory's
     `predictions`, the layers table as theory.with_predictions makes it, in one concatenation."""
     rows = list(eval_rows)
-    first = _first_recorded(index if len(values) else index[:0], eval_rows) if predictions is not None else None
+    first = _first_recorded(index, eval_rows) if predictions is not None else None
     if first is not None:
         rows += theory.prediction_rows(predictions, *first)
     layers = pd.concat([table_of(values, index, metrics), records.layers_frame(rows)],

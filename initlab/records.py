@@ -83,9 +83,8 @@ def curves_frame(rows: list[tuple] = ()) -> pd.DataFrame:
 
 def curves_of(metric: str, steps: np.ndarray, epochs: np.ndarray, values: np.ndarray) -> pd.DataFrame:
     """A curves table of one metric from its arrays (as curves_frame makes it from rows)."""
-    return pd.DataFrame({"step": np.asarray(steps, dtype="int64"), "epoch": np.asarray(epochs, dtype="int64"),
-                         "metric": str_column([metric], np.zeros(len(steps), dtype=np.int32)),
-                         "value": np.asarray(values, dtype="float64")})
+    names = str_column([metric], np.zeros(len(steps), dtype=np.int32))
+    return _typed({"step": steps, "epoch": epochs, "metric": names, "value": values}, CURVE_TYPES)
 
 
 def lock_job(folder: Path, wait: bool = True) -> Optional[FileLock]:
