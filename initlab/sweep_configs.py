@@ -61,7 +61,7 @@ class SweepConfigs:
 
     def __getstate__(self) -> dict:
         """What another process gets (the launcher goes to each submitit job with its loader): the
-        wrapped loader and the config groups. The bases a job needs go with it (`bases_for`,
+        wrapped loader and the config groups. The bases a job needs go with it (`bases_of`,
         cluster.GroupTask), not every base of the sweep; the caches are made anew there."""
         return {"loader": self.loader, "groups": self.groups}
 
@@ -69,14 +69,10 @@ class SweepConfigs:
         self.__init__(state["loader"])
         self.groups = state["groups"]
 
-    def bases_for(self, configs: list[DictConfig]) -> dict[tuple, bytes]:
-        """The pickled bases from which `configs` (job configs this loader made) derive, by
-        signature: given them (`add_bases`), a loader in another process derives those jobs'
-        configs as this one did instead of composing each in full (~80 ms a job)."""
-        return self.bases_of([self.recipe(config) for config in configs])
-
     def bases_of(self, signatures: list[Optional[tuple]]) -> dict[tuple, bytes]:
-        """bases_for, given the jobs' signatures (`recipe`, noted while their configs were alive)."""
+        """The pickled bases from which jobs derive, given their signatures (`recipe`, noted while
+        their configs were alive): given them (`add_bases`), a loader in another process derives those
+        jobs' configs as this one did instead of composing each in full (~80 ms a job)."""
         return {signature: self.bases[signature] for signature in set(signatures) - {None}}
 
     def add_bases(self, bases: dict[tuple, bytes]) -> None:

@@ -175,7 +175,7 @@ def test_a_loader_sent_with_a_groups_bases_derives_its_jobs_there(loaders):
     plain, fast, master = loaders
     configs = [fast.load_sweep_config(master, overrides) for overrides in JOBS]
     group = JOBS[:6]  # kaiming_normal's 6 jobs: one base
-    bases = fast.bases_for(configs[:6])
+    bases = fast.bases_of([fast.recipe(config) for config in configs[:6]])
     assert len(bases) == 1 and len(fast.bases) == 3
     there = pickled(fast)
     assert there.bases == {} and there.groups == fast.groups and there.checked == {}  # no cache travels
