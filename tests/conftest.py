@@ -16,7 +16,9 @@ CONF = REPO / "conf"
 def _mnist_root() -> Path:
     for candidate in (os.environ.get("INITLAB_DATA"), REPO.parent / "shared" / "data", REPO / "data"):
         if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
-            return Path(candidate)
+            # absolute: tests link to the files from, and run the command in, folders of their own
+            # (INITLAB_DATA=../shared/data, as the README allows, is relative to where pytest started)
+            return Path(candidate).resolve()
     raise RuntimeError("MNIST not found: set INITLAB_DATA to a folder holding MNIST/raw/ "
                        "(the first README command downloads it into data/)")
 
