@@ -14,9 +14,60 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
+from initlab import group as group_module, training as training_module  # noqa: E402
 from initlab.config import validate  # noqa: E402
+from initlab.finite_checks import LogStepChecks  # noqa: E402
 from initlab.group import GroupTraining  # noqa: E402
 from initlab.train import run  # noqa: E402
+
+
+class Waited(LogStepChecks):
+    """Checks the loop waits for at every log step, as it did before finite_checks."""
+
+    def ready(self, wait=False):
+        return super().ready(wait=True)
+
+
+class Counted(LogStepChecks):
+    """The real checks, noting the last step a loop checked (how far it ran before one came back)."""
+
+    last = -1
+
+    def add(self, step, loss):
+        Counted.last = max(Counted.last, step)
+        super().add(step, loss)
+
+
+def with_checks(checks, train):
+    training_module.LogStepChecks = group_module.LogStepChecks = checks
+    try:
+        return train()
+    finally:
+        training_module.LogStepChecks = group_module.LogStepChecks = LogStepChecks
+
+
+def check_late_checks(tmp: Path) -> None:
+    """A run and a group with diverging members record the same whether the loop waits for each
+    log step's loss check or reads it when the device has it (finite_checks)."""
+    args = ("trainer.max_steps=300", "trainer.device=auto", "trainer.log_every=3", "init=normal", "init.std=1.0")
+    diverging = config(*args, "lr.value=1000")
+    waited = with_checks(Waited, lambda: run(diverging, output_dir=tmp / "waited"))
+    late = with_checks(Counted, lambda: run(diverging, output_dir=tmp / "late"))
+    print(f"diverging run: status {late.status}, stopped after step {late.metrics['steps']}, the loop ran to "
+          f"log step {Counted.last}; identical tables to waiting at each log step: "
+          f"{late.layers.equals(waited.layers) and late.curves.equals(waited.curves)}")
+    members = [validate(config(*args, f"lr.value={lr}")) for lr in (0.01, 1000, 300)]
+
+    def group_outcomes():
+        group = GroupTraining(members, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        group.fit()
+        return [group.outcome(k) for k in range(len(members))]
+
+    Counted.last = -1
+    waited, late = with_checks(Waited, group_outcomes), with_checks(Counted, group_outcomes)
+    same = all(x.layers.equals(y.layers) and x.curves.equals(y.curves) for x, y in zip(waited, late))
+    print(f"group with diverging members: {[o.status for o in late]}, steps {[o.steps for o in late]}; "
+          f"identical tables to waiting at each log step: {same}")
 
 
 def main() -> None:
@@ -60,6 +111,7 @@ def main() -> None:
         same = all(x.layers.equals(y.layers) and x.curves.equals(y.curves) for x, y in zip(*outcomes.values()))
         diff = max(float((x.layers.value - y.layers.value).abs().max()) for x, y in zip(*outcomes.values()))
         print(f"stacked group {extra}: CUDA graphs vs eager, identical tables: {same} (largest difference {diff:.3g})")
+    check_late_checks(tmp)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from initlab import data as datasets
 from initlab import graphs, jacobian, records, schedule, theory
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
+from initlab.finite_checks import LogStepChecks
 from initlab.environment import matmul_precision
 from initlab.probes import Recorder, table_of
 from initlab.stacked import OPTIMIZERS, StackedMLP, evaluate_members
@@ -121,6 +122,7 @@ class GroupTraining:
                 upcoming = ahead.submit(self._orders)
             losses = []
             training = self.active.clone()  # members that train in this epoch
+            checks = LogStepChecks(self.device)
             for idx in orders.split(t["batch_size"], dim=1)[: self.total_steps - self.step]:
                 lr = (rates if rates is not None else self._rates())
                 self._set_rates(lr)
@@ -138,12 +140,16 @@ class GroupTraining:
                                          self.step - 1, epoch)
                 if log_step:
                     self.lr_rows.append((self.step - 1, epoch, lr.numpy(), self.active.numpy().copy()))
-                    bad = ~torch.isfinite(loss).cpu() & self.active
-                    for k in bad.nonzero().flatten().tolist():  # as the ordinary run: stop at this log step
-                        self.active[k], self.end_step[k] = False, self.step
-                self._stop_stuck(epoch, first, losses)
+                    # read without waiting for the device (finite_checks)
+                    checks.add(self.step - 1, loss)
+                    self._freeze(checks.ready())
+                if stuck_check_due(t["stop_on"], self.step, self.members[0]["diagnose"]["window"]):
+                    # (the stuck check reads the losses, so it waits for the device anyway)
+                    self._freeze(checks.ready(wait=True))
+                    self._stop_stuck(epoch, first, losses)
                 if not self.active.any():
                     break
+            self._freeze(checks.ready(wait=True))
             self._end_epoch(epoch, first, torch.stack(losses).cpu() if losses else torch.empty(0, m), training)
             accs = sorted(a for k in training.nonzero().flatten().tolist()
                           if math.isfinite(a := self.metrics[k].get("test_accuracy", math.nan)))
@@ -155,7 +161,13 @@ class GroupTraining:
         """Put this step's per-member rates (0 for frozen members) on the device, when they changed."""
         rates = (lr * self.active).to(torch.float32)
         if self._rates_set is None or not torch.equal(rates, self._rates_set):
-            self.rates.copy_(rates)
+            if self.device.type == "cuda":
+                # From pinned memory, without blocking: a copy from ordinary memory waits until the
+                # device has caught up, at every step of a schedule. (torch keeps a pinned block until
+                # the copies that read it are done.)
+                self.rates.copy_(rates.pin_memory(), non_blocking=True)
+            else:
+                self.rates.copy_(rates)
             self._rates_set = rates
 
     def _after_values(self) -> torch.Tensor:
@@ -181,9 +193,24 @@ class GroupTraining:
             self.optimizer.step(self.rates)
         return loss
 
+    def _freeze(self, checked: list[tuple[int, torch.Tensor]]) -> None:
+        """Freeze the members whose loss was not finite at a checked log step, as their ordinary runs
+        stop there (finite_checks: a check comes back a few steps late). What a member did after that
+        step is not its record: its rows end at end_step, and its learning-rate rows end where it
+        stopped training, so the rows of the log steps taken since are marked."""
+        for log_step, finite in checked:
+            bad = (~finite & self.active).nonzero().flatten().tolist()
+            if not bad:
+                continue
+            for k in bad:
+                self.active[k], self.end_step[k] = False, log_step + 1
+            for row in reversed(self.lr_rows):
+                if row[0] <= log_step:
+                    break
+                row[3][bad] = False
+
     def _stop_stuck(self, epoch: int, first: int, losses: list) -> None:
-        if not stuck_check_due(self.trainer["stop_on"], self.step, self.members[0]["diagnose"]["window"]):
-            return
+        """At a step where stuck_check_due: freeze the members stuck for a window."""
         now = torch.stack(losses).cpu()
         for k in self.active.nonzero().flatten().tolist():
             layers, curves = self._tables(k, self.step - 1)

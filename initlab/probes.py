@@ -273,6 +273,13 @@ class Recorder:
         self._index.append((step, epoch))
         self._host = None
 
+    def truncate(self, last_step: int) -> None:
+        """Forget the log steps after `last_step` (a loop that rolled back to it: finite_checks)."""
+        while self._index and self._index[-1][0] > last_step:
+            self._index.pop()
+            self._values.pop()
+        self._host = None
+
     def state(self) -> tuple:
         """What before_step left for after_step (its values, the probes' own attributes): a CUDA
         graph's capture keeps it, as those tensors are the graph's outputs (graphs.py)."""

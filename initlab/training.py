@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from initlab import data as datasets
 from initlab import graphs, jacobian, records, schedule, theory
+from initlab.finite_checks import LogStepChecks
 from initlab.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.environment import matmul_precision
 from initlab.init import apply_init, resolve_auto, symmetric_layers
@@ -198,6 +199,8 @@ class Training:
         # No tqdm object at all when the bar is off: the loop runs thousands of times.
         steps = tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False) if show else batches
         lr = None
+        checks = LogStepChecks(self.device)
+        bad_step: Optional[int] = None  # the first log step whose loss is not finite: the run stops there
         for idx in steps:
             new_lr = self.lr_at(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch)
             if new_lr != lr:
@@ -219,16 +222,32 @@ class Training:
                                      self.step - 1, epoch)
             if log_step:
                 self.curves.append((self.step - 1, epoch, "lr", lr))
-                # Checking the loss syncs with the device, so only at log steps; fit() finds
-                # the exact first non-finite step afterwards.
-                if not torch.isfinite(loss):
+                # The loss is checked at log steps only, and read without waiting for the device
+                # (finite_checks); fit() finds the exact first non-finite step afterwards.
+                checks.add(self.step - 1, loss)
+                if (bad_step := checks.first_not_finite()) is not None:
                     break
-            if self._stuck(epoch, losses):
-                break
+            if stuck_check_due(t["stop_on"], self.step, self.diagnose_cfg["window"]):
+                # (the stuck check reads the losses, so it waits for the device anyway)
+                if (bad_step := checks.first_not_finite(wait=True)) is not None or self._stuck(epoch, losses):
+                    break
+        if bad_step is None:
+            bad_step = checks.first_not_finite(wait=True)
+        if bad_step is not None:
+            self._roll_back(bad_step, losses)
         losses = torch.stack(losses) if losses else torch.empty(0)
         first = self.step - len(losses)
         self.curves += [(first + i, epoch, "train_loss", v) for i, v in enumerate(losses.tolist())]
         return losses
+
+    def _roll_back(self, log_step: int, losses: list) -> None:
+        """Forget the steps after `log_step`, taken before its check came back (finite_checks): the run
+        stops there, with the records of a loop that stopped at once. `losses`: this epoch's."""
+        del losses[len(losses) - (self.step - 1 - log_step):]
+        self.step = log_step + 1
+        self.recorder.truncate(log_step)
+        while self.curves and self.curves[-1][0] > log_step:  # this epoch's learning rates
+            self.curves.pop()
 
     def _after_values(self) -> torch.Tensor:
         """The recorder's values for this log step, once the optimizer has stepped (Recorder.after_values)."""
@@ -268,9 +287,7 @@ class Training:
                        chance_accuracy=self.data.chance_accuracy, symmetric_layers=self.symmetric)
 
     def _stuck(self, epoch: int, losses: list) -> bool:
-        """With trainer.stop_on=[stuck], every `diagnose.window` steps: has the run been stuck a window long?"""
-        if not stuck_check_due(self.trainer["stop_on"], self.step, self.diagnose_cfg["window"]):
-            return False
+        """With trainer.stop_on=[stuck], at a step where stuck_check_due: has the run been stuck a window long?"""
         layers, curves = self.tables()
         finding = stuck_while_training(layers, curves, epoch, self.step - len(losses), torch.stack(losses).tolist(),
                                        self.context(), self.diagnose_cfg)
