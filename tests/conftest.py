@@ -40,3 +40,11 @@ def make_config(*overrides: str):
 @pytest.fixture
 def config():
     return make_config
+
+
+@pytest.fixture
+def replayed(monkeypatch):
+    """CUDA graphs stood in for on the CPU (replayed_graphs.ReplayedEagerly), wherever trainer.cuda_graphs is on."""
+    from replayed_graphs import put_in_place
+
+    put_in_place(monkeypatch)

@@ -18,6 +18,7 @@ from initlab.group import GroupTraining
 from initlab.training import Training
 
 from conftest import make_config
+from replayed_graphs import ReplayedEagerly
 
 SMALL = ("data=synthetic", "data.source.num_train=1000", "data.source.num_test=200", "model.width=48",
          "model.depth=3", "trainer.log_every=3", "trainer.jacobian_inputs=0")
@@ -145,3 +146,16 @@ def test_on_the_cpu_nothing_is_pinned_or_waited_for(monkeypatch):
     checks = finite_checks.LogStepChecks(torch.device("cpu"))
     checks.add(0, torch.tensor(float("nan")))
     assert checks.first_not_finite() == 0
+
+
+def test_late_checks_under_replayed_graphs_record_what_the_eager_loop_records(monkeypatch, replayed):
+    """A CUDA graph's loss is overwritten by its next replay: the check must hold what it read then."""
+    members = (HEALTHY, DIVERGES)
+    (_, lagged_run), _, _ = both(monkeypatch, _single, *DIVERGES, "trainer.batch_size=50")
+    (_, lagged_group), _, _ = both(monkeypatch, _group, *members, extra=("trainer.batch_size=50",))
+    _, eager_run = _single(*DIVERGES, "trainer.batch_size=50", "trainer.cuda_graphs=false")
+    _, eager_group = _group(*members, extra=("trainer.batch_size=50", "trainer.cuda_graphs=false"))
+    assert ReplayedEagerly.captures > 0
+    _same(lagged_run, eager_run)
+    for a, b in zip(lagged_group, eager_group):
+        _same(a, b)

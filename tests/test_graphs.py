@@ -9,8 +9,6 @@ numbers. With it, a run and a stacked group record exactly what the eager loop r
 benchmarks/check_cuda.py compares real graphs with the eager loop.
 """
 
-import contextlib
-
 import pandas as pd
 import pytest
 import torch
@@ -21,63 +19,10 @@ from initlab.group import GroupTraining
 from initlab.training import Training
 
 from conftest import make_config
+from replayed_graphs import ReplayedEagerly
 
 SMALL = ("data=synthetic", "data.source.num_train=1000", "data.source.num_test=200", "model.width=48",
          "model.depth=3", "trainer.max_steps=23", "trainer.log_every=3", "trainer.jacobian_inputs=0")
-
-
-def _tensors(value):
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []
-
-
-class _Eager:
-    """A "graph" whose replay runs `step` and writes what it made into the capture's outputs: its
-    result, and for a record step the probe values the recorder was left with at capture."""
-
-    def __init__(self, step, out, owner):
-        self.step, self.out, self.owner = step, out, owner
-
-    def replay(self):
-        fresh = self.step().detach()
-        self.out.resize_as_(fresh).copy_(fresh)
-        fresh.fill_(float("nan"))
-        captured = self.owner.captured.get(self.owner.last)  # the step being replayed, or the one this follows
-        if captured is not None and captured.probes is not None:
-            # after a restore (an after-step graph) they are the same tensors
-            pairs = [(static, new) for static, new in zip(_tensors(captured.probes), _tensors(self.owner.recorder.state()))
-                     if static is not new]
-            for static, new in pairs:  # all copied before any is spoiled: probe values may be views of one tensor
-                static.copy_(new)
-            for _, new in pairs:
-                new.fill_(float("nan"))
-
-
-class ReplayedEagerly(graphs.StepGraphs):
-    captures = 0
-
-    def _on_device(self):
-        return contextlib.nullcontext()
-
-    def _warm_up(self, step):
-        step()  # for a training step: no update; leaves the recorder's state, as the capture would
-
-    def _record(self, step):
-        ReplayedEagerly.captures += 1
-        out = torch.empty(0)
-        return _Eager(step, out, self), out
-
-
-@pytest.fixture
-def replayed(monkeypatch):
-    monkeypatch.setattr(graphs, "wanted", lambda trainer, device: bool(trainer["cuda_graphs"]))
-    monkeypatch.setattr(graphs, "StepGraphs", ReplayedEagerly)
-    ReplayedEagerly.captures = 0
 
 
 def _same(a, b):
