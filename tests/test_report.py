@@ -187,6 +187,34 @@ def test_report_command(sweep_dir, tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("initlab-report:")
 
 
+def test_a_large_sweeps_report_is_written_by_initlab_report_in_a_process_of_its_own(sweep_dir, tmp_path, monkeypatch,
+                                                                                     caplog):
+    from omegaconf import OmegaConf
+
+    from initlab import cores
+    from initlab.callbacks import SweepEnd
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("report"))
+    ended = OmegaConf.create({"hydra": {"sweep": {"dir": str(copy)}}})
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)  # (on one core it is written in the sweep's process)
+    with caplog.at_level("INFO", logger="initlab"):
+        SweepEnd(report=True, report_process_from=4).on_multirun_end(ended)
+    assert "written by initlab-report in a process of its own" in caplog.text
+    # the same figures, to the byte, as the report the sweep itself wrote in its process
+    names = sorted(p.name for p in (sweep_dir / "report" / "figures").glob("*.png"))
+    assert names == sorted(FIGURES)
+    for name in names:
+        assert (copy / "report" / "figures" / name).read_bytes() == (sweep_dir / "report" / "figures" / name).read_bytes()
+    pd.testing.assert_frame_equal(pd.read_csv(copy / "report" / "summary.csv"),
+                                  pd.read_csv(sweep_dir / "report" / "summary.csv"))
+    caplog.clear()
+    shutil.rmtree(copy / "report")
+    with caplog.at_level("INFO", logger="initlab"):
+        SweepEnd(report=True, report_process_from=5).on_multirun_end(ended)  # 4 runs: below it
+    assert "process of its own" not in caplog.text and (copy / "report" / "report.md").exists()
+
+
 def test_outliers_among_seeds_against_a_direct_computation():
     from initlab.report import flag_outliers
 
