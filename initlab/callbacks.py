@@ -80,6 +80,9 @@ class SweepEnd(Callback):
     """
 
     def __init__(self, report: bool = False, report_process_from: int = 256) -> None:
+        if isinstance(report_process_from, bool) or not isinstance(report_process_from, int) or report_process_from < 1:
+            raise ValueError(f"hydra.callbacks.sweep_end.report_process_from={report_process_from!r}: allowed: a whole "
+                             f"number of runs, 1 or more")
         self.report, self.report_process_from = report, report_process_from
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -5,7 +5,8 @@ without `-m`, an override Hydra cannot parse: Hydra stops on each before anythin
 a message of up to twenty lines (the options one per line, the config search path, a hint about
 HYDRA_FULL_ERROR) and exit code 1. `one_line()` wraps the CLI's call of Hydra: those errors end
 with one line that names the value, what is allowed there and the closest names, and exit code 2,
-as a value the schema refuses (config.py). Every other error, and every error when
+as a value the schema refuses (config.py). So does a value that one of initlab's Hydra-side
+objects (a callback) refuses when Hydra instantiates it. Every other error, and every error when
 HYDRA_FULL_ERROR is set, is Hydra's to report, as before.
 
 Hydra reports through `hydra._internal.utils.run_and_report`, which `_run_hydra` looks up by
@@ -21,7 +22,8 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException, SearchPathException
+from hydra.errors import (ConfigCompositionException, InstantiationException, MissingConfigException,
+                          OverrideParseException, SearchPathException)
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 # Search paths every initlab command has: not worth naming in a one-line error.
@@ -38,6 +40,9 @@ def message(error: BaseException) -> Optional[str]:
         return _composition(error)
     if isinstance(error, SearchPathException):  # --config-dir naming no folder
         return _joined(str(error), error.__cause__)
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, ValueError) \
+            and str(error.__cause__).startswith("hydra."):  # a Hydra-side object of initlab's refused its value
+        return _first_line(error.__cause__)
     return None
 
 

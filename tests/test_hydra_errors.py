@@ -89,3 +89,11 @@ def test_hydra_full_error_keeps_hydras_own_report(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "MissingConfigException" in result.stderr
     assert "Available options in 'init'" in result.stderr
+
+
+def test_a_bad_value_of_the_report_callback_is_one_line(tmp_path):
+    line = _one_line(_cli("-m", "hydra/callbacks=report", "hydra.callbacks.sweep_end.report_process_from=abc",
+                          "data=synthetic", "trainer.max_steps=2", "hydra.sweep.dir=sweep", cwd=tmp_path))
+    assert line == "hydra.callbacks.sweep_end.report_process_from='abc': allowed: a whole number of runs, 1 or more"
+    _nothing_ran(tmp_path)
+
