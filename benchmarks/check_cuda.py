@@ -1,4 +1,6 @@
-"""Correctness on a GPU: same seed -> identical tables; a stacked member follows its ordinary run.
+"""Correctness on a GPU: same seed -> identical tables; a stacked member follows its ordinary run;
+CUDA graphs record what the eager loop records; log-step checks read late (finite_checks) record
+what checks the loop waits for record.
 
     python benchmarks/check_cuda.py
 """
