@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+from check_cuda import Waited, with_checks  # noqa: E402
 from common import config, timed  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
-from initlab import training as training_module  # noqa: E402
 from initlab.finite_checks import LogStepChecks  # noqa: E402
 from initlab.training import Training  # noqa: E402
 
@@ -76,20 +76,9 @@ VARIANTS = {  # name: overrides
 }
 
 
-class Waited(LogStepChecks):
-    """Log-step checks the loop waits for, each as soon as it is made."""
-
-    def ready(self, wait=False):
-        return super().ready(wait=True)
-
-
 def fit(settings, device, waiting: bool) -> float:
     """Seconds of one Training(settings).fit(), with the log steps' checks waited for or not."""
-    training_module.LogStepChecks = Waited if waiting else LogStepChecks
-    try:
-        return timed(Training(settings, torch.device(device)).fit)[0]
-    finally:
-        training_module.LogStepChecks = LogStepChecks
+    return with_checks(Waited if waiting else LogStepChecks, lambda: timed(Training(settings, torch.device(device)).fit)[0])
 
 
 def measure(device, epochs, repeats=3):
