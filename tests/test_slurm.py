@@ -184,9 +184,10 @@ def test_a_resume_while_the_lost_submissions_groups_still_run_waits_for_them_ins
 
 @pytest.mark.slow
 def test_a_group_past_its_slurm_time_limit_ends_at_the_signal_recorded_per_member(tmp_path):
-    # A one-minute limit (SLURM's smallest), its signal 50 s before: submitit stops the group while it trains.
-    # SLURM checks time limits about every 30 s, so this takes one to two minutes.
-    result = run_cli("-m", *GRID, *SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
+    # A two-minute limit, its signal 50 s before: submitit stops the group while it trains. SLURM may send the
+    # signal up to a minute early (sbatch --signal), so not before 10 s in: with a one-minute limit it came 1 s in
+    # once, before submitit's handler was there, and killed the job as it started. This takes one to two minutes.
+    result = run_cli("-m", *GRID, *SLURM, "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=50",
                      "trainer.max_steps=null", "trainer.epochs=1000000", "trainer.log_every=1000",
                      cwd=tmp_path, check=False)
     said = result.stdout + result.stderr
