@@ -155,8 +155,8 @@ class Training:
         self.diagnose_cfg = settings["diagnose"]
         self.graphs: Optional[graphs.StepGraphs] = None
         if graphs.wanted(t, device):
-            graphs.gradients_in_place(list(self.model.parameters()))
-            self.graphs = graphs.StepGraphs(self._device_step, self._after_values, self.recorder, device)
+            self.graphs = graphs.StepGraphs(self._device_step, self._after_values, self.recorder, device,
+                                            params=list(self.model.parameters()))
 
     def fit(self) -> str:
         """Train until the last epoch, `max_steps`, or a non-finite loss; return the status."""
@@ -263,11 +263,9 @@ class Training:
         taps = [] if record else None
         # index_select: the same rows as train_x[idx], in half the time on the CPU
         loss = F.cross_entropy(self.model(self.data.train_x.index_select(0, idx), taps), self.data.train_y.index_select(0, idx))
-        if self.graphs is None:
-            self.optimizer.zero_grad(set_to_none=True)
-        else:  # backward() accumulates into the gradients the graph was captured with
-            for p in self.model.parameters():
-                p.grad.zero_()
+        # Fresh gradients, also under a graph: it writes them where its capture made them, and
+        # StepGraphs points .grad there after each replay (no zeroing, no accumulating).
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if record:
             self.recorder.before_step(Layers.of_model(self.model, taps))

@@ -1,9 +1,10 @@
 """A stand-in for CUDA graphs on the CPU (graphs.py): `ReplayedEagerly`, and the `replayed` fixture
 (tests/conftest.py) that puts it in place of graphs.StepGraphs, for the CPU's runs and groups.
 
-Its "replay" runs the step eagerly, copies the outputs into the tensors the capture returned and
-spoils the fresh ones (NaN), so a loop that kept a loss past the next step, or read probe values
-the graph does not write, records different numbers.
+Its "replay" runs the step eagerly, copies the outputs into the tensors the capture returned (for a
+single run, the gradients too) and spoils the fresh ones (NaN), so a loop that kept a loss past the
+next step, read probe values the graph does not write, or updated with gradients other than the
+graph's, records different numbers.
 """
 
 import contextlib
@@ -31,10 +32,18 @@ class _Eager:
         self.step, self.out, self.owner = step, out, owner
 
     def replay(self):
+        params = self.owner.params or []
+        held = [param.grad for param in params]  # a real replay leaves .grad as it is
         fresh = self.step().detach()
         self.out.resize_as_(fresh).copy_(fresh)
         fresh.fill_(float("nan"))
         captured = self.owner.captured.get(self.owner.last)  # the step being replayed, or the one this follows
+        if captured is not None and captured.grads is not None:  # where the capture's backward wrote them
+            for param, static, old in zip(params, captured.grads, held):
+                if param.grad is not old:  # the step made new ones
+                    static.copy_(param.grad)
+                    param.grad.fill_(float("nan"))
+                    param.grad = old
         if captured is not None and captured.probes is not None:
             # after a restore (an after-step graph) they are the same tensors
             pairs = [(static, new) for static, new in zip(_tensors(captured.probes), _tensors(self.owner.recorder.state()))
