@@ -1,10 +1,14 @@
 """Benchmarks 1-3 of a single run: initlab vs the ordinary DataLoader pipeline, vs the bare
 arithmetic, and the cost of recording. The founding 784-200-200-10 MLP, batch 200, SGD.
 
-    python benchmarks/bench_single_run.py [--device cpu|cuda] [--epochs 3]
+    python benchmarks/bench_single_run.py [--device cpu|cuda] [--epochs 10] [--variants graphs]
 
-Prints seconds per MNIST epoch (300 steps) and the ratios, all measured in this run. On a GPU
-also with trainer.cuda_graphs on (the default there) and off (eager): issue 11's floor is 3x.
+Prints seconds per MNIST epoch (300 steps) and the ratios, all measured in this run. Each variant's
+`Training.fit` is timed for --epochs epochs (the default run's 10) and for one: per epoch of the
+whole run (what a user's run pays, the CUDA graphs' capture included), per epoch once running
+(the difference over the epochs in between), and the run's one-off cost (the one-epoch run less
+an epoch). On a GPU also with trainer.cuda_graphs on (the default there) and off (eager):
+issue 11's floor is 3x. --variants and --skip pick variants by words of their names.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from common import config, timed  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
 from initlab.finite_checks import LogStepChecks  # noqa: E402
+from initlab.probes import Layers  # noqa: E402
 from initlab.training import Training  # noqa: E402
 
 
@@ -73,57 +78,102 @@ VARIANTS = {  # name: overrides
     # The loop as it was before finite_checks: it waits for the device at each log step's loss check.
     "CUDA graphs, recording every 10 steps, waiting at log steps": ("trainer.cuda_graphs=true",),
     "CUDA graphs, recording off, waiting at log steps": ("trainer.cuda_graphs=true", "trainer.record=false"),
+    # As before graphs.StepGraphs took the parameters: every graph zeroes one set of gradients and backward adds into them.
+    "CUDA graphs, recording every 10 steps, gradients zeroed and added to": ("trainer.cuda_graphs=true",),
+    "CUDA graphs, recording off, gradients zeroed and added to": ("trainer.cuda_graphs=true", "trainer.record=false"),
 }
 
 
-def fit(settings, device, waiting: bool) -> float:
-    """Seconds of one Training(settings).fit(), with the log steps' checks waited for or not."""
-    return with_checks(Waited if waiting else LogStepChecks, lambda: timed(Training(settings, torch.device(device)).fit)[0])
+def accumulating_step(self, idx, record, update=True):
+    """Training._device_step as it was: the gradients zeroed in place, and backward adding into them."""
+    taps = [] if record else None
+    loss = F.cross_entropy(self.model(self.data.train_x.index_select(0, idx), taps), self.data.train_y.index_select(0, idx))
+    for p in self.model.parameters():
+        if p.grad is None:  # (made in __init__ then; here on the first warm-up step, outside any capture)
+            p.grad = torch.zeros_like(p)
+        p.grad.zero_()
+    loss.backward()
+    if record:
+        self.recorder.before_step(Layers.of_model(self.model, taps))
+    return loss
 
 
-def measure(device, epochs, repeats=3):
-    """Seconds per epoch of the bare arithmetic and of initlab's own loop (evaluation after each
-    epoch, data already loaded) in each variant (CUDA graphs only on a GPU): each the best of
-    `repeats`, taken in turn so that drifts in the machine's speed hit all alike."""
-    names = [n for n in VARIANTS if device.startswith("cuda") or "CUDA" not in n]
-    settings = {n: validate(config(f"trainer.device={device}", f"trainer.epochs={epochs}", *VARIANTS[n])) for n in names}
+def fit(settings, device, name: str) -> float:
+    """Seconds of one Training(settings).fit() as variant `name` has it: the log steps' checks
+    waited for or not, the gradients made anew or added to."""
+    original = Training._device_step
+    if "added to" in name:
+        Training._device_step = accumulating_step
+    try:
+        return with_checks(Waited if "waiting" in name else LogStepChecks,
+                           lambda: timed(Training(settings, torch.device(device)).fit)[0])
+    finally:
+        Training._device_step = original
+
+
+def measure(device, epochs, names, repeats=3):
+    """Seconds of the bare arithmetic's epoch, and of initlab's own loop (evaluation after each epoch,
+    data already loaded) in each variant of `names`, as {name: (seconds of `epochs` epochs, of one)}:
+    each the best of `repeats`, taken in turn so that drifts in the machine's speed hit all alike."""
+    settings = {(n, e): validate(config(f"trainer.device={device}", f"trainer.epochs={e}", *VARIANTS[n]))
+                for n in names for e in (epochs, 1)}
     for n in names:  # warm-up (loads the data once; the first CUDA graph captures)
-        fit(settings[n], device, "waiting" in n)
+        fit(settings[n, 1], device, n)
     bare = bare_epoch_fn(device)
-    best = {n: float("inf") for n in ["bare", *names]}
+    best_bare = float("inf")
+    best = {key: float("inf") for key in settings}
     for _ in range(repeats):
-        best["bare"] = min(best["bare"], timed(bare)[0])
-        for n in names:
-            best[n] = min(best[n], fit(settings[n], device, "waiting" in n) / epochs)
-    return best
+        best_bare = min(best_bare, timed(bare)[0])
+        for key in settings:
+            best[key] = min(best[key], fit(settings[key], device, key[0]))
+    return best_bare, {n: (best[n, epochs], best[n, 1]) for n in names}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10, help="the longer run's epochs (the default run has 10)")
     parser.add_argument("--no-dataloader", action="store_true", help="skip the (slow) DataLoader epoch")
+    parser.add_argument("--variants", nargs="*", default=[], help="only the variants whose name holds one of these words")
+    parser.add_argument("--skip", nargs="*", default=[], help="not the variants whose name holds one of these words")
     args = parser.parse_args()
-    device = args.device
+    device, epochs = args.device, args.epochs
+    assert epochs > 1, "--epochs: at least 2 (the one-off cost is the difference to a one-epoch run)"
     root = validate(config())["data"]["source"]["root"]
     print(f"device: {device} ({torch.cuda.get_device_name() if device.startswith('cuda') else f'{torch.get_num_threads()} threads'}),"
           f" torch {torch.__version__}")
-    best = measure(device, args.epochs)
-    rows = list(best.items())
-    if not args.no_dataloader:
-        rows.insert(0, ("DataLoader + ToTensor/Normalize", dataloader_epoch(device, root)))
-    for name, seconds in rows:
-        print(f"  {'bare arithmetic (random tensors)' if name == 'bare' else name:<40} {seconds:7.3f} s/epoch")
+    names = [n for n in VARIANTS if (device.startswith("cuda") or "CUDA" not in n)
+             and (not args.variants or any(w in n for w in args.variants)) and not any(w in n for w in args.skip)]
+    bare, runs = measure(device, epochs, names)
+    per_epoch = {n: long / epochs for n, (long, _) in runs.items()}
+    running = {n: (long - one) / (epochs - 1) for n, (long, one) in runs.items()}
+    one_off = {n: one - running[n] for n, (_, one) in runs.items()}
+    dataloader = None if args.no_dataloader else dataloader_epoch(device, root)
+    if dataloader is not None:
+        print(f"  {'DataLoader + ToTensor/Normalize':<62} {dataloader:7.3f} s/epoch")
+    print(f"  {'bare arithmetic (random tensors)':<62} {bare:7.3f} s/epoch")
+    print(f"  {'initlab, per epoch of a run of ' + str(epochs) + ' epochs | once running | one-off':<62}")
+    for n in names:
+        print(f"  {n:<62} {per_epoch[n]:7.4f} | {running[n]:7.4f} s/epoch | {one_off[n]:7.3f} s")
     default = "CUDA graphs, recording every 10 steps" if device.startswith("cuda") else "eager, recording every 10 steps"
     silent = default.replace("recording every 10 steps", "recording off")
-    if not args.no_dataloader:
-        print(f"1. DataLoader pipeline / initlab:       {dict(rows)['DataLoader + ToTensor/Normalize'] / best[default]:6.1f}x  (floor 10x)")
-    print(f"2. initlab / bare arithmetic:           {best[default] / best['bare']:6.2f}x  (floor: within 1.3x)")
-    print(f"3. recording overhead:                  {100 * (best[default] / best[silent] - 1):6.1f}%  (floor: under 10%)")
-    if device.startswith("cuda"):
-        print(f"4. CUDA graphs, speed-up over eager:    {best['eager, recording every 10 steps'] / best[default]:6.2f}x  (floor 3x)")
-        waited = best[f"{default}, waiting at log steps"] / best[f"{silent}, waiting at log steps"] - 1
+    if default not in names or silent not in names:
+        return
+    if dataloader is not None:
+        print(f"1. DataLoader pipeline / initlab:       {dataloader / per_epoch[default]:6.1f}x  (floor 10x)")
+    print(f"2. initlab / bare arithmetic:           {per_epoch[default] / bare:6.2f}x  (floor: within 1.3x)")
+    print(f"3. recording overhead, a run of {epochs} epochs: {100 * (per_epoch[default] / per_epoch[silent] - 1):6.1f}%  "
+          f"(floor: under 10%); once running {100 * (running[default] / running[silent] - 1):.1f}%, "
+          f"one-off {1e3 * (one_off[default] - one_off[silent]):+.1f} ms")
+    if device.startswith("cuda") and "eager, recording every 10 steps" in names:
+        print(f"4. CUDA graphs, speed-up over eager:    {per_epoch['eager, recording every 10 steps'] / per_epoch[default]:6.2f}x  (floor 3x)")
+    if f"{default}, waiting at log steps" in names and f"{silent}, waiting at log steps" in names:
+        waited = per_epoch[f"{default}, waiting at log steps"] / per_epoch[f"{silent}, waiting at log steps"] - 1
         print(f"   recording overhead when the loop waits at each log step (before finite_checks): {100 * waited:.1f}%")
+    added = [f"{x}, gradients zeroed and added to" for x in (default, silent)]
+    if all(a in names for a in added):
+        print(f"   recording overhead with the gradients zeroed and added to: {100 * (per_epoch[added[0]] / per_epoch[added[1]] - 1):.1f}%, "
+              f"once running {100 * (running[added[0]] / running[added[1]] - 1):.1f}%")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ if [[ $STEPS == *check* ]]; then
     python3 benchmarks/check_member_drift.py --device cuda
 fi
 if [[ $STEPS == *single* ]]; then
-    python3 benchmarks/bench_single_run.py --device cuda --epochs 3 ${SINGLE_ARGS:-}
+    # a default run (10 epochs) and a one-epoch run of each variant: per epoch, once running, one-off
+    python3 benchmarks/bench_single_run.py --device cuda ${SINGLE_ARGS:-}
 fi
 if [[ $STEPS == *sweep* ]]; then
     python3 benchmarks/bench_sweep.py --device cuda --configs 256 --epochs 10 --sequential 4
@@ -33,7 +34,9 @@ if [[ $STEPS == *grid* ]]; then
     if [[ -n ${OUT:-} ]]; then cp /tmp/initlab-grid/*.log "$OUT"/; fi
 fi
 if [[ $STEPS == *profile* ]]; then
-    # the recording overhead (20 % with graphs; floor 10 %): a single run's plain and record steps, kernel by kernel
+    # a graphed epoch, recording on and off: the GPU's kernel time against the epoch, the host's CUDA calls
+    timeout 60 python3 benchmarks/profile_graphed_epoch.py || echo "graphed epoch profile: stopped ($?)"
+    # the recording overhead (floor 10 %): a single run's plain and record steps, kernel by kernel
     timeout 120 python3 benchmarks/profile_record_step.py --device cuda || echo "record profile: stopped ($?)"
     # where the grid's build goes (13.9 s with its first epoch on the H200), part by part
     timeout 90 python3 benchmarks/profile_build.py --device cuda --members 256 || echo "build profile: stopped ($?)"

@@ -6,9 +6,10 @@ record step (the probes before the update, the update ratio after it), counted a
 The founding net on MNIST, batch 200, eager (CUDA graphs replay these same kernels, one launch
 for all). For each kind of step: how many kernels, their summed GPU time per step, and the
 kernels a record step adds, by GPU time. With CUDA graphs a step costs about its kernels' GPU
-time plus a few microseconds each, so the kernel count and time a record step adds, times the
-30 record steps of an epoch, over an epoch's time, is the recording overhead of
-bench_single_run.py (20 % on the H200; floor 10 %). On the CPU it prints the operator counts, and
+time plus a few microseconds each, and a graphed run is bound by the GPU
+(benchmarks/profile_graphed_epoch.py), so the kernel time a record step adds, times the 30 record
+steps of an epoch, over an epoch's time, is about the recording overhead of bench_single_run.py
+(12.9 % on the H200, floor 10 %; a record step added 33 kernels, 136 us). On the CPU it prints the operator counts, and
 how many of them do work (a kernel each on a GPU) rather than make a view.
 """
 

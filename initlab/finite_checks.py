@@ -2,12 +2,10 @@
 
 A run stops at the first log step whose loss is not finite; a stacked group freezes each member
 whose loss is not finite at a log step. Reading that on the host (`bool(torch.isfinite(loss))`)
-waits until the device has finished everything queued so far. A single run on a GPU is bound by
-the host (with CUDA graphs, ~180 us a step of Python and launches on an H200: 0.053 s an epoch of
-300 steps, recording off; its kernels take less, by our estimate), so at each such wait the
-device had nearly caught up; the wait exposed the GPU time of the step just queued, and the host
-queued nothing while it waited. A record step's kernels (the probes) were thus paid in full, 30
-times an epoch, instead of running while the host prepared the next steps.
+waits until the device has finished everything queued so far, and the host queues nothing while
+it waits: each wait left the GPU idle while the host prepared the next step. On an H200 a graphed
+single run took 0.056 s an epoch with these checks and 0.065 s with the loop waiting at each log
+step (recording off; 0.065 against 0.069 s with recording on; benchmarks/bench_single_run.py).
 
 `LogStepChecks(device)`: at a log step, `add(step, loss)` queues the check on the device (isfinite,
 copied into pinned host memory without blocking, and a CUDA event behind it). `ready()` hands back
