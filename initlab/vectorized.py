@@ -79,8 +79,9 @@ def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> i
     widths = [o for o, _ in shapes]
     params = sum(o * i + o for o, i in shapes)
     # weights, grads, two optimizer buffers, the update-ratio snapshot, one weight-sized buffer more
-    # (slack: a CUDA graph's memory pool); per-step activations and their grads.
-    return 4 * (6 * params + batch * (in_features + 4 * sum(widths)))
+    # (slack: a CUDA graph's memory pool); per-step activations and their grads, and a record step's
+    # copy of the activations (probes.Activations stacks them; a graph's pool keeps it).
+    return 4 * (6 * params + batch * (in_features + 6 * sum(widths)))
 
 
 # On the CPU, the largest tensor a group makes at each step (a layer's stacked weight gradient,
@@ -93,7 +94,8 @@ CPU_TENSOR_BYTES = 2**24
 
 def member_tensor_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
     """The bytes one member adds to its group's largest per-step tensor: a weight matrix (and its
-    gradient and update), or a batch's activations."""
+    gradient and update), or a batch's activations. (A record step's stacked activations,
+    probes.Activations, can be larger for deep nets; made once in ten steps, they are left out.)"""
     shapes = layer_shapes(settings, in_features, classes)
     return 4 * max(max(o * i for o, i in shapes), settings["trainer"]["batch_size"] * max(max(s) for s in shapes))
 

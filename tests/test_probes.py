@@ -3,9 +3,10 @@ multi-tensor norm for all of them) record the same values; dead and saturated un
 
 import math
 
+import pytest
 import torch
 
-from initlab.probes import Layers, Recorder
+from initlab.probes import Activations, Layers, Recorder, _runs
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 
@@ -80,3 +81,31 @@ def test_dead_and_saturated_fractions_and_the_update_ratio():
     assert values[0, sat] == 0 and values[2, sat] == 0  # relu and identity do not saturate
     for layer, (w, b) in enumerate(zip(layers.weights, w_before)):
         assert math.isclose(values[layer, ratio], float((w - b).norm() / b.norm()), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_layers_in_a_run_of_one_shape_and_activation_are_measured_together_each_as_its_own(together):
+    """On a GPU Activations stacks consecutive layers whose taps share a shape and an activation
+    (one std_mean for all of them; `together`), on the CPU it reduces each layer alone: either
+    way each layer's values are those of its own tensors, and the same."""
+    g = torch.Generator().manual_seed(1)
+    names = ("tanh", "tanh", "tanh", "relu", "relu", "identity")
+    widths = (8, 8, 5, 5, 5, 5)
+    taps = []
+    for width, name in zip(widths, names):
+        pre = 2 * torch.randn(3, 7, width, generator=g)
+        post = ACTIVATIONS[name](pre)
+        taps.append((pre, post))
+    taps[3][1][1, :, 0] = 0.0  # a dead unit in member 1 (with any whose inputs were all negative)
+    assert _runs(taps, list(names)) == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    none = [None] * len(names)
+    layers = Layers([torch.zeros(3, 1, 1)] * len(names), none, none, none, taps, none, list(names))
+    values = Activations(together).before_step(layers)
+    assert values.shape == (3, len(names), len(Activations.metrics))
+    assert torch.equal(values, Activations(not together).before_step(layers))  # bit for bit, on the CPU
+    for k in range(3):
+        for layer, ((pre, post), name) in enumerate(zip(taps, names)):
+            post, pre = post[k].double(), pre[k].double()
+            saturated = (post.abs() > 0.99).double().mean() if name == "tanh" else torch.zeros((), dtype=torch.float64)
+            expected = torch.stack([post.mean(), post.std(), pre.std(), (post == 0).all(0).double().mean(), saturated])
+            assert torch.allclose(values[k, layer].double(), expected, rtol=1e-5, atol=1e-7), (k, layer)
