@@ -315,12 +315,17 @@ def _collect(sweep: VectorizedSweep, plan: list, submitted: list, returns: dict[
 def _why(error: BaseException) -> str:
     """Why a job ended without its result, in one line: the error's first line, the state the
     cluster gave the job where submitit names it further down (CANCELLED, TIMEOUT, OUT_OF_MEMORY,
-    NODE_FAIL, ...: what a user looks for first), and the error a failed job's function raised."""
+    NODE_FAIL, ...: what a user looks for first), srun's word on how a task ended where the error
+    stream has it (a signal that came before submitit's handler was in place: state FAILED alone
+    says nothing), and the error a failed job's function raised."""
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""
     state = re.search(r"\(state: [^)\n]*\)", text)
     if state and state.group(0) not in first:
         first = f"{first} {state.group(0)}"
+    ended = re.findall(r"^srun: error: (?:\S+: )?(task \d+: .+?)\s*$", text, re.M)
+    if ended:
+        first = f"{first}, srun: {ended[-1]}"
     # a job whose function raised (FailedJobError): its traceback's last line, the error itself
     trace = re.search(r"Traceback \(most recent call last\):\n(.*?)(?:\n-{5,}|$)", text, re.S)
     lines = trace.group(1).splitlines() if trace else []

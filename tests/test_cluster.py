@@ -179,6 +179,12 @@ def test_a_lost_jobs_reason_is_one_line_naming_what_the_cluster_or_the_job_said(
     assert _why(failed) == ("FailedJobError: Job (task=0) failed during processing with trace: "
                             "submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.")
     assert _why(RuntimeError()) == "RuntimeError"
+    # SLURM's warning signal before submitit's handler was installed: the task died of it at start-up
+    signalled = UncompletedJobError("Job 45_0 (task: 0) with path /s/45_0_0_result.pkl\nhas not produced any output "
+                                    "(state: FAILED)\nError stream produced:\n----\nsubmitit INFO (...) - Loading pickle\n"
+                                    "srun: error: node1: task 0: User defined signal 2\n")
+    assert _why(signalled) == ("UncompletedJobError: Job 45_0 (task: 0) with path /s/45_0_0_result.pkl (state: FAILED), "
+                               "srun: task 0: User defined signal 2")
 
 
 def test_a_resume_knows_which_jobs_an_earlier_submissions_queued_tasks_train(tmp_path, monkeypatch, caplog):
