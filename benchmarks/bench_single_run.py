@@ -26,7 +26,7 @@ from common import config, timed  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
 from initlab.finite_checks import LogStepChecks  # noqa: E402
-from initlab.probes import Layers  # noqa: E402
+from initlab.probes import Activations, Layers  # noqa: E402
 from initlab.training import Training  # noqa: E402
 
 
@@ -81,6 +81,8 @@ VARIANTS = {  # name: overrides
     # As before graphs.StepGraphs took the parameters: every graph zeroes one set of gradients and backward adds into them.
     "CUDA graphs, recording every 10 steps, gradients zeroed and added to": ("trainer.cuda_graphs=true",),
     "CUDA graphs, recording off, gradients zeroed and added to": ("trainer.cuda_graphs=true", "trainer.record=false"),
+    # As before probes.Activations took a GPU's hidden layers together: six Welford passes a record step, not two.
+    "CUDA graphs, recording every 10 steps, activations layer by layer": ("trainer.cuda_graphs=true",),
 }
 
 
@@ -100,15 +102,17 @@ def accumulating_step(self, idx, record, update=True):
 
 def fit(settings, device, name: str) -> float:
     """Seconds of one Training(settings).fit() as variant `name` has it: the log steps' checks
-    waited for or not, the gradients made anew or added to."""
-    original = Training._device_step
+    waited for or not, the gradients made anew or added to, the activations' statistics together or not."""
+    original = Training._device_step, Activations._together
     if "added to" in name:
         Training._device_step = accumulating_step
+    if "layer by layer" in name:
+        Activations._together = Activations._each
     try:
         return with_checks(Waited if "waiting" in name else LogStepChecks,
                            lambda: timed(Training(settings, torch.device(device)).fit)[0])
     finally:
-        Training._device_step = original
+        Training._device_step, Activations._together = original
 
 
 def measure(device, epochs, names, repeats=3):
@@ -174,6 +178,10 @@ def main() -> None:
     if all(a in names for a in added):
         print(f"   recording overhead with the gradients zeroed and added to: {100 * (per_epoch[added[0]] / per_epoch[added[1]] - 1):.1f}%, "
               f"once running {100 * (running[added[0]] / running[added[1]] - 1):.1f}%")
+    alone = f"{default}, activations layer by layer"
+    if alone in names:
+        print(f"   recording overhead with the activations' statistics layer by layer: {100 * (per_epoch[alone] / per_epoch[silent] - 1):.1f}%, "
+              f"once running {100 * (running[alone] / running[silent] - 1):.1f}%")
 
 
 if __name__ == "__main__":
