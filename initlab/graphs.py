@@ -69,7 +69,6 @@ class StepGraphs:
         # makes its own gradient tensors instead of zeroing and accumulating into shared ones (12
         # kernels fewer a step for the founding net). After a replay, .grad must be that graph's.
         self.params = params
-        self.bound: Optional[_Captured] = None  # the graph whose gradients the parameters hold
 
     def step(self, idx: torch.Tensor, record: bool) -> torch.Tensor:
         """Run one step on the batch `idx`; its loss, valid until the next step (clone to keep it)."""
@@ -80,10 +79,10 @@ class StepGraphs:
                 captured = self.captured[key] = self._capture(idx, record)
             captured.idx.copy_(idx)
             captured.graph.replay()
-        if captured.grads is not None and self.bound is not captured:
+        if captured.grads is not None:
             for p, grad in zip(self.params, captured.grads):
-                p.grad = grad
-            self.bound = captured
+                if p.grad is not grad:  # another kind of step's graph, or a capture, bound them since
+                    p.grad = grad
         if captured.probes is not None:
             self.recorder.restore(captured.probes)
         return captured.loss
