@@ -24,6 +24,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from check_cuda import Waited, with_checks  # noqa: E402
 from common import config, timed  # noqa: E402
 
+from initlab import side_streams  # noqa: E402
 from initlab.config import validate  # noqa: E402
 from initlab.finite_checks import LogStepChecks  # noqa: E402
 from initlab.probes import Activations, Layers  # noqa: E402
@@ -83,6 +84,8 @@ VARIANTS = {  # name: overrides
     "CUDA graphs, recording off, gradients zeroed and added to": ("trainer.cuda_graphs=true", "trainer.record=false"),
     # As before probes.Activations took a GPU's hidden layers together: six Welford passes a record step, not two.
     "CUDA graphs, recording every 10 steps, activations layer by layer": ("trainer.cuda_graphs=true",),
+    # As before side_streams: every statistic of a record step on the graph's one stream, one after another.
+    "CUDA graphs, recording every 10 steps, one stream": ("trainer.cuda_graphs=true",),
 }
 
 
@@ -104,6 +107,7 @@ def fit(settings, device, name: str) -> float:
     """Seconds of one Training(settings).fit() as variant `name` has it: the log steps' checks
     waited for or not, the gradients made anew or added to, the activations' statistics together or not."""
     original = Training._device_step, Activations._together
+    side_streams.ENABLED = "one stream" not in name
     if "added to" in name:
         Training._device_step = accumulating_step
     if "layer by layer" in name:
@@ -113,9 +117,10 @@ def fit(settings, device, name: str) -> float:
                            lambda: timed(Training(settings, torch.device(device)).fit)[0])
     finally:
         Training._device_step, Activations._together = original
+        side_streams.ENABLED = True
 
 
-def measure(device, epochs, names, repeats=3):
+def measure(device, epochs, names, repeats=5):
     """Seconds of the bare arithmetic's epoch, and of initlab's own loop (evaluation after each epoch,
     data already loaded) in each variant of `names`, as {name: (seconds of `epochs` epochs, of one)}:
     each the best of `repeats`, taken in turn so that drifts in the machine's speed hit all alike."""
@@ -140,6 +145,7 @@ def main() -> None:
     parser.add_argument("--no-dataloader", action="store_true", help="skip the (slow) DataLoader epoch")
     parser.add_argument("--variants", nargs="*", default=[], help="only the variants whose name holds one of these words")
     parser.add_argument("--skip", nargs="*", default=[], help="not the variants whose name holds one of these words")
+    parser.add_argument("--repeats", type=int, default=5, help="each variant's time is the best of this many runs")
     args = parser.parse_args()
     device, epochs = args.device, args.epochs
     assert epochs > 1, "--epochs: at least 2 (the one-off cost is the difference to a one-epoch run)"
@@ -148,7 +154,7 @@ def main() -> None:
           f" torch {torch.__version__}")
     names = [n for n in VARIANTS if (device.startswith("cuda") or "CUDA" not in n)
              and (not args.variants or any(w in n for w in args.variants)) and not any(w in n for w in args.skip)]
-    bare, runs = measure(device, epochs, names)
+    bare, runs = measure(device, epochs, names, args.repeats)
     per_epoch = {n: long / epochs for n, (long, _) in runs.items()}
     running = {n: (long - one) / (epochs - 1) for n, (long, one) in runs.items()}
     one_off = {n: one - running[n] for n, (_, one) in runs.items()}
@@ -178,6 +184,10 @@ def main() -> None:
     if all(a in names for a in added):
         print(f"   recording overhead with the gradients zeroed and added to: {100 * (per_epoch[added[0]] / per_epoch[added[1]] - 1):.1f}%, "
               f"once running {100 * (running[added[0]] / running[added[1]] - 1):.1f}%")
+    one_stream = f"{default}, one stream"
+    if one_stream in names:
+        print(f"   recording overhead with the record step's statistics on one stream: {100 * (per_epoch[one_stream] / per_epoch[silent] - 1):.1f}%, "
+              f"once running {100 * (running[one_stream] / running[silent] - 1):.1f}%")
     alone = f"{default}, activations layer by layer"
     if alone in names:
         print(f"   recording overhead with the activations' statistics layer by layer: {100 * (per_epoch[alone] / per_epoch[silent] - 1):.1f}%, "

@@ -20,6 +20,9 @@ fi
 if [[ $STEPS == *single* ]]; then
     # a default run (10 epochs) and a one-epoch run of each variant: per epoch, once running, one-off
     python3 benchmarks/bench_single_run.py --device cuda ${SINGLE_ARGS:-}
+    # the same steps' host and device costs measured apart (is the run bound by the GPU?), and
+    # what a record step adds to each: the recording overhead without the host's jitter
+    timeout 90 python3 benchmarks/host_device_split.py || echo "host/device split: stopped ($?)"
 fi
 if [[ $STEPS == *sweep* ]]; then
     python3 benchmarks/bench_sweep.py --device cuda --configs 256 --epochs 10 --sequential 4

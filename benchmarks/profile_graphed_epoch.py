@@ -11,6 +11,8 @@ runtime calls by host time: a call that waits (cudaStreamSynchronize, cudaEventS
 cudaMemcpy to pageable memory, cudaHostAlloc, ...) in a loop that should never wait is what
 this looks for. When the summed kernel time is well under the bare epoch, the run is bound by
 the host; when near it, by the device. The profiler slows the host, so its own epoch is longer.
+On a GPU it also splits the epoch into its steps on the device: a log step (a record step, with
+recording on) against the others, busy and idle (steps_timeline).
 """
 
 from __future__ import annotations
@@ -27,6 +29,29 @@ from common import config, timed  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
 from initlab.training import Training  # noqa: E402
+
+
+def steps_timeline(events, record: bool, log_every: int = 10) -> None:
+    """Per step on the device, the log steps (every `log_every`-th: the record steps) apart from the
+    rest: from the step's first kernel to the next step's, how long the device was busy (kernels and
+    copies) and idle, and how many kernels ran. A step starts with the epoch's first kernel (the
+    batch's gather: k of them a step, the first of each k)."""
+    events = sorted(events, key=lambda e: e.time_range.start)
+    first = next(e.name for e in events if not e.name.startswith("Memcpy"))  # the first kernel of step 0
+    marks = [i for i, e in enumerate(events) if e.name == first]
+    if not marks or len(marks) % 300:
+        print(f"  step timeline: the first kernel ({first[:60]}) ran {len(marks)} times, not k x 300: not split")
+        return
+    starts = marks[:: len(marks) // 300]
+    kinds = {True: [], False: []}
+    for n, (a, b) in enumerate(zip(starts, starts[1:])):
+        span = events[b].time_range.start - events[a].time_range.start
+        busy = sum(e.time_range.elapsed_us() for e in events[a:b])
+        kinds[n % log_every == 0].append((span, busy, b - a))
+    for log_step, rows in kinds.items():
+        span, busy, count = (sum(r[i] for r in rows) / len(rows) for i in range(3))
+        print(f"  {'log steps' if log_step else 'other steps'} ({len(rows)}, recording {'on' if record else 'off'}): "
+              f"{span:6.1f} us a step on the device, busy {busy:6.1f}, idle {span - busy:5.1f}; {count:.1f} kernels and copies")
 
 
 def main() -> None:
@@ -56,6 +81,8 @@ def main() -> None:
                 spent[e.name] += e.time_range.elapsed_us()
         print(f"recording {'on' if record else 'off'}: bare epoch {bare:.4f} s; profiled epoch's kernels "
               f"{busy:.4f} s of GPU time ({len(kernels)} kernels, {len(kernels) / 300:.1f} a step)", flush=True)
+        if gpu:
+            steps_timeline(kernels, record)
         print("  CUDA runtime calls by host time: count, total ms, name")
         for name, us in spent.most_common(args.top):
             print(f"    {calls[name]:6d} {us / 1e3:9.2f}  {name}")

@@ -1,7 +1,7 @@
 """What recording costs a single run on a GPU, kernel by kernel: the kernels of a plain step and of a
 record step (the probes before the update, the update ratio after it), counted and timed.
 
-    python benchmarks/profile_record_step.py [--device cuda] [--steps 40]
+    python benchmarks/profile_record_step.py [--device cuda] [--steps 40] [--together yes|no]
 
 The founding net on MNIST, batch 200, eager (CUDA graphs replay these same kernels, one launch
 for all). For each kind of step: how many kernels, their summed GPU time per step, and the
@@ -9,7 +9,10 @@ kernels a record step adds, by GPU time. With CUDA graphs a step costs about its
 time plus a few microseconds each, and a graphed run is bound by the GPU
 (benchmarks/profile_graphed_epoch.py), so the kernel time a record step adds, times the 30 record
 steps of an epoch, over an epoch's time, is about the recording overhead of bench_single_run.py
-(12.9 % on the H200, floor 10 %; a record step added 33 kernels, 136 us). On the CPU it prints the operator counts, and
+(12.9 % on the H200, floor 10 %; a record step added 33 kernels, 136 us; 24 and 86 us with the
+hidden layers' activations together, 2026-11-30). Eager steps run every kernel on one stream, so
+the side streams of a captured record step (initlab/side_streams.py), which let those kernels
+overlap, do not show here: benchmarks/host_device_split.py measures the graphed step. On the CPU it prints the operator counts, and
 how many of them do work (a kernel each on a GPU) rather than make a view.
 """
 
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
 from initlab.config import validate  # noqa: E402
+from initlab.probes import Activations  # noqa: E402
 from initlab.training import Training  # noqa: E402
 
 # Operators that only make a view (or, for aten::to to the same dtype, return their input): no kernel on a GPU.
@@ -45,8 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--together", choices=("yes", "no"), default=None,
+                        help="Activations' hidden layers together (the GPU's default) or each alone (the CPU's)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.together is not None:  # e.g. the GPU's path counted on the CPU
+        Activations.__init__.__defaults__ = (args.together == "yes",)
     run = Training(validate(config(f"trainer.device={args.device}", "trainer.cuda_graphs=false")), device)
     idx = torch.randperm(len(run.data.train_y), device=device)[:200]
     gpu = device.type == "cuda"

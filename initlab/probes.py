@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from initlab import side_streams
 from initlab.records import layers_frame, str_column
 
 # Where a bounded activation is flat: its derivative there is below ~0.02 (tanh) or ~0.01
@@ -99,6 +100,8 @@ class Layers:
 
     def __post_init__(self) -> None:
         self._norms: Optional[torch.Tensor] = None
+        # While a CUDA graph is captured: where independent parts may run side by side (side_streams)
+        self.fork: Optional[side_streams.Fork] = None
 
     @classmethod
     def of_model(cls, model, taps: list = ()) -> "Layers":
@@ -225,12 +228,16 @@ class Activations(Probe):
 
     On a GPU (`together`, by default where the taps are CUDA tensors) layers in a row with taps
     of one shape and one activation (the hidden layers of an MLP) are taken together: their
-    outputs and pre-activations stacked into one tensor, one std_mean for all, one dead-unit
-    reduction. There each reduction is a kernel of a few microseconds whatever its size, and a
-    record step's six Welford passes for the founding net were the largest part of what recording
-    cost on an H200 (benchmarks/profile_record_step.py); together, two. On the CPU the stacking
-    copy costs more than it saves (0.76 against 0.52 ms a record step of one run), so there each
-    layer is reduced on its own. Both give the same values (bit for bit on the CPU).
+    outputs and pre-activations stacked into one tensor, one std_mean for all (the dead-unit
+    reductions stay per layer and run beside it, below). There each reduction is a kernel of a
+    few microseconds whatever its size, and a record step's six Welford passes for the founding
+    net were the largest part of what recording cost on an H200
+    (benchmarks/profile_record_step.py); together, two. On the CPU the stacking copy costs more
+    than it saves (0.76 against 0.52 ms a record step of one run), so there each layer is reduced
+    on its own. Both give the same values (bit for bit on the CPU). While a CUDA graph is
+    captured, each run's moments and its dead and saturated counts run side by side on streams of
+    their own (side_streams): a record step then cost the H200 41 us of device time instead of
+    87-92 (benchmarks/host_device_split.py).
     """
 
     metrics = ("act_mean", "act_std", "preact_std", "dead_fraction", "saturated_fraction")
@@ -258,21 +265,40 @@ class Activations(Probe):
         return torch.stack(values, 1).view(m, len(layers.taps), len(self.metrics))
 
     def _together(self, layers):
-        values, zero = [], None
-        for start, end in _runs(layers.taps, layers.activation_names):
+        # Every value of every run goes into one (M, metrics, layers) tensor made by one cat at the
+        # end (the recorder's cat takes its transposed view as it is), and a unit is dead where
+        # torch.eq writes 1.0 into a float tensor: on a GPU that compare casts as it writes, where
+        # mean(bool, dtype=float) would first copy the booleans into floats (a kernel more per run).
+        # While a CUDA graph is captured (layers.fork) each run's moments and its dead and saturated
+        # counts are parts of their own, on side streams: the graph runs them side by side.
+        fork = layers.fork
+        parts: list[list[torch.Tensor]] = [[] for _ in self.metrics]  # per metric, (M, 1, layers of a run)
+        zero = None
+        for r, (start, end) in enumerate(_runs(layers.taps, layers.activation_names)):
             k, taps = end - start, layers.taps[start:end]
-            both = torch.stack([post for _, post in taps] + [pre for pre, _ in taps], 1)  # (M, 2k, batch, out)
-            std, mean = torch.std_mean(both.flatten(2), dim=2)  # (M, 2k): the outputs', then the pre-activations'
-            posts = both[:, :k]
-            dead = torch.mean(dead_units(posts), dim=-1, dtype=std.dtype)  # (M, k)
-            rule = SATURATED.get(layers.activation_names[start])
-            if rule is not None:
-                sat = torch.mean(rule(posts.flatten(2)), dim=2, dtype=std.dtype)
-            else:
+            posts = [post for _, post in taps]
+            if fork is not None:
+                fork.reads(*posts, *(pre for pre, _ in taps))
+            with side_streams.on(fork, 2 * r):
+                both = torch.stack(posts + [pre for pre, _ in taps], 1)  # (M, 2k, batch, out)
+                std, mean = torch.std_mean(both.flatten(2), dim=2)  # (M, 2k): the outputs', then the pre-activations'
+            with side_streams.on(fork, 2 * r + 1):
+                # dead_units' reduction, layer by layer (not of `both`: this part does not wait for the stack)
+                largest = torch.stack([torch.linalg.vector_norm(post, ord=float("inf"), dim=-2) for post in posts], 1)
+                dead = torch.mean(torch.eq(largest, 0, out=torch.empty_like(largest)), dim=-1)  # (M, k)
+                rule = SATURATED.get(layers.activation_names[start])
+                sat = None if rule is None else torch.stack([torch.mean(rule(p.flatten(1)), dim=1, dtype=std.dtype)
+                                                             for p in posts], 1)
+            if fork is not None:
+                fork.hand_back(std, mean, dead, *([] if sat is None else [sat]))
+            if sat is None:  # cannot saturate: one zero serves every such run
                 zero = std.new_zeros(()) if zero is None else zero
                 sat = zero.expand(dead.shape)
-            values.append(torch.stack([mean[:, :k], std[:, :k], std[:, k:], dead, sat], 2))  # (M, k, metrics)
-        return values[0] if len(values) == 1 else torch.cat(values, 1)
+            for part, value in zip(parts, (mean[:, :k], std[:, :k], std[:, k:], dead, sat)):
+                part.append(value[:, None])
+        if fork is not None:
+            fork.join()
+        return torch.cat([v for part in parts for v in part], 2).view(-1, len(self.metrics), len(layers.taps)).transpose(1, 2)
 
 
 def _runs(taps: list, names: list[str]) -> list[tuple[int, int]]:
@@ -302,6 +328,9 @@ class Recorder:
 
     def before_step(self, layers: Layers) -> None:
         with torch.no_grad():
+            # While a CUDA graph is captured, parts of the probes may run side by side from here
+            # (side_streams): the fork marks the stream where backward() has just finished.
+            layers.fork = side_streams.fork(layers.weights[0])
             self._pending = [p.before_step(layers) for p in self.probes]
 
     def after_values(self, layers: Layers) -> torch.Tensor:

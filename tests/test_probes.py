@@ -1,6 +1,7 @@
 """The probes on a stacked group (one batched norm per tensor) and on each member alone (one
 multi-tensor norm for all of them) record the same values; dead and saturated units as defined."""
 
+import contextlib
 import math
 
 import pytest
@@ -109,3 +110,37 @@ def test_layers_in_a_run_of_one_shape_and_activation_are_measured_together_each_
             saturated = (post.abs() > 0.99).double().mean() if name == "tanh" else torch.zeros((), dtype=torch.float64)
             expected = torch.stack([post.mean(), post.std(), pre.std(), (post == 0).all(0).double().mean(), saturated])
             assert torch.allclose(values[k, layer].double(), expected, rtol=1e-5, atol=1e-7), (k, layer)
+
+
+class PartsInOrder:
+    """side_streams.Fork's interface on the CPU: every part runs on the current stream, and the
+    fork remembers which parts ran and whether it was joined."""
+
+    def __init__(self) -> None:
+        self.parts, self.joined = [], False
+
+    def on(self, part: int):
+        self.parts.append(part)
+        return contextlib.nullcontext()
+
+    def reads(self, *tensors) -> None:
+        pass
+
+    def hand_back(self, *tensors) -> None:
+        assert not self.joined
+
+    def join(self) -> None:
+        self.joined = True
+
+
+def test_with_a_fork_each_runs_moments_and_dead_counts_are_parts_of_their_own_with_the_same_values():
+    """While a CUDA graph is captured, Activations puts each run's moments and its dead and
+    saturated counts on side streams of their own (side_streams.Fork) and joins them before its
+    result: the values are those it gives without the fork, bit for bit."""
+    layers = stacked_layers(3, ("tanh", "relu", "sigmoid"))
+    layers.taps.insert(1, layers.taps[0])  # two layers in a run of one shape and activation
+    layers.activation_names = ["tanh", "tanh", "relu", "sigmoid"]
+    expected = Activations(True).before_step(layers)
+    layers.fork = fork = PartsInOrder()
+    assert torch.equal(Activations(True).before_step(layers), expected)
+    assert fork.parts == [0, 1, 2, 3, 4, 5] and fork.joined  # three runs, two parts each
