@@ -43,10 +43,15 @@ def saturated_count(name: str, post: torch.Tensor, start_dim: int = 0) -> torch.
     return rule(post).flatten(start_dim).sum(-1)
 
 
+def largest_outputs(post: torch.Tensor) -> torch.Tensor:
+    """Each unit's largest |output| over the samples (the second-last dim), in one reduction: 0
+    exactly for a unit whose output is zero for every sample (NaN and inf are not 0)."""
+    return torch.linalg.vector_norm(post, ord=float("inf"), dim=-2)
+
+
 def dead_units(post: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of units whose output is exactly zero for every sample (the second-last dim):
-    the largest |output| is 0, one reduction (NaN and inf are not 0)."""
-    return torch.linalg.vector_norm(post, ord=float("inf"), dim=-2) == 0
+    """Boolean mask of units whose output is exactly zero for every sample (the second-last dim)."""
+    return largest_outputs(post) == 0
 
 
 class EvaluationPass:
@@ -283,8 +288,8 @@ class Activations(Probe):
                 both = torch.stack(posts + [pre for pre, _ in taps], 1)  # (M, 2k, batch, out)
                 std, mean = torch.std_mean(both.flatten(2), dim=2)  # (M, 2k): the outputs', then the pre-activations'
             with side_streams.on(fork, 2 * r + 1):
-                # dead_units' reduction, layer by layer (not of `both`: this part does not wait for the stack)
-                largest = torch.stack([torch.linalg.vector_norm(post, ord=float("inf"), dim=-2) for post in posts], 1)
+                # dead_units, layer by layer (not of `both`: this part does not wait for the stack)
+                largest = torch.stack([largest_outputs(post) for post in posts], 1)  # (M, k, out)
                 dead = torch.mean(torch.eq(largest, 0, out=torch.empty_like(largest)), dim=-1)  # (M, k)
                 rule = SATURATED.get(layers.activation_names[start])
                 sat = None if rule is None else torch.stack([torch.mean(rule(p.flatten(1)), dim=1, dtype=std.dtype)
