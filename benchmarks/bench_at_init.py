@@ -17,10 +17,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab import data as datasets  # noqa: E402
-from initlab import jacobian, theory  # noqa: E402
-from initlab.config import validate  # noqa: E402
-from initlab.training import build_model  # noqa: E402
+from initlab.build import data as datasets  # noqa: E402
+from initlab.train import jacobian  # noqa: E402
+from initlab import theory
+from initlab.config.check import validate  # noqa: E402
+from initlab.train.loop import build_model  # noqa: E402
 
 # (its own init, the same net with init=lsuv)
 CASES = {

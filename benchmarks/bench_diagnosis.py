@@ -21,8 +21,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab.report import markdown_table  # noqa: E402
-from initlab.train import run  # noqa: E402
+from initlab.report.tables import markdown_table  # noqa: E402
+from initlab.train.runner import run  # noqa: E402
 
 CATALOGUE = Path(__file__).parent / "diagnosis_catalogue.yaml"
 RESULTS = Path(__file__).parent / "results" / "diagnosis-catalogue.md"

@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab.config import validate  # noqa: E402
-from initlab.data import load as load_data  # noqa: E402
-from initlab.stacked import EVAL_ROWS, StackedMLP, evaluate_members  # noqa: E402
-from initlab.training import build_model  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.build.data import load as load_data  # noqa: E402
+from initlab.stacked.models import EVAL_ROWS, StackedMLP, evaluate_members  # noqa: E402
+from initlab.train.loop import build_model  # noqa: E402
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def compare(fp32: Path, tf32: Path, other: str = "TF32") -> str:
     """Per configuration, FP32 (`fp32`) against the sweep in `tf32` (`other` names it in the text)."""
     import numpy as np
 
-    from initlab.report import load
+    from initlab.report.tables import load
 
     a, b = load([fp32]), load([tf32])
     keys = ["init", "lr.value", "trainer.seed"]

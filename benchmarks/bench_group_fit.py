@@ -16,8 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab.config import validate  # noqa: E402
-from initlab.group import GroupTraining  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.stacked.group import GroupTraining  # noqa: E402
 
 INITS = ["kaiming_normal", "xavier_uniform", "orthogonal", "lecun_normal"]
 

@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab.config import validate  # noqa: E402
-from initlab.group import GroupTraining  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.stacked.group import GroupTraining  # noqa: E402
 
 TINY = ("data=synthetic", "data.source.num_train=6000", "data.source.num_test=200", "data.source.in_features=16",
         "model.width=8", "trainer.batch_size=20", "trainer.device=cpu", "trainer.jacobian_inputs=0")

@@ -6,7 +6,7 @@ Runs `initlab -m hydra/launcher=vectorized data=synthetic trainer.max_steps=STEP
 trainer.seed=range(0,JOBS) hydra.launcher.max_group_size=SIZE` end to end for each size (and
 once with the launcher's own choice, "auto"), and reports each run's wall time, the child's
 user and system CPU time and its minor page faults. Stacked tensors above glibc's 32 MB mmap
-threshold are fresh pages at every step: that is what initlab.vectorized.CPU_TENSOR_BYTES avoids.
+threshold are fresh pages at every step: that is what initlab.sweep.vectorized.CPU_TENSOR_BYTES avoids.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def per_run_in_a_sweep(run_seconds: float) -> None:
         env.setdefault("INITLAB_DATA", str(ROOT.parent / "shared" / "data"))
         subprocess.run([sys.executable, "-m", "initlab", "trainer.progress=false", f"hydra.run.dir={tmp}/run"],
                        cwd=tmp, env=env, check=True, capture_output=True)
-        from initlab import loggers, records
+        from initlab import loggers
+        from initlab.store import records
         from initlab.loggers.mlflow import MLflow
         from initlab.loggers.tensorboard import TensorBoard
 

@@ -25,8 +25,8 @@ from bench_gpu_grid import INITS, LRS  # noqa: E402
 
 from hydra.plugins import sweeper  # noqa: E402
 
-import initlab.sweep_configs as sweep_configs  # noqa: E402
-import initlab.vectorized as vectorized  # noqa: E402
+import initlab.sweep.job_configs as sweep_configs  # noqa: E402
+import initlab.sweep.vectorized as vectorized  # noqa: E402
 
 spent: dict[str, float] = defaultdict(float)
 calls: dict[str, int] = defaultdict(int)

@@ -24,11 +24,11 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from check_cuda import Waited, with_checks  # noqa: E402
 from common import config, timed  # noqa: E402
 
-from initlab import side_streams  # noqa: E402
-from initlab.config import validate  # noqa: E402
-from initlab.finite_checks import LogStepChecks  # noqa: E402
-from initlab.probes import Activations, Layers  # noqa: E402
-from initlab.training import Training  # noqa: E402
+from initlab.train.gpu import side_streams  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.train.finite_checks import LogStepChecks  # noqa: E402
+from initlab.train.probes import Activations, Layers  # noqa: E402
+from initlab.train.loop import Training  # noqa: E402
 
 
 def mlp(device):

@@ -24,7 +24,7 @@ from bench_report import make_sweep  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from initlab.callbacks import SweepEnd  # noqa: E402
+from initlab.sweep.callbacks import SweepEnd  # noqa: E402
 from initlab.cores import usable_cores  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, default=Path("/tmp/initlab-bench-report"))
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    for module in ("torch", "initlab.vectorized"):  # what a sweep's process has imported
+    for module in ("torch", "initlab.sweep.vectorized"):  # what a sweep's process has imported
         importlib.import_module(module)
     make_sweep(args.sweep)
     ended = OmegaConf.create({"hydra": {"sweep": {"dir": str(args.sweep)}}})

@@ -16,11 +16,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab import group as group_module, training as training_module  # noqa: E402
-from initlab.config import validate  # noqa: E402
-from initlab.finite_checks import LogStepChecks  # noqa: E402
-from initlab.group import GroupTraining  # noqa: E402
-from initlab.train import run  # noqa: E402
+from initlab.stacked import group as group_module  # noqa: E402
+
+from initlab.train import loop as training_module
+from initlab.config.check import validate  # noqa: E402
+from initlab.train.finite_checks import LogStepChecks  # noqa: E402
+from initlab.stacked.group import GroupTraining  # noqa: E402
+from initlab.train.runner import run  # noqa: E402
 
 
 class Waited(LogStepChecks):

@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab.config import validate  # noqa: E402
-from initlab.group import GroupTraining  # noqa: E402
-from initlab.train import run  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.stacked.group import GroupTraining  # noqa: E402
+from initlab.train.runner import run  # noqa: E402
 
 SMALL = ("data=synthetic", "data.source.num_train=1000", "data.source.num_test=200", "model.width=48",
          "model.depth=3", "trainer.log_every=1")

@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab import finite_checks  # noqa: E402
-from initlab.config import validate  # noqa: E402
-from initlab.training import Training  # noqa: E402
+from initlab.train import finite_checks  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.train.loop import Training  # noqa: E402
 
 
 def cycles_per_ms() -> float:

@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_gpu_grid import INITS, LRS  # noqa: E402
 from common import config  # noqa: E402
 
-from initlab import data as datasets  # noqa: E402
-from initlab import jacobian, theory  # noqa: E402
-from initlab.config import validate  # noqa: E402
-from initlab.init import apply_init  # noqa: E402
-from initlab.stacked import StackedMLP  # noqa: E402
-from initlab.training import construct, symmetric_of  # noqa: E402
+from initlab.build import data as datasets  # noqa: E402
+from initlab.train import jacobian  # noqa: E402
+from initlab import theory
+from initlab.config.check import validate  # noqa: E402
+from initlab.build.init import apply_init  # noqa: E402
+from initlab.stacked.models import StackedMLP  # noqa: E402
+from initlab.train.loop import construct, symmetric_of  # noqa: E402
 
 
 def main() -> None:

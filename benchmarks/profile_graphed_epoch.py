@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config, timed  # noqa: E402
 
-from initlab.config import validate  # noqa: E402
-from initlab.training import Training  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.train.loop import Training  # noqa: E402
 
 
 def steps_timeline(events, record: bool, log_every: int = 10) -> None:

@@ -11,7 +11,7 @@ time plus a few microseconds each, and a graphed run is bound by the GPU
 steps of an epoch, over an epoch's time, is about the recording overhead of bench_single_run.py
 (12.9 % on the H200, floor 10 %; a record step added 33 kernels, 136 us; 24 and 86 us with the
 hidden layers' activations together, 2026-11-30). Eager steps run every kernel on one stream, so
-the side streams of a captured record step (initlab/side_streams.py), which let those kernels
+the side streams of a captured record step (initlab/train/gpu/side_streams.py), which let those kernels
 overlap, do not show here: benchmarks/host_device_split.py measures the graphed step. On the CPU it prints the operator counts, and
 how many of them do work (a kernel each on a GPU) rather than make a view.
 """
@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import config  # noqa: E402
 
-from initlab.config import validate  # noqa: E402
-from initlab.probes import Activations  # noqa: E402
-from initlab.training import Training  # noqa: E402
+from initlab.config.check import validate  # noqa: E402
+from initlab.train.probes import Activations  # noqa: E402
+from initlab.train.loop import Training  # noqa: E402
 
 # Operators that only make a view (or, for aten::to to the same dtype, return their input): no kernel on a GPU.
 VIEWS = {"aten::detach", "aten::unsqueeze", "aten::flatten", "aten::view", "aten::slice", "aten::transpose",

@@ -1,4 +1,4 @@
-"""The `initlab` command: a thin Hydra entry point around `initlab.train.run`."""
+"""The `initlab` command: a thin Hydra entry point around `initlab.train.runner.run`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from initlab.config import ConfigError
-from initlab.data import DataError
-from initlab.hydra_errors import one_line
-from initlab.train import RecordsNotWritten, objective, run
+from initlab.config.check import ConfigError
+from initlab.build.data import DataError
+from initlab.config.hydra_errors import one_line
+from initlab.train.runner import RecordsNotWritten, objective, run
 
 log = logging.getLogger("initlab")
 
@@ -92,8 +92,8 @@ def main() -> None:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    """`initlab-report`: see initlab.report_page.main (the console script calls it directly, so a
+    """`initlab-report`: see initlab.report.page.main (the console script calls it directly, so a
     report does not wait for torch and Hydra to import)."""
-    from initlab.report_page import main as report
+    from initlab.report.page import main as report
 
     return report(argv)

@@ -290,8 +290,7 @@ def with_predictions(theory: Optional[dict], layers):
     is no prediction."""
     import pandas as pd
 
-    from initlab import records
-
+    from initlab.store import records
     if theory is None or not len(layers):
         return layers
     first = layers[layers.step == layers.step.min()]

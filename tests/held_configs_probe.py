@@ -4,7 +4,7 @@ cluster launcher submits its groups, how many job configs the submitting process
 
 import sys
 
-import initlab.cluster as cluster
+import initlab.sweep.cluster as cluster
 
 submit = cluster._submit
 

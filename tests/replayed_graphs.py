@@ -11,9 +11,7 @@ import contextlib
 
 import torch
 
-from initlab import graphs
-
-
+from initlab.train.gpu import graphs
 def _tensors(value):
     if isinstance(value, torch.Tensor):
         return [value]

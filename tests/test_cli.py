@@ -5,8 +5,7 @@ import os
 import subprocess
 import sys
 
-from initlab import records
-
+from initlab.store import records
 SMALL = ["data=synthetic", "data.source.num_train=600", "data.source.num_test=100", "model.width=32"]
 
 

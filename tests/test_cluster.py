@@ -1,5 +1,5 @@
-"""Stacked groups as submitit jobs (initlab/cluster.py), through submitit's local executor, and
-several devices at once in the in-process vectorized launcher (initlab/workers.py)."""
+"""Stacked groups as submitit jobs (initlab/sweep/cluster.py), through submitit's local executor, and
+several devices at once in the in-process vectorized launcher (initlab/sweep/workers.py)."""
 
 import json
 import os
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from initlab import records
-from initlab.report import load
+from initlab.store import records
+from initlab.report.tables import load
 
 from test_sweeps import run_cli
 from test_vectorized import assert_same
@@ -136,7 +136,7 @@ def test_submitits_end_of_a_job_survives_a_signal_that_lands_inside_a_log_call()
     from submitit import JobEnvironment
     from submitit.core.utils import UncompletedJobError
 
-    from initlab.cluster import JobEnded, carry_the_end_past_handlers
+    from initlab.sweep.cluster import JobEnded, carry_the_end_past_handlers
 
     sig = JobEnvironment._usr_sig()
 
@@ -167,7 +167,7 @@ def test_submitits_end_of_a_job_survives_a_signal_that_lands_inside_a_log_call()
 def test_a_lost_jobs_reason_is_one_line_naming_what_the_cluster_or_the_job_said():
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    from initlab.cluster import _why
+    from initlab.sweep.cluster import _why
 
     cancelled = UncompletedJobError("Job 44_0 (task: 0) with path /s/44_0_0_result.pkl\n"
                                     "has not produced any output (state: CANCELLED by 0)\nError stream produced:\n----\nsrun: ...")
@@ -189,7 +189,7 @@ def test_a_lost_jobs_reason_is_one_line_naming_what_the_cluster_or_the_job_said(
 
 def test_a_resume_knows_which_jobs_an_earlier_submissions_queued_tasks_train(tmp_path, monkeypatch, caplog):
     """in_flight.py against a stand-in squeue (tests/test_slurm.py runs it on a real cluster)."""
-    from initlab.in_flight import MANIFEST, still_on_the_cluster
+    from initlab.sweep.in_flight import MANIFEST, still_on_the_cluster
 
     folder = tmp_path / ".submitit"
     for job_id, members in (("7_0", ["a", "b"]), ("7_1", ["c"]), ("5_0", ["d"])):
@@ -218,7 +218,7 @@ def test_a_groups_job_trains_on_the_cores_it_was_granted(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(cores + 8))  # never more than this process may use
     assert usable_cores() == cores
     # the local executor's parallel groups: each process pinned to its own share (in a child: pinning is for good)
-    probe = ("import os, torch; from types import SimpleNamespace as N; from initlab.cluster import take_share_of_cores; "
+    probe = ("import os, torch; from types import SimpleNamespace as N; from initlab.sweep.cluster import take_share_of_cores; "
              "take_share_of_cores(N(_EXECUTOR='local', parallel_groups=2), {slot}); "
              "print(sorted(os.sched_getaffinity(0)), torch.get_num_threads())")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
@@ -267,7 +267,7 @@ def test_the_slurm_form_writes_one_job_array_of_groups_with_its_resources(tmp_pa
 
     from conftest import CONF
     from hydra_plugins.initlab_vectorized.vectorized_launcher import VectorizedSlurmLauncher
-    from initlab.cluster import executor_for
+    from initlab.sweep.cluster import executor_for
 
     for command in ("srun", "sbatch"):  # stand-ins: submitit and the launcher look for SLURM's commands
         (tmp_path / command).write_text("#!/bin/sh\nexit 0\n")

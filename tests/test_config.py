@@ -9,11 +9,11 @@ import pytest
 import torch
 from hydra.utils import get_class, instantiate
 
-from initlab import schedule
-from initlab.config import ConfigError, validate
-from initlab.data import DataError, load
-from initlab.init import apply_init
-from initlab.model import MLP
+from initlab.build import schedule
+from initlab.config.check import ConfigError, validate
+from initlab.build.data import DataError, load
+from initlab.build.init import apply_init
+from initlab.build.model import MLP
 
 from conftest import CONF, make_config
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from initlab import records
-from initlab.callbacks import SweepEnd, sweep_statuses
+from initlab.store import records
+from initlab.sweep.callbacks import SweepEnd, sweep_statuses
 from initlab.cli import report_main
-from initlab.report import load
+from initlab.report.tables import load
 
 from test_cli import SMALL
 from test_sweeps import run_cli

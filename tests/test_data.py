@@ -6,8 +6,10 @@ import sys
 import pytest
 import torch
 
-from initlab import data, whole_files
-from initlab.config import validate
+from initlab.build import data
+
+from initlab.store import whole_files
+from initlab.config.check import validate
 
 from conftest import make_config
 

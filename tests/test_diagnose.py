@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initlab.diagnose import Context, Evidence, diagnose
+from initlab.diagnosis.diagnose import Context, Evidence, diagnose
 
 from conftest import make_config
-from initlab.config import validate
+from initlab.config.check import validate
 
 THRESHOLDS = validate(make_config())["diagnose"]
 LN10 = math.log(10)

@@ -10,8 +10,10 @@ import sys
 import pytest
 import torch
 
-from initlab import data, environment
-from initlab.config import validate
+from initlab.build import data
+
+from initlab.build import environment
+from initlab.config.check import validate
 
 from conftest import make_config
 from test_cli import SMALL
@@ -138,7 +140,7 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line(tmp_path):
 def test_tf32_is_opt_in_and_set_for_every_run():
     import torch
 
-    from initlab.environment import matmul_precision
+    from initlab.build.environment import matmul_precision
 
     matmul_precision(True)
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
@@ -148,8 +150,8 @@ def test_tf32_is_opt_in_and_set_for_every_run():
 
 def test_new_trainer_keys_leave_an_existing_runs_identity_unchanged():
     from conftest import make_config
-    from initlab.config import validate
-    from initlab.provenance import config_hash
+    from initlab.config.check import validate
+    from initlab.store.provenance import config_hash
 
     settings = validate(make_config())
     older = {**settings, "trainer": {k: v for k, v in settings["trainer"].items() if k not in ("tf32", "jacobian_inputs")}}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from initlab import records
-from initlab.report import load
-from initlab.report_page import write_report
+from initlab.store import records
+from initlab.report.tables import load
+from initlab.report.page import write_report
 
 from test_cli import SMALL
 

@@ -1,4 +1,4 @@
-"""A report's figures drawn by forked processes (initlab/figure_processes.py): each job's result in
+"""A report's figures drawn by forked processes (initlab/report/figures/processes.py): each job's result in
 the jobs' order, as drawn here; a worker that dies leaves its job to this process; a job's error
 reaches the caller."""
 
@@ -8,8 +8,7 @@ import os
 
 import pytest
 
-from initlab import figure_processes
-
+from initlab.report.figures import processes as figure_processes
 pytestmark = pytest.mark.skipif(not figure_processes.can_fork(), reason="figures are drawn in processes only on Linux")
 
 

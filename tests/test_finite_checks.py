@@ -11,11 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from initlab import finite_checks, group as group_module, training as training_module
-from initlab.config import validate
-from initlab.finite_checks import LogStepChecks
-from initlab.group import GroupTraining
-from initlab.training import Training
+from initlab.train import finite_checks
+
+from initlab.stacked import group as group_module
+
+from initlab.train import loop as training_module
+from initlab.config.check import validate
+from initlab.train.finite_checks import LogStepChecks
+from initlab.stacked.group import GroupTraining
+from initlab.train.loop import Training
 
 from conftest import make_config
 from replayed_graphs import ReplayedEagerly

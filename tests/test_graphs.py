@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from initlab import graphs
-from initlab.config import validate
-from initlab.group import GroupTraining
-from initlab.training import Training
+from initlab.train.gpu import graphs
+from initlab.config.check import validate
+from initlab.stacked.group import GroupTraining
+from initlab.train.loop import Training
 
 from conftest import make_config
 from replayed_graphs import ReplayedEagerly

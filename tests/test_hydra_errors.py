@@ -1,6 +1,6 @@
 """Hydra's composition errors (a wrong option, a key that is not there, several values without -m,
 an override Hydra cannot parse) end as one line naming the value and what is allowed, exit code 2,
-before anything runs (initlab/hydra_errors.py); HYDRA_FULL_ERROR=1 still gives Hydra's own report."""
+before anything runs (initlab/config/hydra_errors.py); HYDRA_FULL_ERROR=1 still gives Hydra's own report."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from initlab import provenance
-from initlab.config import validate
-from initlab.train import finished_before, run
+from initlab.store import provenance
+from initlab.config.check import validate
+from initlab.train.runner import finished_before, run
 
 from conftest import make_config
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from initlab import init as schemes
-from initlab.config import validate
-from initlab.data import Tensors
-from initlab.model import MLP
-from initlab.training import build_model
+from initlab.build import init as schemes
+from initlab.config.check import validate
+from initlab.build.data import Tensors
+from initlab.build.model import MLP
+from initlab.train.loop import build_model
 
 from conftest import make_config
 
@@ -228,9 +228,9 @@ def test_symmetric_layers():
 
 def test_lsuv_gives_each_layer_unit_output_variance_on_its_batch_and_starts_orthonormal():
     from conftest import make_config
-    from initlab import data as datasets
-    from initlab.config import validate
-    from initlab.training import build_model
+    from initlab.build import data as datasets
+    from initlab.config.check import validate
+    from initlab.train.loop import build_model
 
     settings = validate(make_config("init=lsuv", "model.depth=5", "model.activation=tanh", "data=synthetic"))
     data = datasets.load(settings["data"], torch.device("cpu"))
@@ -250,7 +250,7 @@ def test_lsuv_gives_each_layer_unit_output_variance_on_its_batch_and_starts_orth
 
 
 def test_lsuv_stops_after_max_passes():
-    from initlab.init import lsuv_rescale
+    from initlab.build.init import lsuv_rescale
 
     torch.manual_seed(0)
     model = MLP(20, 10, depth=3, width=16, activation="relu")
@@ -267,7 +267,6 @@ def test_lsuv_stops_after_max_passes():
 ])
 def test_critical_gain_puts_the_net_at_the_edge_of_chaos(activation, bias, sigma_w2):
     from initlab import theory
-
     model = MLP(300, 10, depth=3, width=300, activation=activation)
     schemes.apply_init(model, {"_target_": "initlab.init.orthogonal_", "gain": "critical"}, bias, activation, 0.01)
     w = model.linears[1].weight.detach().double()
@@ -279,8 +278,8 @@ def test_critical_gain_puts_the_net_at_the_edge_of_chaos(activation, bias, sigma
 
 def test_critical_gain_needs_a_bias_with_one_known_variance():
     from conftest import make_config
-    from initlab.config import validate
-    from initlab.errors import ConfigError
+    from initlab.config.check import validate
+    from initlab.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^init.gain=critical: needs bias=zeros, constant or normal .*torch_default"):
         validate(make_config("init=orthogonal", "init.gain=critical", "bias=torch_default"))
@@ -291,7 +290,7 @@ def test_critical_gain_needs_a_bias_with_one_known_variance():
 def test_lsuv_layer_by_layer_equals_running_the_whole_model_per_pass():
     import copy
 
-    from initlab.init import lsuv_rescale
+    from initlab.build.init import lsuv_rescale
 
     class Whole(nn.Module):  # any model with the MLP's forward(x, taps), not walkable layer by layer
         def __init__(self, inner):

@@ -1,13 +1,13 @@
-"""Dynamical isometry (initlab/jacobian.py): the singular values against autograd's own Jacobian."""
+"""Dynamical isometry (initlab/train/jacobian.py): the singular values against autograd's own Jacobian."""
 
 import math
 
 import pytest
 import torch
 
-from initlab import jacobian
-from initlab.init import apply_init
-from initlab.model import MLP
+from initlab.train import jacobian
+from initlab.build.init import apply_init
+from initlab.build.model import MLP
 
 
 def _net(activation, init, depth=4, width=24, inputs=30, bias=None):
@@ -56,8 +56,8 @@ def test_orthogonal_linear_nets_are_perfectly_isometric_and_relu_is_not():
 
 def test_each_run_records_its_jacobian_spectrum(tmp_path):
     from conftest import make_config
-    from initlab import records
-    from initlab.train import run
+    from initlab.store import records
+    from initlab.train.runner import run
 
     run(make_config("data=synthetic", "trainer.max_steps=1", "model.activation=tanh", "trainer.jacobian_inputs=2"),
         output_dir=tmp_path)

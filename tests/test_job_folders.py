@@ -1,5 +1,5 @@
-"""A stacked member's job folder (initlab.job_folders) against Hydra's own run_job, and the
-background file writes the vectorized launcher uses (initlab.file_writes)."""
+"""A stacked member's job folder (initlab.sweep.job_folders) against Hydra's own run_job, and the
+background file writes the vectorized launcher uses (initlab.store.file_writes)."""
 
 import copy
 import threading
@@ -13,10 +13,10 @@ from hydra.core.utils import JobStatus, run_job, setup_globals
 from hydra.types import HydraContext
 from omegaconf import OmegaConf, open_dict
 
-from initlab import whole_files
+from initlab.store import whole_files
 import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
-from initlab.file_writes import BackgroundWrites, write
-from initlab.job_folders import HydraYaml, JobLogs, resolve_simple, write_member
+from initlab.store.file_writes import BackgroundWrites, write
+from initlab.sweep.job_folders import HydraYaml, JobLogs, resolve_simple, write_member
 
 from conftest import CONF
 

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import seaborn as sns
 
-from initlab import facets, heatmaps
-from initlab.report import load
-from initlab.report_page import write_report
+from initlab.report.figures import facets
+
+from initlab.report.figures import heatmaps
+from initlab.report.tables import load
+from initlab.report.page import write_report
 
 from test_cli import SMALL
 from test_sweeps import run_cli

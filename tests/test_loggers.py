@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from initlab import loggers, records
-from initlab.config import ConfigError
-from initlab.train import run
+from initlab import loggers
+
+from initlab.store import records
+from initlab.config.check import ConfigError
+from initlab.train.runner import run
 
 from conftest import make_config
 from test_cli import SMALL
@@ -106,7 +108,7 @@ def test_vectorized_members_log_as_ordinary_runs_and_a_multirun_is_a_parent_run(
     # the sweep's report (hydra/callbacks=report) is the parent run's artifact
     assert "report/report.md" in {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     # where records are copied is not what trains: the logger is not part of a run's identity
-    from initlab.provenance import config_hash
+    from initlab.store.provenance import config_hash
     summary = json.loads((folders[0] / "summary.json").read_text())
     assert config_hash(summary["config"]) == config_hash({**summary["config"], "logger": {}})
 
@@ -115,7 +117,7 @@ def test_initlab_report_exports_an_existing_sweep_once(tmp_path):
     run_cli("-m", *ONE[:-1], "init=xavier_uniform,kaiming_normal", "hydra.sweep.dir=sweep", cwd=tmp_path)
     uri = f"sqlite:///{tmp_path / 'export.db'}"
     for _ in range(2):  # the second export finds every run already there
-        result = subprocess.run([sys.executable, "-m", "initlab.report_page", str(tmp_path / "sweep"),
+        result = subprocess.run([sys.executable, "-m", "initlab.report.page", str(tmp_path / "sweep"),
                                  "--tensorboard", str(tmp_path / "tb"), "--mlflow", uri],
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Job folders written by worker processes (initlab.member_writes) are the ones the launcher writes
+"""Job folders written by worker processes (initlab.sweep.member_writes) are the ones the launcher writes
 itself: the same files, the same bytes but for when and where they were written, the same console
 output in the same order, and the same JobReturns."""
 
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from initlab.member_writes import _travels
-from initlab.report import load
+from initlab.sweep.member_writes import _travels
+from initlab.report.tables import load
 
 from test_faults import FAULTS
 from test_sweeps import run_cli

@@ -2,7 +2,7 @@
 
 import math
 
-from initlab.train import run
+from initlab.train.runner import run
 
 from conftest import make_config
 

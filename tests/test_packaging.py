@@ -30,7 +30,6 @@ def test_the_wheel_holds_every_config_file(tmp_path):
 def test_an_installed_package_reads_its_own_configs(tmp_path, monkeypatch):
     # A wheel installs initlab/conf/ beside cli.py; the checkout's conf/ is the fallback.
     from initlab import cli
-
     package = tmp_path / "initlab"
     (package / "conf").mkdir(parents=True)
     (package / "conf" / "config.yaml").write_text("{}\n")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from initlab.probes import Activations, Layers, Recorder, _runs
+from initlab.train.probes import Activations, Layers, Recorder, _runs
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 

@@ -7,9 +7,9 @@ import sys
 import pandas as pd
 import pytest
 
-from initlab import records, whole_files
+from initlab.store import records
 
-
+from initlab.store import whole_files
 @pytest.fixture(params=["nameless", "named temporary"])
 def how(request, monkeypatch):
     """Each test runs with nameless files (O_TMPFILE, where this machine has them) and with the
@@ -57,7 +57,8 @@ def test_a_write_that_fails_leaves_the_old_file_or_nothing(tmp_path, how):
 KILLED_MID_WRITE = """
 import os, sys
 from pathlib import Path
-from initlab import records, whole_files
+from initlab.store import records
+from initlab.store import whole_files
 whole_files._NAMELESS_FILES = sys.argv[2] == "nameless"
 
 def half_then_killed(f):

@@ -11,11 +11,13 @@ import pytest
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from initlab import heatmaps, plots
-from initlab import training as training_module
-from initlab.report import Sweep, init_palette, load
-from initlab.report_page import write_report
-from initlab.train import run
+from initlab.report.figures import heatmaps
+
+from initlab.report.figures import plots
+from initlab.train import loop as training_module
+from initlab.report.tables import Sweep, init_palette, load
+from initlab.report.page import write_report
+from initlab.train.runner import run
 
 from conftest import make_config
 from test_cli import SMALL, initlab
@@ -192,7 +194,7 @@ def test_a_large_sweeps_report_is_written_by_initlab_report_in_a_process_of_its_
     from omegaconf import OmegaConf
 
     from initlab import cores
-    from initlab.callbacks import SweepEnd
+    from initlab.sweep.callbacks import SweepEnd
 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("report"))
@@ -216,7 +218,7 @@ def test_a_large_sweeps_report_is_written_by_initlab_report_in_a_process_of_its_
 
 
 def test_outliers_among_seeds_against_a_direct_computation():
-    from initlab.report import flag_outliers
+    from initlab.report.tables import flag_outliers
 
     runs = pd.DataFrame({"run": list("abcdefg"), "init": ["k"] * 5 + ["n"] * 2, "trainer.seed": [0, 1, 2, 3, 4, 0, 1],
                          "test_accuracy": [0.9513, 0.9456, 0.9535, 0.9536, 0.7706, 0.2, 0.9]})
@@ -247,7 +249,7 @@ def test_theory_figures_of_a_sigma_w_by_depth_sweep(tmp_path):
     for name in ("edge_of_chaos.png", "jacobian_depth.png", "theory_preact.png"):
         assert _looks_drawn(out / "figures" / name), name
         assert f"figures/{name}" in (out / "report.md").read_text()
-    from initlab.theory_figures import _edge_sweep
+    from initlab.report.figures.theory_figures import _edge_sweep
 
     sweep = load([tmp_path / "sweep"])
     sigma_b2, activation = _edge_sweep(sweep)

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from initlab import records
-from initlab.report import load
-from initlab.train import run
+from initlab.store import records
+from initlab.report.tables import load
+from initlab.train.runner import run
 
 from conftest import make_config
 from test_cli import initlab

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from initlab.report import load
+from initlab.report.tables import load
 
 from test_cluster import GRID, _runs, _same_sweeps, in_process_sweep, reference  # noqa: F401  (reference: a fixture)
 from test_sweeps import initlab_cmd, run_cli
@@ -207,8 +207,7 @@ def test_a_task_lost_late_in_a_long_study_is_noticed_within_the_bound_not_submit
     not ask sacct again for 10 minutes; in_flight.until_done asks within its bound."""
     import submitit
 
-    from initlab import in_flight
-
+    from initlab.sweep import in_flight
     executor = submitit.SlurmExecutor(folder=tmp_path / "%j")
     executor.update_parameters(time=5, cpus_per_task=1, mem="1G", signal_delay_s=10)
     job = executor.submit(time.sleep, 600)

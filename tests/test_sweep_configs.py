@@ -1,4 +1,4 @@
-"""Derived sweep-job configs (initlab.sweep_configs) equal Hydra's full composition, key for key."""
+"""Derived sweep-job configs (initlab.sweep.job_configs) equal Hydra's full composition, key for key."""
 
 import itertools
 
@@ -9,8 +9,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
 import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
-from initlab.config import check, validate
-from initlab.sweep_configs import SweepConfigs
+from initlab.config.check import check, validate
+from initlab.sweep.job_configs import SweepConfigs
 
 from conftest import CONF
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from initlab import environment
+from initlab.build import environment
 from initlab.cli import job_dirname
-from initlab.report import load
+from initlab.report.tables import load
 
 from test_cli import SMALL
 

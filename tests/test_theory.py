@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from initlab import theory
-
-
 def test_quadrature_reproduces_the_relu_and_identity_closed_forms():
     for q in (0.1, 1.0, 7.3):
         # leaky_relu with slope 0 is ReLU through the generic quadrature path
@@ -62,8 +60,8 @@ def test_predicted_preactivation_second_moments_match_a_wide_random_net():
                                                                    "bias=normal", "bias.std=0.2", "model.depth=4"]])
 def test_each_run_records_the_prediction_beside_the_measured_preactivation_std(tmp_path, overrides):
     from conftest import make_config
-    from initlab import records
-    from initlab.train import run
+    from initlab.store import records
+    from initlab.train.runner import run
 
     run(make_config("data=synthetic", "trainer.max_steps=2", "model.width=512", *overrides), output_dir=tmp_path)
     record = records.load_run(tmp_path)
@@ -132,8 +130,8 @@ def test_the_correlation_depth_scale_diverges_at_the_edge_of_chaos_from_both_sid
 ])
 def test_the_diagnosis_cites_the_theory_that_explains_a_vanishing_run(tmp_path, overrides, cited):
     from conftest import make_config
-    from initlab import records
-    from initlab.train import run
+    from initlab.store import records
+    from initlab.train.runner import run
 
     run(make_config("model.activation=tanh", "init=variance_scaling", "init.distribution=normal",
                     "trainer.max_steps=60", *overrides), output_dir=tmp_path)
@@ -157,8 +155,8 @@ def test_the_diagnosis_cites_the_theory_that_explains_a_vanishing_run(tmp_path, 
 
 
 def test_the_diagnosis_says_when_theory_does_not_explain_a_finding():
-    from initlab.diagnose import Context, Evidence, _gradient_theory
-    from initlab.records import curves_frame, layers_frame
+    from initlab.diagnosis.diagnose import Context, Evidence, _gradient_theory
+    from initlab.store.records import curves_frame, layers_frame
 
     layers = layers_frame([(0, 1, l, "weight_grad_norm", 1.0) for l in range(4)])
     ev = Evidence(layers, curves_frame([]), Context(num_classes=10, activation="relu", output_activation=None,

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from initlab import records
-from initlab import training as training_module
-from initlab.config import validate
-from initlab.train import run
-from initlab.training import Training
+from initlab.store import records
+from initlab.train import loop as training_module
+from initlab.config.check import validate
+from initlab.train.runner import run
+from initlab.train.loop import Training
 
 from conftest import make_config
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from initlab.report import load
+from initlab.report.tables import load
 
 from test_cli import SMALL
 
@@ -78,7 +78,7 @@ def test_own_init_draws_what_the_function_draws(study):
     try:
         import myinit
         torch.manual_seed(3)
-        from initlab.model import MLP
+        from initlab.build.model import MLP
         model = MLP(784, 10, depth=2, width=32)
         with torch.no_grad():
             for layer in model.linears:

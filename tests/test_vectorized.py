@@ -12,11 +12,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from initlab.config import validate
-from initlab.group import GroupTraining, group_key
-from initlab.report import load
-from initlab.train import run
-from initlab.vectorized import CPU_TENSOR_BYTES, member_tensor_bytes
+from initlab.config.check import validate
+from initlab.stacked.group import GroupTraining, group_key
+from initlab.report.tables import load
+from initlab.train.runner import run
+from initlab.sweep.vectorized import CPU_TENSOR_BYTES, member_tensor_bytes
 
 from conftest import make_config
 from test_sweeps import BIGGER, initlab_cmd, run_cli, summaries
@@ -204,7 +204,7 @@ def test_collections_pause_the_oldest_generation_while_planning_only():
     # among it, must not wait for the sweep's end); stop() puts everything back.
     import gc
 
-    from initlab.vectorized import FewerCollections
+    from initlab.sweep.vectorized import FewerCollections
 
     before, frozen = gc.get_threshold(), gc.get_freeze_count()
     collections = FewerCollections(threshold=50_000, planning_threshold=1_000_000)
@@ -237,7 +237,7 @@ def test_collections_pause_the_oldest_generation_while_planning_only():
 
 
 def test_a_groups_job_numbers_read_as_ranges():
-    from initlab.vectorized import job_ranges
+    from initlab.sweep.vectorized import job_ranges
 
     assert job_ranges(list(range(256))) == "#0-#255"
     assert job_ranges([1, 3, 4, 5, 9]) == "#1, #3-#5, #9"
@@ -247,9 +247,9 @@ def test_a_groups_job_numbers_read_as_ranges():
 def test_a_members_evaluation_does_not_depend_on_its_group():
     """evaluate_members: each member's numbers are bit for bit the same in a group of 1, 3 or 12 (and
     with a budget that makes it take the members a few at a time), and equal training.evaluate's alone."""
-    from initlab.model import MLP
-    from initlab.stacked import EVAL_ROWS, StackedMLP, evaluate_members
-    from initlab.training import evaluate
+    from initlab.build.model import MLP
+    from initlab.stacked.models import EVAL_ROWS, StackedMLP, evaluate_members
+    from initlab.train.loop import evaluate
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2 * EVAL_ROWS + 321, 20, generator=g), torch.randint(0, 10, (2 * EVAL_ROWS + 321,), generator=g)
@@ -303,8 +303,8 @@ def test_a_members_records_do_not_depend_on_the_size_of_its_group(tmp_path):
 def test_a_wrong_launcher_value_is_named_with_what_is_allowed(setting, value, says):
     from types import SimpleNamespace
 
-    from initlab.config import ConfigError
-    from initlab.vectorized import check_launcher
+    from initlab.config.check import ConfigError
+    from initlab.sweep.vectorized import check_launcher
 
     if value == "one GPU more than here":
         n = torch.cuda.device_count()
@@ -330,8 +330,8 @@ def test_a_wrong_launcher_value_stops_the_sweep_with_one_line_before_anything_tr
 def test_training_takes_each_weight_gradient_straight_from_the_stacked_layer():
     """A training forward feeds the stacked weights to StackedLinear as they are: a view of them (even
     w[:]) would add a backward that copies every weight gradient into a new tensor at each step."""
-    from initlab.model import MLP
-    from initlab.stacked import StackedMLP
+    from initlab.build.model import MLP
+    from initlab.stacked.models import StackedMLP
 
     net = StackedMLP([MLP(20, 10, depth=2, width=8) for _ in range(3)])
     nodes, todo = [], [net(torch.randn(3, 5, 20)).grad_fn]
@@ -357,7 +357,7 @@ def test_predicted_rows_joined_in_the_tables_equal_with_predictions(log_steps, e
     """group._tables adds the theory's predicted rows in its one concatenation: the layers table
     theory.with_predictions makes from the table without them (ordinary runs add them that way)."""
     from initlab import theory
-    from initlab.group import _tables
+    from initlab.stacked.group import _tables
 
     metrics, n_layers = ["weight_grad_norm", "act_std"], 3
     values = np.random.default_rng(0).random((len(log_steps), n_layers, len(metrics)))

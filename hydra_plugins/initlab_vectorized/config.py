@@ -22,7 +22,7 @@ class VectorizedLauncherConf:
     # Devices that train groups at once, one worker each (e.g. [cuda:0, cuda:1]); None: every
     # visible GPU when trainer.device is auto or cuda, else the one device trainer.device names.
     devices: Optional[List[str]] = None
-    # Processes that write a finished group's job folders at once (initlab.member_writes); None: one
+    # Processes that write a finished group's job folders at once (initlab.sweep.member_writes); None: one
     # per core but one, at most 16 (none below 4 cores); 0: the launcher writes them itself.
     write_workers: Optional[int] = None
 
@@ -31,7 +31,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=Vec
                              provider="initlab")
 
 
-# Stacked groups as submitit jobs (initlab.cluster): Hydra's submitit settings, plus the group's.
+# Stacked groups as submitit jobs (initlab.sweep.cluster): Hydra's submitit settings, plus the group's.
 try:
     from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 except ImportError:  # hydra-submitit-launcher not installed (pip install 'initlab[slurm]')
@@ -65,7 +65,7 @@ if LocalQueueConf is not None:
 
         _target_: str = "hydra_plugins.initlab_vectorized.vectorized_launcher.VectorizedSlurmLauncher"
         timeout_min: int = 60  # per group
-        gpus_per_node: Optional[int] = 1  # a node with several: one worker per GPU (initlab.workers)
+        gpus_per_node: Optional[int] = 1  # a node with several: one worker per GPU (initlab.sweep.workers)
         cpus_per_task: Optional[int] = 8
         mem_gb: Optional[int] = 64
         array_parallelism: int = 64  # groups running at once

@@ -1,6 +1,6 @@
 """Hydra's entry to initlab's vectorized launcher. Hydra finds launchers in the hydra_plugins
 namespace; this module stays light (no torch) because Hydra imports every plugin at start-up.
-The logic is in initlab.vectorized; the config in config.py beside this file."""
+The logic is in initlab.sweep.vectorized; the config in config.py beside this file."""
 
 from typing import Optional, Sequence
 
@@ -13,15 +13,15 @@ from omegaconf import DictConfig
 def _fast_composition(hydra_context: HydraContext, task_function: TaskFunction, validate_only: bool = False) -> None:
     """For initlab's training task (initlab not imported otherwise: this module stays light), the
     sweeper's check of the batch and the launcher's plan derive the job configs from one
-    composition per set of group choices (initlab.vectorized.fast_composition)."""
+    composition per set of group choices (initlab.sweep.vectorized.fast_composition)."""
     if getattr(task_function, "__module__", None) == "initlab.cli":
-        from initlab.vectorized import fast_composition
+        from initlab.sweep.vectorized import fast_composition
 
         fast_composition(hydra_context, task_function, validate_only)
 
 
 class VectorizedLauncher(Launcher):
-    """Train a multirun's compatible initlab jobs together as stacked models (initlab.vectorized)."""
+    """Train a multirun's compatible initlab jobs together as stacked models (initlab.sweep.vectorized)."""
 
     def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5,
                  devices: Optional[Sequence[str]] = None, write_workers: Optional[int] = None) -> None:
@@ -37,8 +37,7 @@ class VectorizedLauncher(Launcher):
         _fast_composition(hydra_context, task_function)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from initlab import vectorized
-
+        from initlab.sweep import vectorized
         return vectorized.launch(self, job_overrides, initial_job_idx)
 
 
@@ -50,7 +49,7 @@ except ImportError:  # hydra-submitit-launcher not installed (pip install 'initl
 if BaseSubmititLauncher is not None:
 
     class VectorizedSubmititLauncher(BaseSubmititLauncher):
-        """Each stacked group of initlab jobs as one submitit job (initlab.cluster); any other task as
+        """Each stacked group of initlab jobs as one submitit job (initlab.sweep.cluster); any other task as
         Hydra's submitit launcher runs it (one submitit job per Hydra job)."""
 
         def __init__(self, max_group_size: Optional[int] = None, memory_fraction: float = 0.5,
@@ -65,12 +64,11 @@ if BaseSubmititLauncher is not None:
             _fast_composition(hydra_context, task_function, validate_only=True)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-            from initlab.vectorized import is_initlab_training
+            from initlab.sweep.vectorized import is_initlab_training
 
             if not is_initlab_training(self.task_function):
                 return self._as_hydra_submitit(job_overrides, initial_job_idx)
-            from initlab import cluster
-
+            from initlab.sweep import cluster
             return cluster.launch(self, job_overrides, initial_job_idx)
 
         def _as_hydra_submitit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

@@ -19,7 +19,7 @@ from typing import Optional
 
 import pandas as pd
 
-from initlab.errors import ConfigError
+from initlab.config.errors import ConfigError
 
 log = logging.getLogger("initlab")
 
@@ -103,8 +103,7 @@ def log_run(node: Optional[dict], run: RunInfo) -> None:
 def export(folders: list[Path], node: dict, report_dir: Optional[Path] = None) -> int:
     """Hand finished run folders to the loggers of `node` (initlab-report --tensorboard/--mlflow),
     and the report's files to each sweep's MLflow parent run; returns how many runs were exported."""
-    from initlab import records
-
+    from initlab.store import records
     sweeps: dict[Path, Optional[str]] = {}
     done = 0
     for folder in folders:
@@ -134,7 +133,7 @@ def missing(package: str, extra: str) -> ConfigError:
 
 def hyperparameters(run: RunInfo) -> dict:
     """The run's group choices and the config values its overrides set (what a sweep varies)."""
-    from initlab.report import _flatten
+    from initlab.report.tables import _flatten
 
     flat = _flatten(run.summary.get("config") or {})
     chosen = {group: option for group, option in (run.summary.get("choices") or {}).items() if option is not None}

@@ -23,10 +23,10 @@ from typing import Optional
 
 from filelock import FileLock
 
-from initlab import records
+from initlab.store import records
 from initlab.loggers import RunInfo, diagnosis_text, missing
 from initlab.loggers.tensorboard import FINAL, tag
-from initlab.provenance import WHERE_NOT_WHAT
+from initlab.store.provenance import WHERE_NOT_WHAT
 
 PARENT = ".mlflow-parent.json"  # in a sweep folder: the parent run of its jobs, per store
 METRICS_PER_CALL, PARAMS_PER_CALL = 1000, 100  # MLflow's limits for one log_batch
@@ -165,7 +165,7 @@ def thin(table, series: list[str], max_points: Optional[int]):
 def params_of(summary: dict) -> dict:
     """The group choices (`init`, `lr`, ...) and every config value (each group's `_target_` too)
     but where files live and the diagnosis' thresholds."""
-    from initlab.report import _flatten
+    from initlab.report.tables import _flatten
 
     flat = {k: v for k, v in _flatten(summary.get("config") or {}, targets=True).items() if k not in WHERE_NOT_WHAT
             and not k.startswith(("diagnose.", "logger."))}

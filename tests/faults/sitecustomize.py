@@ -61,7 +61,7 @@ if _spec.startswith("enospc:"):
 
         module._atomic = atomic_on_a_full_disk
 
-    _when_imported("initlab.records", _on_a_full_disk)
+    _when_imported("initlab.store.records", _on_a_full_disk)
 
 # INITLAB_FAULT=die-after-group-fit: a process that trains a stacked group exits (os._exit, as a
 # node lost or a job killed by its scheduler) right after training it, before any member is written.
@@ -75,10 +75,10 @@ if _spec == "die-after-group-fit":
 
         module.GroupTraining.fit = fit_then_die
 
-    _when_imported("initlab.group", _die_after_fit)
+    _when_imported("initlab.stacked.group", _die_after_fit)
 
 # INITLAB_FAULT=die-in-write-worker: every process that writes job folders for the vectorized launcher
-# (initlab.member_writes) exits at its first chunk, as one the OOM killer took: the launcher writes them.
+# (initlab.sweep.member_writes) exits at its first chunk, as one the OOM killer took: the launcher writes them.
 if _spec == "die-in-write-worker":
     def _die_in_write_worker(module):
         def die(payload):
@@ -88,4 +88,4 @@ if _spec == "die-in-write-worker":
         die.__module__, die.__qualname__ = module.__name__, "_write_in_worker"
         module._write_in_worker = die
 
-    _when_imported("initlab.member_writes", _die_in_write_worker)
+    _when_imported("initlab.sweep.member_writes", _die_in_write_worker)

@@ -1,0 +1,1 @@
+"""CUDA-only parts of the training loop: captured step graphs, side streams for record steps."""
