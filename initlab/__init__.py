@@ -10,9 +10,17 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+from importlib import metadata
 
 
-__version__ = "0.1.0"
+def __getattr__(name: str):
+    # One version string, pyproject.toml's as installed; looked up when asked (metadata costs ms).
+    if name == "__version__":
+        try:
+            return metadata.version("initlab")
+        except metadata.PackageNotFoundError:  # a checkout imported without being installed
+            return "unknown"
+    raise AttributeError(f"module 'initlab' has no attribute {name!r}")
 
 # The names that configs, recorded runs and users' code spell, and the modules that hold them now.
 # A config's `_target_: initlab.init.kaiming_normal_` is part of a run's recorded identity
