@@ -1,4 +1,4 @@
-"""What the measurements at init cost a run: the mean-field predictions (theory.for_model), the
+"""What the measurements at init cost a run: the mean-field predictions (predictions.for_model), the
 Jacobian's singular values (jacobian.for_run, 2 inputs: the default) and LSUV's data pass, each timed alone
 (best of 5) on the models it is built for: the founding net, and the edge-of-chaos study's
 deepest tanh net (100 x 300).
@@ -19,7 +19,7 @@ from common import config  # noqa: E402
 
 from initlab.build import data as datasets  # noqa: E402
 from initlab.train import jacobian  # noqa: E402
-from initlab import theory
+from initlab.train import predictions
 from initlab.config.check import validate  # noqa: E402
 from initlab.train.loop import build_model  # noqa: E402
 
@@ -48,12 +48,12 @@ def main() -> None:
         data = datasets.load(settings["data"], device)
         model = build_model(settings, data, device)
         q0 = data.input_second_moment
-        t_theory = best(lambda: theory.for_model(model, settings["model"], q0))
+        t_theory = best(lambda: predictions.for_model(model, settings["model"], q0))
         t_jac = best(lambda: jacobian.for_run(model, data.train_x, 2))
         t_build = best(lambda: build_model(settings, data, device))
         lsuv = validate(config(*with_lsuv))
         t_lsuv = best(lambda: build_model(lsuv, data, device))
-        print(f"{name}:\n  theory.for_model {1000 * t_theory:.1f} ms | jacobian (2 inputs) {1000 * t_jac:.1f} ms | "
+        print(f"{name}:\n  predictions.for_model {1000 * t_theory:.1f} ms | jacobian (2 inputs) {1000 * t_jac:.1f} ms | "
               f"building the model {1000 * t_build:.1f} ms | building it with init=lsuv {1000 * t_lsuv:.1f} ms "
               f"(its data pass: {1000 * (t_lsuv - t_build):.1f} ms)", flush=True)
 

@@ -68,7 +68,7 @@ def per_run_in_a_sweep(run_seconds: float) -> None:
         env.setdefault("INITLAB_DATA", str(ROOT.parent / "shared" / "data"))
         subprocess.run([sys.executable, "-m", "initlab", "trainer.progress=false", f"hydra.run.dir={tmp}/run"],
                        cwd=tmp, env=env, check=True, capture_output=True)
-        from initlab import loggers
+        from initlab.loggers.run_info import RunInfo
         from initlab.store import records
         from initlab.loggers.mlflow import MLflow
         from initlab.loggers.tensorboard import TensorBoard
@@ -80,12 +80,12 @@ def per_run_in_a_sweep(run_seconds: float) -> None:
                            ("mlflow max_points=100", lambda: MLflow(f"sqlite:///{tmp}/m100.db", max_points=100))):
             logger = make()
             started = time.perf_counter()
-            logger.log(loggers.RunInfo(Path(tmp, "run0"), record.summary, record.layers, record.curves))
+            logger.log(RunInfo(Path(tmp, "run0"), record.summary, record.layers, record.curves))
             first = time.perf_counter() - started  # the import and a new store included
             took = []
             for i in range(1, 4):
                 started = time.perf_counter()
-                logger.log(loggers.RunInfo(Path(tmp, f"run{i}"), record.summary, record.layers, record.curves))
+                logger.log(RunInfo(Path(tmp, f"run{i}"), record.summary, record.layers, record.curves))
                 took.append(time.perf_counter() - started)
             each = statistics.median(took)
             print(f"in a sweep, {name:<22} first run {first:.2f} s, then {each:.2f} s per run "

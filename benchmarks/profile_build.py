@@ -29,7 +29,7 @@ from common import config  # noqa: E402
 
 from initlab.build import data as datasets  # noqa: E402
 from initlab.train import jacobian  # noqa: E402
-from initlab import theory
+from initlab.train import predictions
 from initlab.config.check import validate  # noqa: E402
 from initlab.build.init import apply_init  # noqa: E402
 from initlab.stacked.models import StackedMLP  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> None:
                      lambda: construct(m, in_features=data.in_features, num_classes=data.num_classes).to(device))
         part("init scheme", lambda: apply_init(model, s["init"], s["bias"], m["activation"], m["negative_slope"]))
         part("symmetric check", lambda: symmetric_of(model))
-        part("theory", lambda: theory.for_model(model, m, data.input_second_moment))
+        part("theory", lambda: predictions.for_model(model, m, data.input_second_moment))
         part("J J^T at init (and to the CPU)",
              lambda: (lambda k: None if k is None else k.cpu())(jacobian.gram_for_run(model, data.train_x, s["trainer"]["jacobian_inputs"])))
         models.append(model)

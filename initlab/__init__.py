@@ -1,7 +1,8 @@
 """initlab: how does the way a network's weights are initialized change what happens when it trains?
 
 The package is laid out by stage, in the order data flows (docs/architecture.md):
-config -> store -> theory -> diagnosis -> build -> train -> stacked -> report -> loggers -> sweep -> cli.
+cores, theory -> config -> store -> diagnosis -> loggers -> build -> train -> stacked -> report -> sweep -> cli
+(a module imports only from its own stage or an earlier one: tests/test_architecture.py).
 """
 
 from __future__ import annotations

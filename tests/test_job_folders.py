@@ -14,7 +14,7 @@ from hydra.types import HydraContext
 from omegaconf import OmegaConf, open_dict
 
 from initlab.store import whole_files
-import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
+import initlab.sweep.job_names  # noqa: F401  (registers the initlab_job resolver that names job folders)
 from initlab.store.file_writes import BackgroundWrites, write
 from initlab.sweep.job_folders import HydraYaml, JobLogs, resolve_simple, write_member
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from initlab import loggers
+from initlab.config import loggers as config_loggers
 
 from initlab.store import records
 from initlab.config.check import ConfigError
@@ -136,9 +137,9 @@ def test_initlab_report_exports_an_existing_sweep_once(tmp_path):
 
 def test_logger_settings_are_checked_in_one_line():
     with pytest.raises(ConfigError, match=r"^logger.wandb: not a logger \(allowed: tensorboard, mlflow\)$"):
-        loggers.check({"wandb": {}})
+        config_loggers.check({"wandb": {}})
     with pytest.raises(ConfigError, match=r"^logger.mlflow.uri: not a setting of .*allowed: tracking_uri, experiment_name, max_points"):
-        loggers.check({"mlflow": {"_target_": loggers.KNOWN["mlflow"][0], "uri": "x"}})
+        config_loggers.check({"mlflow": {"_target_": config_loggers.KNOWN["mlflow"][0], "uri": "x"}})
 
 
 def test_no_logger_writes_nothing_and_builds_nothing(tmp_path):

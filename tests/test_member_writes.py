@@ -22,6 +22,7 @@ from test_vectorized import SMALL
 GRID = ("init=xavier_uniform,kaiming_normal,orthogonal,lecun_normal", "lr.value=0.1,0.01", "trainer.seed=0,1",
         "trainer.max_steps=4")
 WHEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}")
+TOOK = re.compile(r"\| \d+\.\ds \|")  # a run's wall time in its last log line
 
 
 def sweep(tmp_path, name, workers):
@@ -44,7 +45,7 @@ def comparable(folder, path):
             summary.pop(key, None)
         summary.get("environment", {}).pop("pid", None)
         return summary
-    return WHEN.sub("<when>", text)
+    return TOOK.sub("| <took> |", WHEN.sub("<when>", text))
 
 
 def test_workers_write_what_the_launcher_writes(tmp_path):

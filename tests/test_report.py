@@ -13,7 +13,7 @@ from PIL import Image
 
 from initlab.report.figures import heatmaps
 
-from initlab.report.figures import plots
+from initlab.report.figures import lines as plots
 from initlab.train import loop as training_module
 from initlab.report.tables import Sweep, init_palette, load
 from initlab.report.page import write_report

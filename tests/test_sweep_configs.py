@@ -8,7 +8,7 @@ from hydra._internal.utils import create_config_search_path
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-import initlab.cli  # noqa: F401  (registers the initlab_job resolver that names job folders)
+import initlab.sweep.job_names  # noqa: F401  (registers the initlab_job resolver that names job folders)
 from initlab.config.check import check, validate
 from initlab.sweep.job_configs import SweepConfigs
 

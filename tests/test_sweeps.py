@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from initlab.build import environment
-from initlab.cli import job_dirname
+from initlab.sweep.job_names import job_dirname
 from initlab.report.tables import load
 
 from test_cli import SMALL

@@ -16,7 +16,7 @@ from initlab.config.check import validate
 from initlab.stacked.group import GroupTraining, group_key
 from initlab.report.tables import load
 from initlab.train.runner import run
-from initlab.sweep.vectorized import CPU_TENSOR_BYTES, member_tensor_bytes
+from initlab.stacked.sizes import CPU_TENSOR_BYTES, member_tensor_bytes
 
 from conftest import make_config
 from test_sweeps import BIGGER, initlab_cmd, run_cli, summaries
@@ -204,7 +204,7 @@ def test_collections_pause_the_oldest_generation_while_planning_only():
     # among it, must not wait for the sweep's end); stop() puts everything back.
     import gc
 
-    from initlab.sweep.vectorized import FewerCollections
+    from initlab.sweep.fewer_collections import FewerCollections
 
     before, frozen = gc.get_threshold(), gc.get_freeze_count()
     collections = FewerCollections(threshold=50_000, planning_threshold=1_000_000)
@@ -237,7 +237,7 @@ def test_collections_pause_the_oldest_generation_while_planning_only():
 
 
 def test_a_groups_job_numbers_read_as_ranges():
-    from initlab.sweep.vectorized import job_ranges
+    from initlab.sweep.jobs import job_ranges
 
     assert job_ranges(list(range(256))) == "#0-#255"
     assert job_ranges([1, 3, 4, 5, 9]) == "#1, #3-#5, #9"
@@ -355,8 +355,8 @@ def test_training_takes_each_weight_gradient_straight_from_the_stacked_layer():
 ])
 def test_predicted_rows_joined_in_the_tables_equal_with_predictions(log_steps, eval_steps):
     """group._tables adds the theory's predicted rows in its one concatenation: the layers table
-    theory.with_predictions makes from the table without them (ordinary runs add them that way)."""
-    from initlab import theory
+    predictions.with_predictions makes from the table without them (ordinary runs add them that way)."""
+    from initlab.train import predictions as theory_rows
     from initlab.stacked.group import _tables
 
     metrics, n_layers = ["weight_grad_norm", "act_std"], 3
@@ -367,5 +367,5 @@ def test_predicted_rows_joined_in_the_tables_equal_with_predictions(log_steps, e
     predictions = {"predicted_preact_std": [1.0, 0.5, 0.25]}
     plain, _ = _tables(values, index, metrics, eval_rows, [])
     joined, _ = _tables(values, index, metrics, eval_rows, [], predictions=predictions)
-    pd.testing.assert_frame_equal(joined, theory.with_predictions(predictions, plain))
+    pd.testing.assert_frame_equal(joined, theory_rows.with_predictions(predictions, plain))
     assert (joined.metric == "predicted_preact_std").sum() == (3 if log_steps or eval_steps else 0)

@@ -1,1 +1,1 @@
-"""Stage 5, build: what a run is made of: data tensors, the MLP, init and bias schemes, lr schedules, the device."""
+"""build: what a run is made of: data tensors, the MLP, init and bias schemes, lr schedules, the device."""

@@ -26,16 +26,13 @@ import torch
 from hydra.utils import get_method
 from torch import nn
 
-from initlab.config.schema import NON_NEGATIVE, POSITIVE, checks, rule
+from initlab.config.schema import AUTO, CRITICAL, NON_NEGATIVE, POSITIVE, checks, rule
 
 # torch.nn.init.calculate_gain knows no GELU. Its gain here follows the second-moment argument
 # of He et al. 2015 (Sec. 2.2): gain = 1/sqrt(E[gelu(z)^2]) for z ~ N(0, 1); for ReLU the same
 # formula gives sqrt(2). E[gelu(z)^2] = 0.42522 by quadrature (checked in tests/test_init.py).
 GELU_GAIN = 1.5335
 
-AUTO = "auto"  # a gain, nonlinearity or `a` that follows model.activation
-AUTO_KEYS = ("gain", "nonlinearity", "a")
-CRITICAL = "critical"  # a gain at the edge of chaos of model.activation with this bias (theory.critical_sigma_w2)
 
 # initlab's activation names -> torch.nn.init's nonlinearity names.
 _TORCH_NONLINEARITY = {"identity": "linear"}

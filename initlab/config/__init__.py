@@ -1,1 +1,1 @@
-"""Stage 1, config: the schema a composed config must pass, its one-line errors, Hydra's errors as one line."""
+"""The config stage: the schema a composed config must pass, its one-line errors, Hydra's errors as one line."""

@@ -26,8 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from initlab.config.errors import ConfigError  # defined apart: the report and loggers raise it without torch
-from initlab.build.init import AUTO, AUTO_KEYS, CRITICAL
-from initlab.config.schema import ANY, FIXED, OPEN, TARGETED, Schema, VectorizedLauncher
+from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, OPEN, TARGETED, Schema, VectorizedLauncher
 
 
 # --- the keys a node may have: from a schema dataclass or from a function's signature ---------
@@ -280,7 +279,7 @@ def check(container: dict) -> dict:
     for path, (takes, filled) in OPEN.items():
         _check_scheme(path, _node(container, path), takes, filled)
     _check_critical(container)
-    from initlab.loggers import check as check_loggers  # (it imports this module's ConfigError)
+    from initlab.config.loggers import check as check_loggers
 
     check_loggers(container.get("logger"))
     return container

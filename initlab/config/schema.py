@@ -15,6 +15,11 @@ import re
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable, ClassVar, List, Optional
 
+# Values an init scheme's keys may hold besides numbers: they follow model.activation (and the bias).
+AUTO = "auto"  # a gain, nonlinearity or `a` that follows model.activation
+AUTO_KEYS = ("gain", "nonlinearity", "a")
+CRITICAL = "critical"  # a gain at the edge of chaos of model.activation with this bias (theory.critical_sigma_w2)
+
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "identity")
 STOPPABLE = ("stuck", "diverged")  # findings that can end a run early
 

@@ -1,1 +1,1 @@
-"""Stage 4, diagnosis: a run's tables -> a verdict (evidence and rules). Imports no torch."""
+"""diagnosis: a run's tables -> a verdict (evidence and rules). Imports no torch."""

@@ -39,7 +39,7 @@ class Context:
     error: Optional[str] = None  # "Type: message" when the run raised
     chance_accuracy: float = math.nan  # the test accuracy of always answering the most frequent class
     symmetric_layers: list[int] = field(default_factory=list)  # hidden layers whose units start identical
-    theory: Optional[dict] = None  # the mean-field predictions at init (theory.for_model), cited when they explain a finding
+    theory: Optional[dict] = None  # the mean-field predictions at init (predictions.for_model), cited when they explain a finding
 
 
 class Evidence:

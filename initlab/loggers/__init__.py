@@ -5,68 +5,21 @@ out, at the end of every run (train.record: the vectorized launcher's members lo
 ordinary runs do) or after the fact from run folders (`initlab-report --tensorboard/--mlflow`).
 A logger that fails warns once per run and never fails it: the run's folder is its record.
 
-This module imports neither library: `check` validates the `logger` node for the config check,
-and a logger whose library is missing says how to install it, in one line.
+This module imports neither library (config/loggers.py checks the `logger` node before anything
+runs), and a logger whose library is missing says how to install it, in one line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 
-from initlab.config.errors import ConfigError
+from initlab.loggers.run_info import RunInfo
 
 log = logging.getLogger("initlab")
-
-# logger name -> (the class its _target_ must name, its settings)
-KNOWN = {
-    "tensorboard": ("initlab.loggers.tensorboard.TensorBoard", ("log_dir",)),
-    "mlflow": ("initlab.loggers.mlflow.MLflow", ("tracking_uri", "experiment_name", "max_points")),
-}
-
-
-@dataclass
-class RunInfo:
-    """A finished run, as a logger sees it."""
-
-    folder: Path
-    summary: dict
-    layers: pd.DataFrame
-    curves: pd.DataFrame
-    sweep_dir: Optional[Path] = None  # the multirun it belongs to (MLflow: its parent run)
-    study: Optional[str] = None  # experiment=<study> (MLflow: the experiment's name)
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
-
-
-def check(node) -> None:
-    """Raise a one-line ConfigError unless `node` (the config's `logger`) names known loggers and settings."""
-    if node is None:
-        return
-    if not isinstance(node, dict):
-        raise ConfigError(f"logger={node!r}: choose loggers with logger=none, tensorboard, mlflow or [tensorboard,mlflow]")
-    for name, settings in node.items():
-        if name not in KNOWN:
-            raise ConfigError(f"logger.{name}: not a logger (allowed: {', '.join(KNOWN)})")
-        target, keys = KNOWN[name]
-        if not isinstance(settings, dict) or settings.get("_target_") != target:
-            raise ConfigError(f"logger.{name}._target_: must be {target}")
-        for key, value in settings.items():
-            if key != "_target_" and key not in keys:
-                raise ConfigError(f"logger.{name}.{key}: not a setting of {target} (allowed: {', '.join(keys)})")
-            if key == "max_points":
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
-                    raise ConfigError(f"logger.{name}.max_points={value!r}: must be an integer >= 2 or null (every point)")
-            elif key != "_target_" and value is not None and not isinstance(value, str):
-                raise ConfigError(f"logger.{name}.{key}={value!r}: must be text or null")
-
 
 _built: dict[str, list] = {}
 
@@ -127,27 +80,3 @@ def export(folders: list[Path], node: dict, report_dir: Optional[Path] = None) -
     return done
 
 
-def missing(package: str, extra: str) -> ConfigError:
-    return ConfigError(f"logger: the {package} package is not installed (pip install 'initlab[{extra}]')")
-
-
-def hyperparameters(run: RunInfo) -> dict:
-    """The run's group choices and the config values its overrides set (what a sweep varies)."""
-    from initlab.report.tables import _flatten
-
-    flat = _flatten(run.summary.get("config") or {})
-    chosen = {group: option for group, option in (run.summary.get("choices") or {}).items() if option is not None}
-    swept = {}
-    for override in run.summary.get("overrides") or []:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in flat:
-            swept[key] = flat[key]
-    return {**chosen, **swept}
-
-
-def diagnosis_text(summary: dict) -> str:
-    """The verdict as markdown: the label, then each finding."""
-    diagnosis = summary.get("diagnosis") or {}
-    lines = [f"**{diagnosis.get('label', summary.get('status'))}** ({summary.get('status')})", ""]
-    lines += [f"- {f['kind']}: {f['message']}" for f in diagnosis.get("findings") or []]
-    return "\n".join(lines)

@@ -24,7 +24,8 @@ from typing import Optional
 from filelock import FileLock
 
 from initlab.store import records
-from initlab.loggers import RunInfo, diagnosis_text, missing
+from initlab.loggers.run_info import RunInfo, diagnosis_text, missing
+from initlab.store.flat import flatten
 from initlab.loggers.tensorboard import FINAL, tag
 from initlab.store.provenance import WHERE_NOT_WHAT
 
@@ -165,9 +166,8 @@ def thin(table, series: list[str], max_points: Optional[int]):
 def params_of(summary: dict) -> dict:
     """The group choices (`init`, `lr`, ...) and every config value (each group's `_target_` too)
     but where files live and the diagnosis' thresholds."""
-    from initlab.report.tables import _flatten
 
-    flat = {k: v for k, v in _flatten(summary.get("config") or {}, targets=True).items() if k not in WHERE_NOT_WHAT
+    flat = {k: v for k, v in flatten(summary.get("config") or {}, targets=True).items() if k not in WHERE_NOT_WHAT
             and not k.startswith(("diagnose.", "logger."))}
     chosen = {g: o for g, o in (summary.get("choices") or {}).items() if o is not None}
     return {**chosen, **flat}

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from initlab.loggers import RunInfo, diagnosis_text, hyperparameters, missing
+from initlab.loggers.run_info import RunInfo, diagnosis_text, hyperparameters, missing
 
 EPOCH_METRICS = {"test_loss": "epoch/test_loss", "test_accuracy": "epoch/test_accuracy",
                  "epoch_train_loss": "epoch/train_loss"}

@@ -14,8 +14,10 @@ import pandas as pd
 
 from initlab.report.figures import facets as fx
 from initlab import loggers
-from initlab.report.figures import plots
+from initlab.report.figures import catalogue
 from initlab.report import tables as report
+from initlab.config.errors import ConfigError
+from initlab.config.loggers import KNOWN as KNOWN_LOGGERS
 from initlab.cores import usable_cores
 from initlab.report.tables import OUTLIER_GAP, OUTLIER_SPREAD, Sweep, init_palette, load, markdown_table
 
@@ -108,7 +110,7 @@ class Written:
 
 def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, workers: int = 1) -> Written:
     """Load every run under `paths` and write the report into `out` (default: <first path>/report),
-    its figures drawn by `workers` processes (plots.all_figures: more than 1 only from a process
+    its figures drawn by `workers` processes (catalogue.all_figures: more than 1 only from a process
     that runs nothing else, as initlab-report).
 
     Damaged runs (status `corrupt`) are listed with the file and the problem; every readable run is
@@ -126,7 +128,7 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
     summary = worst_first(summary, "test_accuracy_mean")  # the pages: what went wrong first
     (out / "summary.md").write_text(markdown_table(summary) + "\n")
 
-    figures = plots.all_figures(sweep, init_palette(sweep), figures_dir, workers)
+    figures = catalogue.all_figures(sweep, init_palette(sweep), figures_dir, workers)
     counts = sweep.runs.status.value_counts()
     status_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in report.STATUSES)
     diagnoses = sweep.runs.diagnosis.fillna(sweep.runs.status).value_counts().rename_axis("diagnosis").reset_index()
@@ -188,13 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         written = write_report(args.paths, args.out, args.workers or usable_cores())
         node = {}
         if args.tensorboard:
-            node["tensorboard"] = {"_target_": loggers.KNOWN["tensorboard"][0], "log_dir": args.tensorboard}
+            node["tensorboard"] = {"_target_": KNOWN_LOGGERS["tensorboard"][0], "log_dir": args.tensorboard}
         if args.mlflow:
-            node["mlflow"] = {"_target_": loggers.KNOWN["mlflow"][0], "tracking_uri": args.mlflow}
+            node["mlflow"] = {"_target_": KNOWN_LOGGERS["mlflow"][0], "tracking_uri": args.mlflow}
         if node:
             exported = loggers.export(report.find_runs(args.paths), node, written.out)
             print(f"exported {exported} runs to {' and '.join(filter(None, [args.tensorboard, args.mlflow]))}")
-    except (FileNotFoundError, loggers.ConfigError) as e:
+    except (FileNotFoundError, ConfigError) as e:
         print(f"initlab-report: {e}", file=sys.stderr)
         return 2
     return 1 if written.corrupt else 0

@@ -15,7 +15,6 @@ run is still reported. Nothing here writes.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pyarrow as pa
 from omegaconf import OmegaConf
 
 from initlab.store import records
+from initlab.store.flat import flatten
 from initlab.store.provenance import WHERE_NOT_WHAT
 
 SEED = "trainer.seed"
@@ -62,19 +62,6 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 def _natural(path: Path) -> tuple:
     # Job folders are numbered: 2 before 10.
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
-
-
-def _flatten(node: dict, prefix: str = "", targets: bool = False) -> dict:
-    """A nested config as dotted keys (`lr.value`); `_target_` keys only with targets=True."""
-    flat = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + ".", targets))
-        elif key != "_target_" or targets:
-            # Tidy tables hold no list-valued cells: a list becomes its text.
-            flat[name] = json.dumps(value) if isinstance(value, list) else value
-    return flat
 
 
 def _from_hydra(folder: Path) -> dict:
@@ -145,7 +132,7 @@ def _row(folder: Path, name: str, summary: dict) -> dict:
     if "init" not in row and config:  # run outside Hydra: name the scheme by its function
         target = (config.get("init") or {}).get("_target_", "")
         row["init"] = target.rsplit(".", 1)[-1].rstrip("_") or None
-    row.update({k: v for k, v in _flatten(config).items() if k not in WHERE_NOT_WHAT})
+    row.update({k: v for k, v in flatten(config).items() if k not in WHERE_NOT_WHAT})
     row.update(_at_init(summary, config))
     return row
 

@@ -1,1 +1,1 @@
-"""Stage 7, stacked: many runs as one stacked model, and a stacked group's training loop."""
+"""stacked: many runs as one stacked model, and a stacked group's training loop."""

@@ -24,7 +24,7 @@ from initlab.train.gpu import graphs
 from initlab.train import jacobian
 from initlab.store import records
 from initlab.build import schedule
-from initlab import theory
+from initlab.train import predictions as theory_rows
 from initlab.diagnosis.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.train.finite_checks import LogStepChecks
 from initlab.build.environment import matmul_precision
@@ -57,7 +57,7 @@ class GroupTraining:
         models = [build_model(s, self.data, device) for s in members]
         self.symmetric = [symmetric_of(model) for model in models]
         q0 = self.data.input_second_moment
-        self.theory = [theory.for_model(model, s["model"], q0) for model, s in zip(models, members)]
+        self.theory = [theory_rows.for_model(model, s["model"], q0) for model, s in zip(models, members)]
         # J J^T of each member at init here (its weights change once training starts), the spectra on a
         # thread while the group trains (jacobian.singular_values_of: the CPU's eigendecompositions).
         grams = [jacobian.gram_for_run(model, self.data.train_x, s["trainer"]["jacobian_inputs"])
@@ -317,11 +317,11 @@ def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: l
             series: list[tuple] = (), predictions: Optional[dict] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A member's (layers, curves) tables from what it recorded (Recorder.member_values, its evaluation
     rows, its curve rows and its per-step curves as arrays, GroupTraining.series); with the theory's
-    `predictions`, the layers table as theory.with_predictions makes it, in one concatenation."""
+    `predictions`, the layers table as theory_rows.with_predictions makes it, in one concatenation."""
     rows = list(eval_rows)
     first = _first_recorded(index, eval_rows) if predictions is not None else None
     if first is not None:
-        rows += theory.prediction_rows(predictions, *first)
+        rows += theory_rows.prediction_rows(predictions, *first)
     layers = pd.concat([table_of(values, index, metrics), records.layers_frame(rows)],
                        ignore_index=True)  # both typed as records.LAYER_TYPES
     parts = [records.curves_frame(curves)] + [records.curves_of(*s) for s in series]

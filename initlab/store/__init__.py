@@ -1,3 +1,3 @@
-"""Stage 2, store: the on-disk format of a run (records, provenance and identity, whole-file writes).
+"""store: the on-disk format of a run (records, provenance and identity, whole-file writes).
 
 Analysis: imports no torch."""

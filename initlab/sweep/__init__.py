@@ -1,1 +1,1 @@
-"""Stage 10, sweep: launchers, job configs and folders, workers, the cluster, Hydra callbacks."""
+"""sweep: launchers, job configs and folders, workers, the cluster, Hydra callbacks."""

@@ -30,7 +30,8 @@ from omegaconf import OmegaConf
 from initlab.sweep import in_flight
 from initlab.sweep.job_configs import SweepConfigs
 from initlab.train.runner import failed_outcome, finished_before
-from initlab.sweep.vectorized import COLLECTIONS, VectorizedSweep
+from initlab.sweep.fewer_collections import COLLECTIONS
+from initlab.sweep.vectorized import VectorizedSweep
 
 log = logging.getLogger("initlab")
 

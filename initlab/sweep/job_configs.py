@@ -217,7 +217,7 @@ class SweepConfigs:
             self.subdirs[signature] = OmegaConf.to_container(self._base(signature).hydra.sweep, resolve=False).get("subdir")
         if self.subdirs[signature] != JOB_SUBDIR:
             return None
-        from initlab.cli import job_dirname  # (the module that registers the resolver)
+        from initlab.sweep.job_names import job_dirname
 
         return job_dirname(config.hydra.job.override_dirname)
 

@@ -101,7 +101,7 @@ def _start_worker() -> None:
 
     from initlab.sweep.job_folders import HydraYaml, JobLogs
 
-    importlib.import_module("initlab.cli")  # registers the initlab_job resolver (hydra.sweep.subdir)
+    importlib.import_module("initlab.sweep.job_names")  # registers the initlab_job resolver (hydra.sweep.subdir)
     setup_globals()
     _worker.update(logs=JobLogs(), yaml=HydraYaml(), stdout=_Console(), stderr=_Console())
     sys.stdout, sys.stderr = _worker["stdout"], _worker["stderr"]
@@ -118,7 +118,7 @@ def _write_in_worker(payload: bytes) -> tuple[list[Written], Optional[OSError]]:
     queued after it were skipped, so the members without a summary.json stay unfinished."""
     from initlab.store.file_writes import BackgroundWrites
     from initlab.sweep.job_folders import write_member
-    from initlab.sweep.vectorized import writer
+    from initlab.sweep.jobs import writer
 
     members, cwd = _unpack(payload)
     os.chdir(cwd)  # relative sweep folders resolve as in the launcher
@@ -164,7 +164,7 @@ def _pack(chunk: list, cwd: str, recipes: Optional[Recipes]) -> bytes:
 def _unpack(payload: bytes) -> tuple[list, str]:
     """A worker's (job, result) pairs, every job with its config, and the launcher's working folder."""
     from initlab.sweep.job_configs import derive
-    from initlab.sweep.vectorized import numbered
+    from initlab.sweep.jobs import numbered
 
     items, bases, (master, groups), cwd, task_name = pickle.loads(payload)
     JobRuntime.instance().set("name", task_name)
@@ -216,7 +216,7 @@ class MemberWriters:
         if self.broken or self.starting is not None:
             return
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["initlab.sweep.member_writes", "initlab.sweep.vectorized", "pyarrow.parquet"])
+        context.set_forkserver_preload(["initlab.sweep.member_writes", "initlab.sweep.jobs", "pyarrow.parquet"])
         self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker)
 
         def spawn() -> None:  # the executor starts a process per task it has no idle worker for

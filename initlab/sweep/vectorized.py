@@ -13,15 +13,12 @@ come from sweep_configs.SweepConfigs, one composition per distinct set of group 
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
 import os
 import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -30,170 +27,29 @@ import torch
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError
+from omegaconf import DictConfig, OmegaConf
 
 from initlab import loggers
 
 from initlab.store import records
 from initlab.config.check import ConfigError, check, check_launcher as check_launcher_values, validate
 from initlab.build.data import DataError
-from initlab.stacked.group import GroupTraining, MemberRecords, group_key
+from initlab.stacked.group import GroupTraining, group_key
+from initlab.stacked.sizes import CPU_TENSOR_BYTES, available_bytes, member_bytes, member_tensor_bytes
 from initlab.store.file_writes import BackgroundWrites
 from initlab.sweep.job_folders import HydraYaml, JobLogs, begin_job, watches_jobs, write_member
 from initlab.sweep.member_writes import MemberWriters, Recipes, default_workers
 from initlab.sweep.job_configs import SweepConfigs
 from initlab.build.environment import check_device, resolve_device
-from initlab.train.runner import failed_outcome, finished_before, job_context, log_skipped, objective, record
+from initlab.train.runner import failed_outcome, finished_before
+from initlab.sweep.fewer_collections import COLLECTIONS
+from initlab.sweep.jobs import Job, chunks, job_ranges, numbered, writer
 from initlab.train.loop import Outcome
 
 log = logging.getLogger("initlab")
 # Held while a group's models are drawn: they come from the global RNG, seeded per member, so two
 # workers (several devices) must not draw at once.
 BUILDING = threading.Lock()
-
-
-@dataclass
-class Job:
-    num: int
-    overrides: list[str]
-    config: Optional[DictConfig]  # None once released (VectorizedSweep.release_configs)
-    settings: dict
-    output_dir: str  # the job's folder as Hydra's run_job spells it
-    recipe: Optional[tuple] = None  # the signature its config derives from (SweepConfigs.recipe), if it does
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.output_dir)
-
-
-def layer_shapes(settings: dict, in_features: int = 784, classes: int = 10) -> list[tuple[int, int]]:
-    """(out, in) of each linear layer of a member's model."""
-    m = settings["model"]
-    widths = [m["width"]] * m["depth"] + [classes]
-    return list(zip(widths, [in_features] + widths[:-1]))
-
-
-def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
-    """A generous estimate of the memory one member needs while its group trains."""
-    batch = settings["trainer"]["batch_size"]
-    shapes = layer_shapes(settings, in_features, classes)
-    widths = [o for o, _ in shapes]
-    params = sum(o * i + o for o, i in shapes)
-    # weights, grads, two optimizer buffers, the update-ratio snapshot, one weight-sized buffer more
-    # (slack: a CUDA graph's memory pool); per-step activations and their grads, and a record step's
-    # copy of the activations (probes.Activations stacks them; a graph's pool keeps it).
-    return 4 * (6 * params + batch * (in_features + 6 * sum(widths)))
-
-
-# On the CPU, the largest tensor a group makes at each step (a layer's stacked weight gradient,
-# its update) stays below this. glibc hands out larger blocks as fresh pages every time (above
-# its 32 MB mmap threshold) and the kernel faults them in one by one: 40 steps of 256 founding
-# nets took 34.1 s in one group (14.9 M page faults), 21.3 s in groups of 26
-# (benchmarks/bench_group_size.py, benchmarks/results/cpu-group-size.txt).
-CPU_TENSOR_BYTES = 2**24
-
-
-def member_tensor_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
-    """The bytes one member adds to its group's largest per-step tensor: a weight matrix (and its
-    gradient and update), or a batch's activations. (A record step's stacked activations,
-    probes.Activations, can be larger for deep nets; made once in ten steps, they are left out.)"""
-    shapes = layer_shapes(settings, in_features, classes)
-    return 4 * max(max(o * i for o, i in shapes), settings["trainer"]["batch_size"] * max(max(s) for s in shapes))
-
-
-def available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def numbered(config: DictConfig, num: int) -> DictConfig:
-    """A job config with its number in the batch (hydra.job.id and num), as the launcher gives it.
-
-    Both keys are in Hydra's job schema: set without the basic launcher's open_dict, whose walk
-    over every node of the config (twice) was a third of the launcher's planning per job."""
-    job = config.hydra.job
-    try:
-        job.id, job.num = num, num
-    except ConfigAttributeError:  # a config without them (not one Hydra composed)
-        with open_dict(config):
-            job.id, job.num = num, num
-    return config
-
-
-def job_ranges(nums: list[int]) -> str:
-    """Job numbers as runs of consecutive ones: "#0-#255" for a group of 256, "#1, #3-#5" otherwise."""
-    runs: list[list[int]] = []
-    for num in nums:
-        if runs and num == runs[-1][1] + 1:
-            runs[-1][1] = num
-        else:
-            runs.append([num, num])
-    return ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs)
-
-
-def chunks(jobs: list[Job], size: int) -> list[list[Job]]:
-    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
-
-
-class FewerCollections:
-    """Python's cyclic garbage collector, run less often during a vectorized sweep.
-
-    A sweep holds every job's config (the sweeper's check of the batch composes them all before
-    launch(), and each JobReturn keeps one), thousands of objects each. By default a collection
-    runs every 700 allocations and the oldest generation's traverses everything alive: deriving
-    a job's config took twice as long as without. From the launcher's setup to the end of
-    launch(), objects alive at the start are frozen out of the collections (gc.freeze) and the
-    youngest generation is collected every `threshold` allocations; reference counting frees
-    everything without cycles as before, and the collector catches up when the sweep ends.
-
-    While the sweep is planned (the sweeper's check, the launcher's jobs) the oldest generation
-    is not collected at all: each of its collections traversed every config made so far, 14 s of
-    pauses (2.2, 4.5, 7.2 s) in the first 75 s of a 10,000-job study. Once the plan is made
-    (`settle`), what is alive is frozen (it lives to the sweep's end) and the oldest generation
-    is collected as usual again, over what the training makes. A submitting process that trains
-    nothing (cluster.py) settles again after each group's JobReturns.
-    """
-
-    def __init__(self, threshold: int = 50_000, planning_threshold: int = 1_000_000) -> None:
-        self.threshold, self.planning_threshold, self.before, self.at_exit = threshold, planning_threshold, None, False
-
-    def start(self) -> None:
-        if not self.at_exit:
-            # The interpreter's last act is a full collection of everything still alive: ~1.6 ms
-            # per job of a finished sweep (Hydra keeps every job's config in its JobReturn).
-            # Frozen, it is skipped; files are closed and logs flushed before (atexit runs last
-            # in, first out: logging's own handler runs after this one).
-            atexit.register(gc.freeze)
-            self.at_exit = True
-        if self.before is None:
-            self.before = gc.get_threshold()
-            gc.freeze()
-            # (the oldest generation's threshold counts collections of the middle one)
-            gc.set_threshold(max(self.before[0], self.threshold), self.before[1], self.planning_threshold)
-
-    def settle(self) -> None:
-        """Everything alive now lives to the end of the sweep: out of the collections from here on."""
-        if self.before is not None:
-            gc.freeze()
-            gc.set_threshold(max(self.before[0], self.threshold), *self.before[1:])
-
-    def collect(self) -> None:
-        """Free what was let go since it was frozen (a full collection, once), then settle again."""
-        if self.before is not None:
-            gc.unfreeze()
-            gc.collect()
-            self.settle()
-
-    def stop(self) -> None:
-        if self.before is not None:
-            gc.set_threshold(*self.before)
-            gc.unfreeze()
-            self.before = None
-
-
-COLLECTIONS = FewerCollections()
 
 
 def check_launcher(launcher) -> None:
@@ -523,20 +379,3 @@ class VectorizedSweep:
             loader = self.launcher.hydra_context.config_loader
             if isinstance(loader, SweepConfigs):
                 loader.forget(job.config)
-
-
-def writer(job: Job, result: Optional[tuple[Outcome, datetime, float, torch.device]]):
-    """The task Hydra runs in a member's job folder: it writes the member's records (or logs
-    that an earlier attempt already did) with the ordinary runner's code."""
-    def write(cfg: DictConfig) -> float:
-        context = job_context(None)
-        if result is None:
-            done = finished_before(context.folder, job.settings)
-            log_skipped(done)
-        else:
-            outcome, started_at, wall_time_s, device = result
-            if isinstance(outcome, MemberRecords):
-                outcome = outcome.outcome()
-            done = record(context, job.settings, device, started_at, wall_time_s, outcome)
-        return objective(done)
-    return write

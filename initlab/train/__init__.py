@@ -1,1 +1,1 @@
-"""Stage 6, train: the loop of one run, its per-layer probes, the at-init measurements, `run(cfg)`."""
+"""train: the loop of one run, its per-layer probes, the at-init measurements, `run(cfg)`."""

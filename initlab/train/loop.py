@@ -26,6 +26,7 @@ from initlab.train import jacobian
 from initlab.store import records
 from initlab.build import schedule
 from initlab import theory
+from initlab.train import predictions
 from initlab.train.finite_checks import LogStepChecks
 from initlab.diagnosis.diagnose import Context, stuck_check_due, stuck_while_training
 from initlab.build.environment import matmul_precision
@@ -47,7 +48,7 @@ class Outcome:
     steps: int
     stopped: Optional[dict] = None
     error: Optional[BaseException] = None
-    theory: Optional[dict] = None  # the mean-field predictions at init (theory.for_model)
+    theory: Optional[dict] = None  # the mean-field predictions at init (predictions.for_model)
     jacobian: Optional[dict] = None  # the Jacobian's singular values at init (jacobian.for_run)
 
 
@@ -142,7 +143,7 @@ class Training:
         self.shuffle = torch.Generator().manual_seed(t["seed"])
         self.model = build_model(settings, self.data, device)
         self.symmetric = symmetric_of(self.model)
-        self.theory = theory.for_model(self.model, settings["model"], self.data.input_second_moment)
+        self.theory = predictions.for_model(self.model, settings["model"], self.data.input_second_moment)
         self.jacobian = jacobian.for_run(self.model, self.data.train_x, t["jacobian_inputs"])
         self.optimizer = instantiate(settings["optim"], params=self.model.parameters(),
                                      lr=settings["lr"]["value"], _convert_="all")
@@ -277,7 +278,7 @@ class Training:
 
     def outcome(self, status: str) -> Outcome:
         layers, curves = self.tables()
-        layers = theory.with_predictions(self.theory, layers)
+        layers = predictions.with_predictions(self.theory, layers)
         return Outcome(status, self.metrics, layers, curves, self.context(status), self.step, self.stopped,
                        theory=self.theory, jacobian=self.jacobian)
 

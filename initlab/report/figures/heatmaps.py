@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 
 from initlab.report.figures import facets as fx
 from initlab.report.figures.facets import Drawn
-from initlab.report.figures.plots import FLOOR, grid, hide_unused, notes, save, say_in_panel, title, title_lines
+from initlab.report.figures.toolkit import FLOOR, grid, hide_unused, notes, save, say_in_panel, title, title_lines
 from initlab.report.tables import Sweep
 
 MAX_PANEL_VALUES = 6  # a third swept key with this many values or fewer gets a panel per value

@@ -1,7 +1,7 @@
 """Figures that put theory beside measurement; each is drawn only when the sweep holds what it needs.
 
 - preact_theory: per layer, the pre-activation std measured at init against the mean-field
-  prediction from the run's own weights (theory.for_model), one panel per configuration;
+  prediction from the run's own weights (predictions.for_model), one panel per configuration;
 - edge_of_chaos: final accuracy over sigma_w^2 x depth (a variance_scaling sweep with mode fan_in,
   where init.scale is sigma_w^2), with the correlation depth scale xi_c and 6 xi_c drawn over it
   (Schoenholz et al. 2017, Fig. 5: nets train up to about 6 xi_c layers);
@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from initlab.report.figures import facets as fx
 from initlab import theory
 from initlab.report.figures.facets import Drawn
-from initlab.report.figures.plots import (FLOOR, draw_bands, grid, hide_unused, legend, log_scale, notes, panel_keys, panels, save,
+from initlab.report.figures.toolkit import (FLOOR, draw_bands, grid, hide_unused, legend, log_scale, notes, panel_keys, panels, save,
                            title, title_lines, with_init)
 from initlab.report.tables import Sweep
 
