@@ -59,9 +59,9 @@ def test_workers_write_what_the_launcher_writes(tmp_path):
     for name in files:
         assert comparable(here, here / name) == comparable(there, there / name), name
     # each member's lines, in the jobs' order (the launcher prints what the workers captured)
-    lines = [WHEN.sub("<when>", line) for line in pooled.stdout.replace(str(there), "<cwd>").splitlines()
+    lines = [TOOK.sub("| <took> |", WHEN.sub("<when>", line)) for line in pooled.stdout.replace(str(there), "<cwd>").splitlines()
              if "written by" not in line]
-    assert lines == [WHEN.sub("<when>", line) for line in alone.stdout.replace(str(here), "<cwd>").splitlines()]
+    assert lines == [TOOK.sub("| <took> |", WHEN.sub("<when>", line)) for line in alone.stdout.replace(str(here), "<cwd>").splitlines()]
 
 
 def test_a_resumed_sweep_skips_in_the_workers(tmp_path):
