@@ -27,7 +27,8 @@ from common import config, timed  # noqa: E402
 from initlab.train.gpu import side_streams  # noqa: E402
 from initlab.config.check import validate  # noqa: E402
 from initlab.train.finite_checks import LogStepChecks  # noqa: E402
-from initlab.train.probes import Activations, Layers  # noqa: E402
+from initlab.train.layers import Layers  # noqa: E402
+from initlab.train.probes import Activations  # noqa: E402
 from initlab.train.loop import Training  # noqa: E402
 
 

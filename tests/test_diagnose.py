@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initlab.diagnosis.diagnose import Context, Evidence, diagnose
+from initlab.diagnosis.diagnose import diagnose
+from initlab.diagnosis.evidence import Context, Evidence
 
 from conftest import make_config
 from initlab.config.check import validate

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from initlab.train.probes import Activations, Layers, Recorder, _runs
+from initlab.train.layers import Layers
+from initlab.train.probes import Activations, _runs
+from initlab.train.recorder import Recorder
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 

@@ -155,7 +155,8 @@ def test_the_diagnosis_cites_the_theory_that_explains_a_vanishing_run(tmp_path, 
 
 
 def test_the_diagnosis_says_when_theory_does_not_explain_a_finding():
-    from initlab.diagnosis.diagnose import Context, Evidence, _gradient_theory
+    from initlab.diagnosis.evidence import Context, Evidence
+    from initlab.diagnosis.gradients import _gradient_theory
     from initlab.store.records import curves_frame, layers_frame
 
     layers = layers_frame([(0, 1, l, "weight_grad_norm", 1.0) for l in range(4)])

@@ -354,10 +354,10 @@ def test_training_takes_each_weight_gradient_straight_from_the_stacked_layer():
     ([], []),  # nothing recorded at all: no predictions either
 ])
 def test_predicted_rows_joined_in_the_tables_equal_with_predictions(log_steps, eval_steps):
-    """group._tables adds the theory's predicted rows in its one concatenation: the layers table
+    """member_records.member_tables adds the theory's predicted rows in its one concatenation: the layers table
     predictions.with_predictions makes from the table without them (ordinary runs add them that way)."""
     from initlab.train import predictions as theory_rows
-    from initlab.stacked.group import _tables
+    from initlab.stacked.member_records import member_tables
 
     metrics, n_layers = ["weight_grad_norm", "act_std"], 3
     values = np.random.default_rng(0).random((len(log_steps), n_layers, len(metrics)))
@@ -365,7 +365,7 @@ def test_predicted_rows_joined_in_the_tables_equal_with_predictions(log_steps, e
     # (evaluation rows carry another epoch number here, so that which row is first shows in the epoch)
     eval_rows = [(s, 7 + s // 10, layer, "eval_dead_fraction", 0.1 * layer) for s in eval_steps for layer in range(n_layers)]
     predictions = {"predicted_preact_std": [1.0, 0.5, 0.25]}
-    plain, _ = _tables(values, index, metrics, eval_rows, [])
-    joined, _ = _tables(values, index, metrics, eval_rows, [], predictions=predictions)
+    plain, _ = member_tables(values, index, metrics, eval_rows, [])
+    joined, _ = member_tables(values, index, metrics, eval_rows, [], predictions=predictions)
     pd.testing.assert_frame_equal(joined, theory_rows.with_predictions(predictions, plain))
     assert (joined.metric == "predicted_preact_std").sum() == (3 if log_steps or eval_steps else 0)

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -22,13 +21,14 @@ import torch.nn.functional as F
 from initlab.build import data as datasets
 from initlab.train.gpu import graphs
 from initlab.train import jacobian
-from initlab.store import records
 from initlab.build import schedule
 from initlab.train import predictions as theory_rows
-from initlab.diagnosis.diagnose import Context, stuck_check_due, stuck_while_training
+from initlab.diagnosis.evidence import Context
+from initlab.diagnosis.stuck import stuck_check_due, stuck_while_training
 from initlab.train.finite_checks import LogStepChecks
 from initlab.build.environment import matmul_precision
-from initlab.train.probes import Recorder, table_of
+from initlab.train.recorder import Recorder
+from initlab.stacked.member_records import MemberRecords, by_member, member_tables
 from initlab.stacked.models import OPTIMIZERS, StackedMLP, evaluate_members
 from initlab.train.loop import Outcome, build_model, steps_of, symmetric_of
 
@@ -263,7 +263,7 @@ class GroupTraining:
                        chance_accuracy=self.data.chance_accuracy, symmetric_layers=self.symmetric[k])
 
     def _tables(self, k: int, last_step: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return _tables(*self.recorder.member_values(k, last_step), self.recorder.metrics, self.eval_rows[k],
+        return member_tables(*self.recorder.member_values(k, last_step), self.recorder.metrics, self.eval_rows[k],
                        self.curves[k], self.series(k))
 
     def series(self, k: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -275,13 +275,13 @@ class GroupTraining:
             self._loss_arrays = (len(chunks),
                                  np.concatenate([np.arange(f, f + len(v)) for f, _, v, _ in chunks] + [[]]).astype(np.int64),
                                  np.concatenate([np.full(len(v), e) for _, e, v, _ in chunks] + [[]]).astype(np.int64),
-                                 *_by_member([v for _, _, v, _ in chunks],
+                                 *by_member([v for _, _, v, _ in chunks],
                                              [np.arange(len(v))[:, None] < n[None, :] for _, _, v, n in chunks], m))
         if self._lr_arrays is None or self._lr_arrays[0] != len(self.lr_rows):
             rows = self.lr_rows
             self._lr_arrays = (len(rows), np.asarray([r[0] for r in rows], dtype=np.int64),
                                np.asarray([r[1] for r in rows], dtype=np.int64),
-                               *_by_member([np.stack([r[2] for r in rows])] if rows else [],
+                               *by_member([np.stack([r[2] for r in rows])] if rows else [],
                                            [np.stack([r[3] for r in rows])] if rows else [], m))
         _, steps, epochs, losses, trained = self._loss_arrays
         _, lr_steps, lr_epochs, rates, active = self._lr_arrays
@@ -303,73 +303,6 @@ class GroupTraining:
     def jacobian(self) -> list[Optional[dict]]:
         """Each member's Jacobian spectrum at init (jacobian.summary_of), once the thread has it."""
         return self._jacobian.result()
-
-
-def _by_member(values: list[np.ndarray], kept: list[np.ndarray], members: int) -> tuple[np.ndarray, np.ndarray]:
-    """Blocks of (rows, members) values, and whether each member has each row, joined and turned
-    (members, rows): a member's row is contiguous."""
-    if not values:
-        return np.empty((members, 0)), np.zeros((members, 0), dtype=bool)
-    return np.ascontiguousarray(np.concatenate(values).T), np.ascontiguousarray(np.concatenate(kept).T)
-
-
-def _tables(values, index, metrics: list[str], eval_rows: list[tuple], curves: list[tuple],
-            series: list[tuple] = (), predictions: Optional[dict] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A member's (layers, curves) tables from what it recorded (Recorder.member_values, its evaluation
-    rows, its curve rows and its per-step curves as arrays, GroupTraining.series); with the theory's
-    `predictions`, the layers table as theory_rows.with_predictions makes it, in one concatenation."""
-    rows = list(eval_rows)
-    first = _first_recorded(index, eval_rows) if predictions is not None else None
-    if first is not None:
-        rows += theory_rows.prediction_rows(predictions, *first)
-    layers = pd.concat([table_of(values, index, metrics), records.layers_frame(rows)],
-                       ignore_index=True)  # both typed as records.LAYER_TYPES
-    parts = [records.curves_frame(curves)] + [records.curves_of(*s) for s in series]
-    curves = pd.concat(parts, ignore_index=True).sort_values(["metric", "step"], kind="stable", ignore_index=True)
-    return layers, curves
-
-
-def _first_recorded(index: np.ndarray, eval_rows: list[tuple]) -> Optional[tuple[int, int]]:
-    """(step, epoch) of the first row with the smallest step in the layers table that table_of(index)
-    rows then `eval_rows` make; None when it has no rows."""
-    candidates = []
-    if len(index):
-        k = int(np.argmin(index[:, 0]))
-        candidates.append((int(index[k, 0]), 0, int(index[k, 1])))
-    if eval_rows:
-        k = min(range(len(eval_rows)), key=lambda i: eval_rows[i][0])
-        candidates.append((int(eval_rows[k][0]), 1, int(eval_rows[k][1])))
-    if not candidates:
-        return None
-    step, _, epoch = min(candidates)  # a tie: the table_of row comes first
-    return step, epoch
-
-
-@dataclass
-class MemberRecords:
-    """What one member of a finished group produced, before its tables are made: cheap to take from
-    the group and to pickle, so the processes that write job folders make the tables
-    (member_writes.py; ~3.6 ms a member on the 2-core VM, which the launcher spent alone before)."""
-
-    status: str
-    metrics: dict
-    values: np.ndarray  # (log steps, layers, metrics), Recorder.member_values
-    index: np.ndarray  # (log steps, 2): step, epoch
-    metric_names: list[str]
-    eval_rows: list[tuple]
-    curves: list[tuple]
-    series: list[tuple]  # (metric, steps, epochs, values) arrays: GroupTraining.series
-    context: Context
-    steps: int
-    stopped: Optional[dict]
-    theory: Optional[dict]
-    jacobian: Optional[dict]
-
-    def outcome(self) -> Outcome:
-        layers, curves = _tables(self.values, self.index, self.metric_names, self.eval_rows, self.curves, self.series,
-                                 self.theory)
-        return Outcome(self.status, self.metrics, layers, curves, self.context,
-                       self.steps, self.stopped, theory=self.theory, jacobian=self.jacobian)
 
 
 def _spectra(grams: list[Optional[torch.Tensor]]) -> list[Optional[dict]]:

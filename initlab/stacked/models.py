@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from initlab.build.model import MLP, tap
-from initlab.train.probes import EvaluationPass, Layers
+from initlab.train.layers import EvaluationPass, Layers
 
 
 class StackedLinear(torch.autograd.Function):

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ConfigAttributeError
 
-from initlab.stacked.group import MemberRecords
+from initlab.stacked.member_records import MemberRecords
 from initlab.train.loop import Outcome
 from initlab.train.runner import finished_before, job_context, log_skipped, objective, record
 

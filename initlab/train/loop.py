@@ -28,11 +28,13 @@ from initlab.build import schedule
 from initlab import theory
 from initlab.train import predictions
 from initlab.train.finite_checks import LogStepChecks
-from initlab.diagnosis.diagnose import Context, stuck_check_due, stuck_while_training
+from initlab.diagnosis.evidence import Context
+from initlab.diagnosis.stuck import stuck_check_due, stuck_while_training
 from initlab.build.environment import matmul_precision
 from initlab.build.init import apply_init, resolve_auto, symmetric_layers
 from initlab.build.model import MLP
-from initlab.train.probes import EvaluationPass, Layers, Recorder
+from initlab.train.layers import EvaluationPass, Layers
+from initlab.train.recorder import Recorder
 
 log = logging.getLogger("initlab")
 

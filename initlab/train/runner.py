@@ -22,7 +22,8 @@ from initlab import loggers
 from initlab.store import provenance
 from initlab.store import records
 from initlab.config.check import ConfigError, validate
-from initlab.diagnosis.diagnose import Context, describe, diagnose
+from initlab.diagnosis.diagnose import describe, diagnose
+from initlab.diagnosis.evidence import Context
 from initlab.build.environment import resolve_device
 from initlab.train.loop import Outcome, Training
 

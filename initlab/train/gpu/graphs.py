@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import torch
 
-from initlab.train.probes import Recorder
+from initlab.train.recorder import Recorder
 
 # Steps run (on a side stream, without the optimizer update) before a capture, so that lazily
 # made state (cuBLAS handles and workspaces, autograd's) exists before recording starts.
