@@ -20,7 +20,9 @@ from typing import Optional
 
 import torch
 from filelock import FileLock
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
+
+from initlab.config.targets import resolve
 
 from initlab.store import whole_files
 log = logging.getLogger("initlab")
@@ -110,7 +112,7 @@ def _raw_files(source: dict) -> tuple[Path, list[Path]]:
     name = source["_target_"].rsplit(".", 1)[-1]
     raw = Path(str(source.get("root", "."))).expanduser().resolve() / name / "raw"
     try:
-        resources = get_class(source["_target_"]).resources
+        resources = resolve(source["_target_"]).resources
     except Exception:  # not a torchvision idx dataset (a user's own, Synthetic)
         return raw, []
     return raw, [raw / Path(url).name.removesuffix(".gz") for url, _ in resources]

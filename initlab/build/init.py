@@ -23,10 +23,10 @@ import math
 from typing import Annotated, Any, Literal, Optional, Union
 
 import torch
-from hydra.utils import get_method
 from torch import nn
 
 from initlab.config.schema import AUTO, CRITICAL, NON_NEGATIVE, POSITIVE, checks, rule
+from initlab.config.targets import resolve
 
 # torch.nn.init.calculate_gain knows no GELU. Its gain here follows the second-moment argument
 # of He et al. 2015 (Sec. 2.2): gain = 1/sqrt(E[gelu(z)^2]) for z ~ N(0, 1); for ReLU the same
@@ -263,7 +263,7 @@ def apply_init(model: nn.Module, init_cfg: dict, bias_cfg: dict, activation: str
     """
     from initlab.theory import bias_second_moment
 
-    scheme, bias_scheme = get_method(init_cfg["_target_"]), get_method(bias_cfg["_target_"])
+    scheme, bias_scheme = resolve(init_cfg["_target_"]), resolve(bias_cfg["_target_"])
     kwargs = resolve_auto(init_cfg, activation, negative_slope, bias_second_moment(bias_cfg))
     bias_kwargs = resolve_auto(bias_cfg, activation, negative_slope)
     wants_weight = "weight" in inspect.signature(bias_scheme).parameters

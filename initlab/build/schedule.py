@@ -12,7 +12,7 @@ import functools
 import math
 from typing import Callable
 
-from hydra.utils import get_method
+from initlab.config.targets import resolve
 
 
 def constant(step: int, *, total_steps: int, steps_per_epoch: int, value: float) -> float:
@@ -54,4 +54,4 @@ def warmup(
 def build(lr_cfg: dict) -> Callable[..., float]:
     """The schedule `lr_cfg` names, with its settings bound: call it as f(step, total_steps=, steps_per_epoch=)."""
     settings = {k: v for k, v in lr_cfg.items() if k != "_target_"}
-    return functools.partial(get_method(lr_cfg["_target_"]), **settings)
+    return functools.partial(resolve(lr_cfg["_target_"]), **settings)

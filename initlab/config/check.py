@@ -16,7 +16,6 @@ the schema entries show up as choices in Hydra's "Available options" lists.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import typing
 from dataclasses import MISSING, dataclass, fields
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from initlab.config.errors import ConfigError  # defined apart: the report and loggers raise it without torch
+from initlab.config.targets import locate, show
 from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, OPEN, TARGETED, Schema, VectorizedLauncher
 
 
@@ -128,10 +128,6 @@ def _has_type(value: Any, tp: Any) -> bool:
     return True
 
 
-def _show(value: Any) -> str:
-    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
-
-
 def _check_keys(path: str, node: dict, keys: list[Key], relations: tuple, owner: str,
                 open_ended: bool = False, ignore: tuple[str, ...] = ()) -> None:
     known = {k.name: k for k in keys}
@@ -150,11 +146,11 @@ def _check_keys(path: str, node: dict, keys: list[Key], relations: tuple, owner:
             continue  # filled from model.activation before the scheme is called (init.resolve_auto)
         if (key.type is not Any and not _has_type(value, key.type)) or not key.rule["ok"](value):
             allowed = key.rule.get("allowed") or _type_words(key.type)
-            raise ConfigError(f"{path}.{key.name}={_show(value)}: must be {allowed}")
+            raise ConfigError(f"{path}.{key.name}={show(value)}: must be {allowed}")
     values = {**{k.name: k.default for k in keys}, **node}
     for message, holds in relations:
         if not holds(values):
-            shown = ", ".join(f"{path}.{k}={_show(v)}" for k, v in values.items() if k in message.split())
+            shown = ", ".join(f"{path}.{k}={show(v)}" for k, v in values.items() if k in message.split())
             raise ConfigError(f"{shown}: {message}")
 
 
@@ -174,42 +170,6 @@ def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, 
     _check_keys(path, node, dataclass_keys(schema), schema.relations, path, ignore=ignore)
 
 
-def locate(path: str, target: Any, takes: str) -> Callable:
-    """The function a `_target_` names, or a one-line ConfigError saying why it cannot be used."""
-    hint = (f"must name an importable function that takes the {takes} as its first argument "
-            "(initlab.init.*, torch.nn.init.*, or one of yours on PYTHONPATH)")
-    if not isinstance(target, str) or "." not in target:
-        raise ConfigError(f"{path}._target_={_show(target)}: {hint}")
-    parts = target.split(".")
-    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module prefix, then attributes
-        module_name = ".".join(parts[:cut])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name is not None and module_name.startswith(e.name):
-                continue  # this prefix is not a module: try a shorter one
-            raise ConfigError(f"{path}._target_={_show(target)}: importing {module_name} failed ({e}); {hint}") from None
-        except Exception as e:  # the user's module raised while importing
-            raise ConfigError(f"{path}._target_={_show(target)}: importing {module_name} failed "
-                              f"({type(e).__name__}: {e})") from None
-        for at, attr in enumerate(parts[cut:], start=cut):
-            if not hasattr(obj, attr):  # named as the user spelled it (initlab.init is initlab.build.init)
-                raise ConfigError(f"{path}._target_={_show(target)}: {'.'.join(parts[:at])} has no "
-                                  f"attribute {attr!r}; {hint}")
-            obj = getattr(obj, attr)
-        break
-    else:
-        raise ConfigError(f"{path}._target_={_show(target)}: no module {parts[0]!r} can be imported "
-                          f"(is its folder on PYTHONPATH?); {hint}")
-    if not callable(obj):
-        raise ConfigError(f"{path}._target_={_show(target)}: not a function; {hint}")
-    positional = [p for p in inspect.signature(obj).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
-    if not positional:
-        raise ConfigError(f"{path}._target_={_show(target)}: takes no positional argument; {hint}")
-    return obj
-
-
 def _check_scheme(path: str, node: dict, takes: str, filled: tuple[str, ...]) -> None:
     """An init or bias node against the signature of the function its `_target_` names."""
     fn = locate(path, node.get("_target_"), takes)
@@ -223,7 +183,7 @@ def _schema_for(path: str, node: dict, schemas: tuple[type[Schema], ...]) -> typ
         if target in schema.targets:
             return schema
     known = [t for s in schemas for t in s.targets]
-    raise ConfigError(f"{path}._target_={_show(target)}: must be one of {', '.join(known)}")
+    raise ConfigError(f"{path}._target_={show(target)}: must be one of {', '.join(known)}")
 
 
 def _node(container: dict, path: str) -> dict:
@@ -233,7 +193,7 @@ def _node(container: dict, path: str) -> dict:
             raise ConfigError(f"{path} is missing: choose one with {path}=<option>")
         node = node[part]
     if not isinstance(node, dict):
-        raise ConfigError(f"{path}={_show(node)}: must be a config group, chosen with {path}=<option>")
+        raise ConfigError(f"{path}={show(node)}: must be a config group, chosen with {path}=<option>")
     return node
 
 
@@ -243,7 +203,7 @@ def _check_critical(container: dict) -> None:
 
     if container["init"].get("gain") == CRITICAL and bias_second_moment(container["bias"]) is None:
         raise ConfigError(f"init.gain=critical: needs bias=zeros, constant or normal (one sigma_b^2 for every layer); "
-                          f"bias._target_={_show(container['bias'].get('_target_'))} is not one of them")
+                          f"bias._target_={show(container['bias'].get('_target_'))} is not one of them")
 
 
 def validate(cfg: DictConfig) -> dict:
@@ -269,7 +229,7 @@ def check(container: dict) -> dict:
     """validate() on a config already resolved into plain containers (`resolved`); completes it (rerun)."""
     rerun = container.get("rerun", False)
     if not isinstance(rerun, bool):
-        raise ConfigError(f"rerun={_show(rerun)}: must be true or false")
+        raise ConfigError(f"rerun={show(rerun)}: must be true or false")
     container["rerun"] = rerun
     for path, schema in FIXED.items():
         _check_node(path, _node(container, path), schema)

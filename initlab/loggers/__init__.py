@@ -30,9 +30,9 @@ def build(node: Optional[dict]) -> list:
         return []
     key = json.dumps(node, sort_keys=True)
     if key not in _built:
-        from hydra.utils import get_class
+        from initlab.config.targets import resolve
 
-        _built[key] = [get_class(settings["_target_"])(**{k: v for k, v in settings.items() if k != "_target_"})
+        _built[key] = [resolve(settings["_target_"])(**{k: v for k, v in settings.items() if k != "_target_"})
                        for settings in node.values()]
     return _built[key]
 

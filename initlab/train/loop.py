@@ -16,11 +16,11 @@ from typing import Optional
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from tqdm import tqdm
 
 from initlab.build import data as datasets
+from initlab.config.targets import resolve
 from initlab.train.gpu import graphs
 from initlab.train import jacobian
 from initlab.store import records
@@ -91,7 +91,7 @@ def construct(config: dict, **kwargs):
     plain = (str, int, float, bool, type(None))
     if all(isinstance(v, plain) for v in (*config.values(), *kwargs.values())) and \
             not any(k.startswith("_") and k != "_target_" for k in config):
-        return _locate(config["_target_"])(**{k: v for k, v in config.items() if k != "_target_"}, **kwargs)
+        return resolve(config["_target_"])(**{k: v for k, v in config.items() if k != "_target_"}, **kwargs)
     return instantiate(config, **kwargs)
 
 
@@ -111,7 +111,7 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
         torch.manual_seed(seed)
     model = construct(m, in_features=data.in_features, num_classes=data.num_classes).to(device)
     apply_init(model, settings["init"], settings["bias"], m["activation"], m["negative_slope"])
-    data_pass = getattr(_locate(settings["init"]["_target_"]), "data_pass", None)
+    data_pass = getattr(resolve(settings["init"]["_target_"]), "data_pass", None)
     if data_pass is not None:  # a data-dependent init (LSUV): one training batch, the same for a seed on any path
         pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[: settings["trainer"]["batch_size"]]
         kwargs = resolve_auto(settings["init"], m["activation"], m["negative_slope"],
