@@ -21,14 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from check_cuda import Waited, with_checks  # noqa: E402
 from common import config, timed  # noqa: E402
 
-from initlab.train.gpu import side_streams  # noqa: E402
 from initlab.config.check import validate  # noqa: E402
-from initlab.train.finite_checks import LogStepChecks  # noqa: E402
-from initlab.train.layers import Layers  # noqa: E402
-from initlab.train.probes import Activations  # noqa: E402
 from initlab.train.loop import Training  # noqa: E402
 
 
@@ -77,48 +72,12 @@ VARIANTS = {  # name: overrides
     "eager, recording off": ("trainer.cuda_graphs=false", "trainer.record=false"),
     "CUDA graphs, recording every 10 steps": ("trainer.cuda_graphs=true",),
     "CUDA graphs, recording off": ("trainer.cuda_graphs=true", "trainer.record=false"),
-    # The loop as it was before finite_checks: it waits for the device at each log step's loss check.
-    "CUDA graphs, recording every 10 steps, waiting at log steps": ("trainer.cuda_graphs=true",),
-    "CUDA graphs, recording off, waiting at log steps": ("trainer.cuda_graphs=true", "trainer.record=false"),
-    # As before graphs.StepGraphs took the parameters: every graph zeroes one set of gradients and backward adds into them.
-    "CUDA graphs, recording every 10 steps, gradients zeroed and added to": ("trainer.cuda_graphs=true",),
-    "CUDA graphs, recording off, gradients zeroed and added to": ("trainer.cuda_graphs=true", "trainer.record=false"),
-    # As before probes.Activations took a GPU's hidden layers together: six Welford passes a record step, not two.
-    "CUDA graphs, recording every 10 steps, activations layer by layer": ("trainer.cuda_graphs=true",),
-    # As before side_streams: every statistic of a record step on the graph's one stream, one after another.
-    "CUDA graphs, recording every 10 steps, one stream": ("trainer.cuda_graphs=true",),
 }
 
 
-def accumulating_step(self, idx, record, update=True):
-    """Training._device_step as it was: the gradients zeroed in place, and backward adding into them."""
-    taps = [] if record else None
-    loss = F.cross_entropy(self.model(self.data.train_x.index_select(0, idx), taps), self.data.train_y.index_select(0, idx))
-    for p in self.model.parameters():
-        if p.grad is None:  # (made in __init__ then; here on the first warm-up step, outside any capture)
-            p.grad = torch.zeros_like(p)
-        p.grad.zero_()
-    loss.backward()
-    if record:
-        self.recorder.before_step(Layers.of_model(self.model, taps))
-    return loss
-
-
 def fit(settings, device, name: str) -> float:
-    """Seconds of one Training(settings).fit() as variant `name` has it: the log steps' checks
-    waited for or not, the gradients made anew or added to, the activations' statistics together or not."""
-    original = Training._device_step, Activations._together
-    side_streams.ENABLED = "one stream" not in name
-    if "added to" in name:
-        Training._device_step = accumulating_step
-    if "layer by layer" in name:
-        Activations._together = Activations._each
-    try:
-        return with_checks(Waited if "waiting" in name else LogStepChecks,
-                           lambda: timed(Training(settings, torch.device(device)).fit)[0])
-    finally:
-        Training._device_step, Activations._together = original
-        side_streams.ENABLED = True
+    """Seconds of one Training(settings).fit()."""
+    return timed(Training(settings, torch.device(device)).fit)[0]
 
 
 def measure(device, epochs, names, repeats=5):
@@ -178,21 +137,6 @@ def main() -> None:
           f"one-off {1e3 * (one_off[default] - one_off[silent]):+.1f} ms")
     if device.startswith("cuda") and "eager, recording every 10 steps" in names:
         print(f"4. CUDA graphs, speed-up over eager:    {per_epoch['eager, recording every 10 steps'] / per_epoch[default]:6.2f}x  (floor 3x)")
-    if f"{default}, waiting at log steps" in names and f"{silent}, waiting at log steps" in names:
-        waited = per_epoch[f"{default}, waiting at log steps"] / per_epoch[f"{silent}, waiting at log steps"] - 1
-        print(f"   recording overhead when the loop waits at each log step (before finite_checks): {100 * waited:.1f}%")
-    added = [f"{x}, gradients zeroed and added to" for x in (default, silent)]
-    if all(a in names for a in added):
-        print(f"   recording overhead with the gradients zeroed and added to: {100 * (per_epoch[added[0]] / per_epoch[added[1]] - 1):.1f}%, "
-              f"once running {100 * (running[added[0]] / running[added[1]] - 1):.1f}%")
-    one_stream = f"{default}, one stream"
-    if one_stream in names:
-        print(f"   recording overhead with the record step's statistics on one stream: {100 * (per_epoch[one_stream] / per_epoch[silent] - 1):.1f}%, "
-              f"once running {100 * (running[one_stream] / running[silent] - 1):.1f}%")
-    alone = f"{default}, activations layer by layer"
-    if alone in names:
-        print(f"   recording overhead with the activations' statistics layer by layer: {100 * (per_epoch[alone] / per_epoch[silent] - 1):.1f}%, "
-              f"once running {100 * (running[alone] / running[silent] - 1):.1f}%")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ On a GPU a check comes back some steps after its log step, and the loop rolls ba
 stands in for the device here: each check comes back only once `lag` more log steps have been
 checked (or when the loop waits). With it, a run and a stacked group must record exactly what they
 record when every check comes back at once (the CPU's own path), having run past the step first.
-On a GPU, benchmarks/check_cuda.py compares the real checks with ones the loop waits for.
+On a GPU, tests/test_gpu.py compares the real checks with ones the loop waits for.
 """
 
 import pandas as pd

@@ -6,7 +6,7 @@ found them. `ReplayedEagerly` stands in for it here: its "replay" runs the step 
 the outputs into the tensors the capture returned and spoils the fresh ones (NaN), so a loop that
 kept a loss past the next step, or read probe values the graph does not write, records different
 numbers. With it, a run and a stacked group record exactly what the eager loop records. On a GPU,
-benchmarks/check_cuda.py compares real graphs with the eager loop.
+tests/test_gpu.py compares real graphs with the eager loop.
 """
 
 import pandas as pd

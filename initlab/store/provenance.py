@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the report reads provenance too, and must not wait a second
     import torch
 # Settings that say where or how visibly a run happens, not what it computes. The report
 # leaves them out of its columns for the same reason.
-# trainer.cuda_graphs: how a CUDA step is launched; the same kernels give identical tables (check_cuda.py).
+# trainer.cuda_graphs: how a CUDA step is launched; the same kernels give identical tables (tests/test_gpu.py).
 WHERE_NOT_WHAT = ("trainer.progress", "trainer.cuda_graphs", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
 # They change the verdict, the bookkeeping or where records are copied, not the training.
 _NOT_IDENTITY_GROUPS = {"diagnose", "rerun", "logger"}

@@ -105,12 +105,12 @@ class Activations(Probe):
     reductions stay per layer and run beside it, below). There each reduction is a kernel of a
     few microseconds whatever its size, and a record step's six Welford passes for the founding
     net were the largest part of what recording cost on an H200
-    (benchmarks/profile_record_step.py); together, two. On the CPU the stacking copy costs more
+    (benchmarks/results/gpu-h200-2026-11-30.txt); together, two. On the CPU the stacking copy costs more
     than it saves (0.76 against 0.52 ms a record step of one run), so there each layer is reduced
     on its own. Both give the same values (bit for bit on the CPU). While a CUDA graph is
     captured, each run's moments and its dead and saturated counts run side by side on streams of
     their own (side_streams): a record step then cost the H200 41 us of device time instead of
-    87-92 (benchmarks/host_device_split.py).
+    87-92 (benchmarks/results/gpu-h200-2026-11-30.txt).
     """
 
     metrics = ("act_mean", "act_std", "preact_std", "dead_fraction", "saturated_fraction")
