@@ -56,3 +56,5 @@ class _PublicNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 if not any(isinstance(finder, _PublicNames) for finder in sys.meta_path):
     sys.meta_path.append(_PublicNames())
+
+importlib.import_module("initlab.store.keys")  # registers the initlab_keys resolver that conf/config.yaml uses

@@ -22,9 +22,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from initlab.activations import ACTIVATIONS
+
 POINTS = 200  # Gauss-Legendre nodes per half line
 PAIR_POINTS = 48  # per half line of each axis of the plane (two inputs): 192^2 nodes, ~2 ms a depth scale
-SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
 # The second moment every bias of a layer is drawn with, for the bias schemes where it is one number.
@@ -44,28 +45,11 @@ def bias_second_moment(bias_cfg: dict) -> Optional[float]:
 
 
 def _phi(name: str, negative_slope: float = 0.01) -> tuple[Callable, Callable]:
-    """(phi, phi') of an activation initlab has, on numpy arrays."""
-    erf = np.vectorize(math.erf)  # a few hundred nodes: no need for scipy
-
-    if name in ("identity", None):
-        return (lambda x: x), (lambda x: np.ones_like(x))
-    if name == "relu":
-        return (lambda x: np.maximum(x, 0.0)), (lambda x: (x > 0).astype(float))
-    if name == "leaky_relu":
-        return (lambda x: np.where(x > 0, x, negative_slope * x)), (lambda x: np.where(x > 0, 1.0, negative_slope))
-    if name == "tanh":
-        return np.tanh, (lambda x: 1.0 - np.tanh(x) ** 2)
-    if name == "sigmoid":
-        s = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
-        return s, (lambda x: s(x) * (1.0 - s(x)))
-    if name == "gelu":  # exact GELU, as torch.nn.GELU
-        cdf = lambda x: 0.5 * (1.0 + erf(x / math.sqrt(2.0)))  # noqa: E731
-        pdf = lambda x: np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # noqa: E731
-        return (lambda x: x * cdf(x)), (lambda x: cdf(x) + x * pdf(x))
-    if name == "selu":
-        return (lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0)) - 1.0)),
-                lambda x: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0))))
-    raise ValueError(f"no mean-field theory for activation {name!r}")
+    """(phi, phi') of an activation of the registry (initlab/activations.py), on numpy arrays."""
+    known = ACTIVATIONS.get(name or "identity")
+    if known is None:
+        raise ValueError(f"no mean-field theory for activation {name!r}")
+    return (lambda x: known.phi(x, negative_slope)), (lambda x: known.dphi(x, negative_slope))
 
 
 @functools.lru_cache(maxsize=2)

@@ -15,10 +15,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "initlab"
 # The stages in the order of their imports: a module may import its own stage or an earlier one.
 # The mean-field maps and the analysis (store, diagnosis, loggers) come before build and train
 # because a run checks, writes, diagnoses and logs its records with them; they never need torch.
-STAGES = ["cores", "theory", "config", "store", "diagnosis", "loggers", "build", "train", "stacked", "report",
+STAGES = ["cores", "activations", "theory", "config", "store", "diagnosis", "loggers", "build", "train", "stacked", "report",
           "sweep", "cli", "__main__"]
-ANALYSIS = ["store", "theory", "diagnosis", "loggers", "report"]
-TOP_LEVEL = {"__init__", "cores", "theory", "cli", "__main__"}  # the only modules outside a stage folder
+ANALYSIS = ["activations", "store", "theory", "diagnosis", "loggers", "report"]
+TOP_LEVEL = {"__init__", "cores", "activations", "theory", "cli", "__main__"}  # the only modules outside a stage folder
 
 
 def _modules() -> dict[str, Path]:

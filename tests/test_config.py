@@ -118,7 +118,7 @@ def test_missing_dataset_is_one_line(tmp_path):
     ("init=normal init.std=-1", "init.std=-1: must be a number >= 0"),
     ("init=xavier_normal init.gain=0", "init.gain=0: must be a number > 0, auto or critical"),
     ("init=xavier_normal init.gain=big", "init.gain='big': must be a number > 0, auto or critical"),
-    ("init=kaiming_normal init.nonlinearity=swish", "init.nonlinearity='swish': must be one of linear, identity"),
+    ("init=kaiming_normal init.nonlinearity=swish", "init.nonlinearity='swish': must be one of linear, relu, leaky_relu"),
     ("init=variance_scaling init.scale=0", "init.scale=0: must be a number > 0"),
     ("init=variance_scaling init.mode=fan_max", "init.mode='fan_max': must be one of fan_in, fan_out, fan_avg"),
     ("init=variance_scaling init.distribution=cauchy", "init.distribution='cauchy': must be one of truncated_normal"),

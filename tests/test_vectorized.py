@@ -16,6 +16,7 @@ from initlab.config.check import validate
 from initlab.stacked.group import GroupTraining, group_key
 from initlab.report.tables import load
 from initlab.train.runner import run
+from initlab.build.data import load as load_data, shapes as data_shapes
 from initlab.stacked.sizes import CPU_TENSOR_BYTES, member_tensor_bytes
 
 from conftest import make_config
@@ -148,13 +149,24 @@ def test_launcher_writes_ordinary_job_folders_splits_groups_and_resumes(tmp_path
 def test_cpu_groups_keep_each_steps_tensors_small(tmp_path):
     # The founding net's first layer is 784 x 200 floats per member: 26 members stay below 16 MB.
     settings = validate(make_config("data=synthetic"))
-    assert member_tensor_bytes(settings) == 4 * 784 * 200
-    assert CPU_TENSOR_BYTES // member_tensor_bytes(settings) == 26
+    assert member_tensor_bytes(settings, 784, 10) == 4 * 784 * 200
+    assert CPU_TENSOR_BYTES // member_tensor_bytes(settings, 784, 10) == 26
     wide = validate(make_config("data=synthetic", "model.width=2000", "trainer.batch_size=64"))
-    assert member_tensor_bytes(wide) == 4 * 2000 * 2000
+    assert member_tensor_bytes(wide, 784, 10) == 4 * 2000 * 2000
     result = run_cli("-m", "data=synthetic", "trainer.max_steps=1", "trainer.seed=range(0,60)",
                      "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert "60 to train in 3 stacked group(s) of 26, 26, 8" in result.stdout
+
+
+def test_group_sizes_come_from_the_datas_own_shapes():
+    mnist = validate(make_config())["data"]
+    header = data_shapes(mnist)  # read from the idx header, before anything is decoded
+    loaded = load_data(mnist, torch.device("cpu"))
+    assert header == (loaded.in_features, loaded.num_classes) == (784, 10)
+    narrow = validate(make_config("data=synthetic", "data.source.in_features=20", "data.source.num_classes=3"))
+    assert data_shapes(narrow["data"]) == (20, 3)
+    # layers 20 -> 200 -> 200 -> 3: the largest per-step tensor is 200 x 200 (a weight, or a batch's activations)
+    assert member_tensor_bytes(narrow, *data_shapes(narrow["data"])) == 4 * 200 * 200
 
 
 def test_a_callback_at_job_end_finds_the_records_on_disk(tmp_path):

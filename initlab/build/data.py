@@ -118,6 +118,30 @@ def _raw_files(source: dict) -> tuple[Path, list[Path]]:
     return raw, [raw / Path(url).name.removesuffix(".gz") for url, _ in resources]
 
 
+def shapes(data_cfg: dict) -> tuple[int, int]:
+    """(input features, classes) of the dataset `data_cfg` describes, read without decoding it: from
+    the source's own settings (Synthetic), a copy already in memory, or the idx header of its first
+    multi-dimensional raw file and the dataset class's `classes`; else by loading it. Sizes stacked groups."""
+    source = data_cfg["source"]
+    if "in_features" in source and "num_classes" in source:
+        return int(source["in_features"]), int(source["num_classes"])
+    described = json.dumps(data_cfg, sort_keys=True)
+    for (key, _), tensors in _memory.items():
+        if key == described:
+            return tensors.in_features, tensors.num_classes
+    _, expected = _raw_files(source)
+    classes = getattr(resolve(source["_target_"]), "classes", None)
+    for path in expected:
+        if classes and path.is_file() and idx_problem(path) is None:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+                dims = struct.unpack(f">{magic[3]}I", f.read(4 * magic[3]))
+            if len(dims) > 1:
+                return math.prod(dims[1:]), len(classes)
+    tensors = load(data_cfg, torch.device("cpu"))
+    return tensors.in_features, tensors.num_classes
+
+
 def _decode(source: dict, train: bool, mean: float, std: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     try:
         dataset = instantiate(source, train=train)

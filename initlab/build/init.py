@@ -25,30 +25,26 @@ from typing import Annotated, Any, Literal, Optional, Union
 import torch
 from torch import nn
 
+from initlab.activations import ACTIVATIONS, NAMES
 from initlab.config.schema import AUTO, CRITICAL, NON_NEGATIVE, POSITIVE, checks, rule
 from initlab.config.targets import resolve
 
-# torch.nn.init.calculate_gain knows no GELU. Its gain here follows the second-moment argument
-# of He et al. 2015 (Sec. 2.2): gain = 1/sqrt(E[gelu(z)^2]) for z ~ N(0, 1); for ReLU the same
-# formula gives sqrt(2). E[gelu(z)^2] = 0.42522 by quadrature (checked in tests/test_init.py).
-GELU_GAIN = 1.5335
-
-
-# initlab's activation names -> torch.nn.init's nonlinearity names.
-_TORCH_NONLINEARITY = {"identity": "linear"}
+GELU_GAIN = ACTIVATIONS["gelu"].gain  # torch.nn.init.calculate_gain knows no GELU: initlab/activations.py
 
 Gain = Annotated[Union[float, Literal["auto", "critical"]],
                  rule(lambda v: v in (AUTO, CRITICAL) or v > 0, "a number > 0, auto or critical")]
 Slope = Annotated[Union[float, Literal["auto"]], rule(lambda v: v == AUTO or v >= 0, "a number >= 0 or auto")]
-Nonlinearity = Literal["linear", "identity", "sigmoid", "tanh", "relu", "leaky_relu", "selu", "gelu", "auto"]
+# torch.nn.init.calculate_gain's names, every activation of the registry, and auto (model.activation's)
+Nonlinearity = Literal[tuple(dict.fromkeys(("linear", *NAMES, "auto")))]
 Std = Annotated[float, NON_NEGATIVE]
 
 
 def gain(nonlinearity: str, negative_slope: float = 0.0) -> float:
     """The recommended weight gain for an activation (torch.nn.init.calculate_gain, plus GELU)."""
-    if nonlinearity == "gelu":
-        return GELU_GAIN
-    return nn.init.calculate_gain(_TORCH_NONLINEARITY.get(nonlinearity, nonlinearity), negative_slope)
+    known = ACTIVATIONS.get(nonlinearity)
+    if known is not None and known.gain is not None:
+        return known.gain
+    return nn.init.calculate_gain(known.torch_nonlinearity if known is not None else nonlinearity, negative_slope)
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:

@@ -7,20 +7,14 @@ from typing import Optional
 import torch
 from torch import nn
 
+from initlab.activations import ACTIVATIONS
+from initlab.config.targets import resolve
+
 
 def activation_module(name: Optional[str], negative_slope: float = 0.01) -> nn.Module:
-    """The nn.Module for an activation name from schema.ACTIVATIONS (None = identity)."""
-    modules = {
-        "relu": nn.ReLU,
-        "tanh": nn.Tanh,
-        "sigmoid": nn.Sigmoid,
-        "gelu": nn.GELU,
-        "selu": nn.SELU,
-        "identity": nn.Identity,
-    }
-    if name == "leaky_relu":
-        return nn.LeakyReLU(negative_slope)
-    return modules[name or "identity"]()
+    """The nn.Module for an activation name of the registry (initlab/activations.py; None = identity)."""
+    module = resolve(ACTIVATIONS[name or "identity"].module)
+    return module(negative_slope) if module is nn.LeakyReLU else module()
 
 
 class Tap(tuple):

@@ -26,7 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from initlab.config.errors import ConfigError  # defined apart: the report and loggers raise it without torch
 from initlab.config.targets import locate, show
-from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, OPEN, TARGETED, Schema, VectorizedLauncher
+from initlab.config.launcher import VectorizedLauncher
+from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, OPEN, TARGETED, Schema
 
 
 # --- the keys a node may have: from a schema dataclass or from a function's signature ---------
@@ -155,7 +156,7 @@ def _check_keys(path: str, node: dict, keys: list[Key], relations: tuple, owner:
 
 
 def check_launcher(launcher) -> None:
-    """The vectorized launchers' own values (schema.VectorizedLauncher), read off the launcher object
+    """The vectorized launchers' own values (launcher.VectorizedLauncher), read off the launcher object
     Hydra made from hydra.launcher: a ConfigError naming a wrong one and what is allowed. Unchecked,
     max_group_size=0 meant "as memory allows", a negative one planned no group and ended in an
     AttributeError traceback, and memory_fraction=2 sized groups past the free memory."""

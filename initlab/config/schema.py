@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import MISSING, dataclass, field
-from typing import Any, Callable, ClassVar, List, Optional
+from typing import Any, Callable, ClassVar, Optional
+
+from initlab import activations
 
 # Values an init scheme's keys may hold besides numbers: they follow model.activation (and the bias).
 AUTO = "auto"  # a gain, nonlinearity or `a` that follows model.activation
 AUTO_KEYS = ("gain", "nonlinearity", "a")
 CRITICAL = "critical"  # a gain at the edge of chaos of model.activation with this bias (theory.critical_sigma_w2)
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "identity")
+ACTIVATIONS = activations.NAMES
 STOPPABLE = ("stuck", "diverged")  # findings that can end a run early
 
 
@@ -198,27 +200,6 @@ class Diagnose(Schema):
     init_grad_norm: float = arg(POSITIVE)
     small_update_ratio: float = arg(POSITIVE)
     weak_signal: float = arg(POSITIVE)
-
-
-@dataclass
-class VectorizedLauncher(Schema):
-    """hydra.launcher's own keys of the vectorized launchers (hydra_plugins/initlab_vectorized/config.py
-    gives their defaults; a submitit key is for sbatch or submitit to refuse). Checked by
-    config.check_launcher before a sweep is planned."""
-
-    max_group_size: Optional[int] = field(default=None, metadata=rule(
-        AT_LEAST_ONE["ok"], "an integer >= 1, or null (as many as memory_fraction of the device's free memory holds)"))
-    memory_fraction: float = field(default=0.5, metadata=rule(
-        DECAY["ok"], "a number in (0, 1]: the share of the device's free memory a group may take"))
-    write_workers: Optional[int] = field(default=None, metadata=rule(
-        NON_NEGATIVE["ok"], "an integer >= 0 (0: the launcher writes the folders itself), or null (one per core "
-                          "but one, at most 16)"))
-    parallel_groups: int = field(default=1, metadata=rule(
-        AT_LEAST_ONE["ok"], "an integer >= 1: groups training at once"))
-    devices: Optional[List[str]] = field(default=None, metadata=rule(
-        lambda v: all(DEVICE["ok"](d) for d in v), f"a list of {DEVICE['allowed']}, or null"))
-    max_num_timeout: int = field(default=0, metadata=rule(
-        NON_NEGATIVE["ok"], "an integer >= 0: how many times submitit requeues a group past its time limit"))
 
 
 # The group nodes whose schema follows their `_target_`.

@@ -27,7 +27,7 @@ from initlab.store import records
 from initlab.loggers.run_info import RunInfo, diagnosis_text, missing
 from initlab.store.flat import flatten
 from initlab.loggers.tensorboard import FINAL, tag
-from initlab.store.provenance import WHERE_NOT_WHAT
+from initlab.store.keys import WHERE_NOT_WHAT
 
 PARENT = ".mlflow-parent.json"  # in a sweep folder: the parent run of its jobs, per store
 METRICS_PER_CALL, PARAMS_PER_CALL = 1000, 100  # MLflow's limits for one log_batch

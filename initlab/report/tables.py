@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from initlab.store import records
 from initlab.store.flat import flatten
-from initlab.store.provenance import WHERE_NOT_WHAT
+from initlab.store.keys import GROUPS, WHERE_NOT_WHAT
 
 SEED = "trainer.seed"
 READERS = 8  # threads reading run folders
@@ -36,7 +36,6 @@ READERS = 8  # threads reading run folders
 # the runs that differ from it only in seed, and more than OUTLIER_SPREAD times their std.
 OUTLIER_GAP, OUTLIER_SPREAD = 0.05, 3.0
 STATUSES = (*records.STATUSES, "unfinished", "corrupt")  # every status a runs table can hold
-GROUPS = ("init", "bias", "model", "lr", "optim", "data", "trainer", "diagnose", "experiment")
 METRICS = ("test_accuracy", "test_loss", "train_loss")
 
 

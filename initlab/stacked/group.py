@@ -24,6 +24,7 @@ from initlab.train import jacobian
 from initlab.build import schedule
 from initlab.train import predictions as theory_rows
 from initlab.diagnosis.evidence import Context
+from initlab.store.keys import PER_MEMBER_GROUPS, PER_MEMBER_KEYS
 from initlab.diagnosis.stuck import stuck_check_due, stuck_while_training
 from initlab.train.finite_checks import LogStepChecks
 from initlab.build.environment import matmul_precision
@@ -35,13 +36,14 @@ from initlab.train.loop import Outcome, build_model, steps_of, symmetric_of
 log = logging.getLogger("initlab")
 
 # Settings that may differ inside a group; everything else must match.
-PER_MEMBER = {"init", "bias", "lr", "optim", "diagnose", "rerun"}
 
 
 def group_key(settings: dict) -> str:
     """Runs with the same key can be trained together: same architecture, data and schedule length."""
-    shared = {k: v for k, v in settings.items() if k not in PER_MEMBER}
-    shared["trainer"] = {k: v for k, v in shared["trainer"].items() if k != "seed"}
+    shared = {k: v for k, v in settings.items() if k not in PER_MEMBER_GROUPS}
+    for key in PER_MEMBER_KEYS:  # trainer.seed
+        group, leaf = key.split(".", 1)
+        shared[group] = {k: v for k, v in shared[group].items() if k != leaf}
     shared["optimizer"] = settings["optim"]["_target_"]
     return json.dumps(shared, sort_keys=True)
 

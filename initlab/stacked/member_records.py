@@ -18,7 +18,6 @@ from initlab.train.loop import Outcome
 log = logging.getLogger("initlab")
 
 # Settings that may differ inside a group; everything else must match.
-PER_MEMBER = {"init", "bias", "lr", "optim", "diagnose", "rerun"}
 
 
 def by_member(values: list[np.ndarray], kept: list[np.ndarray], members: int) -> tuple[np.ndarray, np.ndarray]:

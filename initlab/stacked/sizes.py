@@ -7,14 +7,14 @@ import os
 import torch
 
 
-def layer_shapes(settings: dict, in_features: int = 784, classes: int = 10) -> list[tuple[int, int]]:
+def layer_shapes(settings: dict, in_features: int, classes: int) -> list[tuple[int, int]]:
     """(out, in) of each linear layer of a member's model."""
     m = settings["model"]
     widths = [m["width"]] * m["depth"] + [classes]
     return list(zip(widths, [in_features] + widths[:-1]))
 
 
-def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
+def member_bytes(settings: dict, in_features: int, classes: int) -> int:
     """A generous estimate of the memory one member needs while its group trains."""
     batch = settings["trainer"]["batch_size"]
     shapes = layer_shapes(settings, in_features, classes)
@@ -34,7 +34,7 @@ def member_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> i
 CPU_TENSOR_BYTES = 2**24
 
 
-def member_tensor_bytes(settings: dict, in_features: int = 784, classes: int = 10) -> int:
+def member_tensor_bytes(settings: dict, in_features: int, classes: int) -> int:
     """The bytes one member adds to its group's largest per-step tensor: a weight matrix (and its
     gradient and update), or a batch's activations. (A record step's stacked activations,
     probes.Activations, can be larger for deep nets; made once in ten steps, they are left out.)"""

@@ -13,14 +13,13 @@ from typing import Any, Callable, Optional
 
 from typing import TYPE_CHECKING
 
+# What is left out of the identity (settings that say where or how visibly a run happens; groups
+# that change the verdict, the bookkeeping or where records are copied) is store/keys.py's table.
+from initlab.store.keys import NOT_IDENTITY_GROUPS, WHERE_NOT_WHAT
+
 if TYPE_CHECKING:  # the report reads provenance too, and must not wait a second for torch to import
     import torch
-# Settings that say where or how visibly a run happens, not what it computes. The report
-# leaves them out of its columns for the same reason.
-# trainer.cuda_graphs: how a CUDA step is launched; the same kernels give identical tables (tests/test_gpu.py).
-WHERE_NOT_WHAT = ("trainer.progress", "trainer.cuda_graphs", "data.cache", "data.cache_dir", "data.source.root", "data.source.download")
-# They change the verdict, the bookkeeping or where records are copied, not the training.
-_NOT_IDENTITY_GROUPS = {"diagnose", "rerun", "logger"}
+
 _PACKAGES = ("initlab", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "pandas")
 
 # A run's identity (summary.json's config_hash) is the computation it did, so that a resumed sweep
@@ -55,7 +54,7 @@ def config_hash(settings: dict, version: Optional[int] = None) -> str:
         return {k: keep(v, f"{path}{k}.") for k, v in node.items() if f"{path}{k}" not in WHERE_NOT_WHAT
                 and not (f"{path}{k}" in NEUTRAL_DEFAULTS and NEUTRAL_DEFAULTS[f"{path}{k}"] == v)}
 
-    ident = {group: keep(node, f"{group}.") for group, node in settings.items() if group not in _NOT_IDENTITY_GROUPS}
+    ident = {group: keep(node, f"{group}.") for group, node in settings.items() if group not in NOT_IDENTITY_GROUPS}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

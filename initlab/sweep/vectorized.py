@@ -33,7 +33,7 @@ from initlab import loggers
 
 from initlab.store import records
 from initlab.config.check import ConfigError, check, check_launcher as check_launcher_values, validate
-from initlab.build.data import DataError
+from initlab.build.data import DataError, shapes as data_shapes
 from initlab.stacked.group import GroupTraining, group_key
 from initlab.stacked.sizes import CPU_TENSOR_BYTES, available_bytes, member_bytes, member_tensor_bytes
 from initlab.store.file_writes import BackgroundWrites
@@ -157,9 +157,10 @@ class VectorizedSweep:
         if self.launcher.max_group_size:
             return self.launcher.max_group_size
         device = resolve_device(job.settings["trainer"]["device"])
-        size = int(available_bytes(device) * self.launcher.memory_fraction // member_bytes(job.settings))
+        shapes = data_shapes(job.settings["data"])  # the data's own, not MNIST's 784 and 10
+        size = int(available_bytes(device) * self.launcher.memory_fraction // member_bytes(job.settings, *shapes))
         if device.type == "cpu":
-            size = min(size, CPU_TENSOR_BYTES // member_tensor_bytes(job.settings))
+            size = min(size, CPU_TENSOR_BYTES // member_tensor_bytes(job.settings, *shapes))
         return max(1, size)
 
     def _train(self, group: list[Job], device: Optional[torch.device] = None) -> list[tuple[Outcome, datetime, float, torch.device]]:

@@ -8,15 +8,10 @@ from typing import Optional
 
 import torch
 
+from initlab.activations import ACTIVATIONS
 from initlab.train.gpu import side_streams
 
-
-# Where a bounded activation is flat: its derivative there is below ~0.02 (tanh) or ~0.01
-# (sigmoid) of its maximum, so almost no gradient passes (Glorot & Bengio 2010, Sec. 3).
-SATURATED = {
-    "tanh": lambda h: h.abs() > 0.99,
-    "sigmoid": lambda h: (h < 0.01) | (h > 0.99),
-}
+SATURATED = {name: a.saturated for name, a in ACTIVATIONS.items() if a.saturated is not None}  # initlab/activations.py
 
 
 def saturated_count(name: str, post: torch.Tensor, start_dim: int = 0) -> torch.Tensor:
