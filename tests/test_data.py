@@ -47,7 +47,7 @@ def test_cache_round_trip_equals_a_fresh_build(tmp_path):
 
 def test_processes_starting_together_leave_one_valid_cache(tmp_path):
     script = (
-        "import sys, torch; from initlab import data\n"
+        "import sys, torch; from initlab.build import data\n"
         "cfg = {'name': 'synthetic', 'mean': 0.0, 'std': 1.0, 'cache': True, 'cache_dir': sys.argv[1],\n"
         "       'source': {'_target_': 'initlab.data.Synthetic', 'num_train': 20000, 'num_test': 100,\n"
         "                  'in_features': 784, 'num_classes': 10, 'separation': 0.15, 'data_seed': 0}}\n"
@@ -63,7 +63,7 @@ def test_processes_starting_together_leave_one_valid_cache(tmp_path):
 
 
 KILLED_WHILE_CACHING = (
-    "import os, sys, torch; from initlab import data, whole_files\n"
+    "import os, sys, torch; from initlab.build import data; from initlab.store import whole_files\n"
     "whole_files._NAMELESS_FILES = sys.argv[2] == 'nameless'\n"
     "def killed(obj, f, *args, **kwargs):  # the first megabyte of the cache, then kill -9\n"
     "    f.write(b'PK' + bytes(1_000_000)); f.flush(); os.kill(os.getpid(), 9)\n"

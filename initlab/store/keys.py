@@ -60,4 +60,13 @@ PER_MEMBER_GROUPS = frozenset(k for k in having("per_member") if "." not in k)
 PER_MEMBER_KEYS = tuple(k for k in having("per_member") if "." in k)
 GROUPS = having("grouping")
 
-OmegaConf.register_new_resolver("initlab_keys", lambda role: list(globals()[role]), replace=True)
+_LISTS = {"NOT_IN_FOLDER_NAME": NOT_IN_FOLDER_NAME}
+
+
+def listed(name: str) -> list:
+    """`${initlab_keys:NAME}`: one of the lists above, for a config. A module-level function, so a
+    launcher that ships Hydra's state (resolvers included) to its workers pickles it by reference."""
+    return list(_LISTS[name])
+
+
+OmegaConf.register_new_resolver("initlab_keys", listed, replace=True)
