@@ -13,9 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from initlab.config.check import ConfigError
-from initlab.build.data import DataError
 from initlab.config.hydra_errors import one_line
-from initlab.train.runner import RecordsNotWritten, objective, run
 from initlab.sweep import job_names  # noqa: F401  (registers the initlab_job resolver that names job folders)
 
 log = logging.getLogger("initlab")
@@ -41,6 +39,11 @@ def train_job(cfg: DictConfig) -> float:
     The vectorized launcher recognizes this task (and only this one) as stackable: any other
     task function it is given runs exactly as Hydra's basic launcher would run it.
     """
+    # Imported here, not at the top: a wrong option or key (Hydra stops before any job) and --help
+    # answer without waiting a second for torch to import.
+    from initlab.build.data import DataError
+    from initlab.train.runner import RecordsNotWritten, objective, run
+
     try:
         result = run(cfg)
     except (ConfigError, DataError) as e:

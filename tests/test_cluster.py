@@ -55,6 +55,7 @@ def reference(tmp_path_factory):
     return in_process_sweep(tmp_path_factory.mktemp("reference"), GRID)
 
 
+@pytest.mark.slow  # submitit jobs in processes of their own
 def test_submitit_local_writes_what_the_in_process_launcher_writes(tmp_path, reference):
     # (the initlab command, through a probe that says how many job configs the submitting process holds)
     probe = Path(__file__).parent / "held_configs_probe.py"

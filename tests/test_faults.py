@@ -64,7 +64,8 @@ def finished_summaries(sweep):
     return {p.parent.name: p.read_bytes() for p in sweep.glob("*/summary.json")}
 
 
-@pytest.mark.parametrize("launcher, fails_at", [("basic", 4), ("vectorized", 4)])
+# the basic launcher's case is slow (a sweep through the CLI, then a resume); the vectorized one stays fast
+@pytest.mark.parametrize("launcher, fails_at", [pytest.param("basic", 4, marks=pytest.mark.slow), ("vectorized", 4)])
 def test_a_full_disk_leaves_no_summary_and_no_half_file_and_a_resume_finishes(tmp_path, launcher, fails_at):
     args = ["trainer.max_steps=3", f"init={','.join(INITS)}"]
     # one run's three files are written, then the disk is full
@@ -84,7 +85,7 @@ def test_a_full_disk_leaves_no_summary_and_no_half_file_and_a_resume_finishes(tm
     assert_nothing_half_written(sweep)
 
 
-@pytest.mark.parametrize("launcher", ["basic", "vectorized"])
+@pytest.mark.parametrize("launcher", [pytest.param("basic", marks=pytest.mark.slow), "vectorized"])
 def test_two_processes_resuming_one_sweep_train_each_job_once(tmp_path, launcher):
     args = ["trainer.max_steps=30", f"init={','.join(INITS)}", "trainer.seed=0,1"]
     procs = [subprocess.Popen(command(*args, launcher=launcher), cwd=tmp_path, env=environment(threads=1),
@@ -102,6 +103,7 @@ def test_two_processes_resuming_one_sweep_train_each_job_once(tmp_path, launcher
     assert_nothing_half_written(sweep)
 
 
+@pytest.mark.slow  # a sweep and reports in processes of their own
 def test_a_report_read_while_a_sweep_writes_never_crashes(tmp_path):
     args = ["trainer.max_steps=40", f"init={','.join(INITS)}", "trainer.seed=0,1"]
     proc = subprocess.Popen(command(*args), cwd=tmp_path, env=environment(threads=1), stdout=subprocess.DEVNULL,
@@ -121,7 +123,7 @@ def test_a_report_read_while_a_sweep_writes_never_crashes(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_at_twenty_random_moments_then_resume_gives_every_run_exactly_once(tmp_path):
+def test_kill_9_at_random_moments_then_resume_gives_every_run_exactly_once(tmp_path):
     args = ["trainer.max_steps=150", "model.width=512", f"init={','.join(INITS)}"]  # ~1 s of training each
     # An undisturbed sweep: when its first job starts (start-up before) and when it ends.
     (tmp_path / "timing").mkdir()
@@ -135,9 +137,13 @@ def test_kill_9_at_twenty_random_moments_then_resume_gives_every_run_exactly_onc
         time.sleep(0.01)
     whole = time.perf_counter() - started
     assert proc.returncode == 0 and first_job is not None
-    # Four moments in the start-up, sixteen while the jobs run and write their records.
+    # Two moments in the start-up, six while the jobs run and write their records: one in each
+    # sixth of that span, so that the kills spread over every job's training and writing (until
+    # 2026-12-06 twenty moments, drawn anywhere: three minutes of the suite).
     rng = random.Random(2026)
-    moments = sorted([rng.uniform(0, first_job) for _ in range(4)] + [rng.uniform(first_job, whole) for _ in range(16)])
+    span = (whole - first_job) / 6
+    moments = sorted([rng.uniform(0, first_job) for _ in range(2)]
+                     + [rng.uniform(first_job + k * span, first_job + (k + 1) * span) for k in range(6)])
     finished_at_kill = []
     for trial, moment in enumerate(moments):
         cwd = tmp_path / f"trial{trial}"

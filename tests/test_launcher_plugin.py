@@ -43,6 +43,7 @@ class TestVectorizedLauncherIntegration(IntegrationTestSuite):
     """Hydra's integration suite: a separate app process that picks the launcher from its own config."""
 
 
+@pytest.mark.slow  # a submitit job (a process) per test; the in-process launcher's suite stays fast
 @pytest.mark.parametrize("launcher_name, overrides", [("vectorized_submitit_local", ["hydra.launcher.timeout_min=2"])])
 class TestVectorizedSubmititLocalLauncher(LauncherTestSuite):
     """Hydra's launcher suite against the submitit form: other tasks run as Hydra's submitit launcher runs them."""

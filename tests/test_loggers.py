@@ -89,6 +89,7 @@ def test_a_run_logs_to_mlflow_what_its_records_hold(tmp_path):
     assert json.loads(open(copy).read()) == json.loads((tmp_path / "run" / "summary.json").read_text())
 
 
+@pytest.mark.slow  # a vectorized sweep through the CLI; the fast part keeps one run logged
 def test_vectorized_members_log_as_ordinary_runs_and_a_multirun_is_a_parent_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_cli("-m", "hydra/launcher=vectorized", *ONE[:-1], "init=xavier_uniform,kaiming_normal,orthogonal",
@@ -114,6 +115,7 @@ def test_vectorized_members_log_as_ordinary_runs_and_a_multirun_is_a_parent_run(
     assert config_hash(summary["config"]) == config_hash({**summary["config"], "logger": {}})
 
 
+@pytest.mark.slow  # initlab-report in processes of its own; test_a_run_logs_to_mlflow_what_its_records_hold keeps the loggers in the fast part
 def test_initlab_report_exports_an_existing_sweep_once(tmp_path):
     run_cli("-m", *ONE[:-1], "init=xavier_uniform,kaiming_normal", "hydra.sweep.dir=sweep", cwd=tmp_path)
     uri = f"sqlite:///{tmp_path / 'export.db'}"

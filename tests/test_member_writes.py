@@ -64,6 +64,7 @@ def test_workers_write_what_the_launcher_writes(tmp_path):
     assert lines == [TOOK.sub("| <took> |", WHEN.sub("<when>", line)) for line in alone.stdout.replace(str(here), "<cwd>").splitlines()]
 
 
+@pytest.mark.slow  # two sweeps through the CLI
 def test_a_resumed_sweep_skips_in_the_workers(tmp_path):
     there, _ = sweep(tmp_path, "there", 2)
     again = run_cli("-m", *SMALL, *GRID, "hydra/launcher=vectorized", "hydra.launcher.write_workers=2",
@@ -72,6 +73,7 @@ def test_a_resumed_sweep_skips_in_the_workers(tmp_path):
     assert again.stdout.count("skipped:") == 16
 
 
+@pytest.mark.slow  # a sweep through the CLI with a fault injected
 def test_write_processes_that_die_leave_the_folders_to_the_launcher(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "INITLAB_FAULT": "die-in-write-worker",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))}

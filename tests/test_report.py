@@ -167,6 +167,7 @@ def test_two_sweeps_with_different_keys_combine(sweep_dir, tmp_path):
     assert sweep.runs["model.depth"].notna().all()
 
 
+@pytest.mark.slow  # three initlab-report processes; the fast part checks the same report in-process (test_report_files_figures_and_page)
 def test_report_command(sweep_dir, tmp_path):
     result = subprocess.run([sys.executable, "-c", "import sys; from initlab.cli import report_main; "
                              "sys.exit(report_main())", str(sweep_dir), "--out", str(tmp_path / "r")],
@@ -241,6 +242,7 @@ def _looks_drawn(path):
     return image.size[0] >= 500 and image.size[1] >= 250 and np.asarray(image.convert("L")).std() > 5
 
 
+@pytest.mark.slow  # a sweep of its own through the CLI
 def test_theory_figures_of_a_sigma_w_by_depth_sweep(tmp_path):
     """experiment=edge_of_chaos, shrunk: its report draws the edge of chaos and the Jacobian per depth."""
     initlab("-m", "experiment=edge_of_chaos", *SMALL, "trainer.max_steps=6", "trainer.log_every=2",

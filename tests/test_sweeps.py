@@ -75,6 +75,7 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     assert not list(sweep.rglob("*.tmp*"))
 
 
+@pytest.mark.slow  # three CLI processes
 def test_rerun_true_trains_finished_jobs_again(tmp_path):
     args = ["-m", *SMALL, "trainer.max_steps=3", "init=xavier_uniform", "hydra.sweep.dir=sweep"]
     run_cli(*args, cwd=tmp_path)

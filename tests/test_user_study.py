@@ -48,6 +48,7 @@ def study(tmp_path):
     return tmp_path / "study"
 
 
+@pytest.mark.slow  # a sweep through the CLI
 def test_own_init_beside_initlabs_in_one_sweep_and_report(study):
     _run("--config-dir", "conf", "-m", *SMALL, "trainer.max_steps=8", "init=mine,kaiming_normal,torch_orthogonal",
          "hydra.sweep.dir=sweep", cwd=study)
@@ -90,6 +91,7 @@ def test_own_init_draws_what_the_function_draws(study):
     assert recorded == pytest.approx([l.weight.norm().item() for l in model.linears], rel=1e-6)
 
 
+@pytest.mark.slow  # a whole study through the CLI from a folder outside the checkout
 def test_own_experiment_and_search_path(study):
     _run("--config-dir", "conf", "experiment=mine_vs_classics", *SMALL, "trainer.max_steps=4",
          "hydra.sweep.dir=exp", cwd=study)
@@ -101,6 +103,7 @@ def test_own_experiment_and_search_path(study):
     assert json.loads((study / "searchpath" / "summary.json").read_text())["choices"]["init"] == "mine"
 
 
+@pytest.mark.slow  # a vectorized sweep through the CLI
 def test_own_init_in_the_vectorized_launcher(study):
     _run("--config-dir", "conf", "-m", "hydra/launcher=vectorized", *SMALL, "trainer.max_steps=6",
          "init=mine,kaiming_normal", "trainer.seed=0,1", "hydra.sweep.dir=vec", cwd=study)
@@ -125,6 +128,7 @@ def test_a_module_that_does_not_import_is_one_line(study):
         "torch.nn.init.*, or one of yours on PYTHONPATH)"]
 
 
+@pytest.mark.slow  # a CLI process; tests/test_config.py checks the same message in-process
 def test_a_wrong_key_for_the_users_function_is_one_line(study):
     result = _run("--config-dir", "conf", *SMALL, "init=mine", "+init.sclae=2", cwd=study, check=False)
     assert result.returncode == 2

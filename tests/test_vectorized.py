@@ -280,6 +280,7 @@ def test_a_members_evaluation_does_not_depend_on_its_group():
         assert ev.loss == pytest.approx(alone.loss, rel=1e-6) and ev.accuracy == alone.accuracy
 
 
+@pytest.mark.slow  # three groups trained; test_members_follow_their_ordinary_runs keeps the members exact in the fast part
 def test_a_members_records_do_not_depend_on_the_size_of_its_group(tmp_path):
     """The same sweep in groups of 4 + 2 and in one group of 6 writes the same records, bit for bit
     (on the CPU): a resumed or clustered sweep may train a member in a group of another size.
