@@ -208,6 +208,7 @@ def test_a_resume_knows_which_jobs_an_earlier_submissions_queued_tasks_train(tmp
     assert still_on_the_cluster(f"{tmp_path}/elsewhere/%j") == {}  # no manifest: squeue is not asked
 
 
+@pytest.mark.slow  # processes of their own, one per core share
 def test_a_groups_job_trains_on_the_cores_it_was_granted(monkeypatch):
     from initlab.cores import usable_cores
 

@@ -45,6 +45,7 @@ def test_cache_round_trip_equals_a_fresh_build(tmp_path):
         assert torch.equal(tensors.train_x, built.train_x) and torch.equal(tensors.test_y, built.test_y)
 
 
+@pytest.mark.slow  # four processes building one cache at once
 def test_processes_starting_together_leave_one_valid_cache(tmp_path):
     script = (
         "import sys, torch; from initlab.build import data\n"

@@ -120,6 +120,7 @@ def test_a_large_grids_report_says_what_each_figure_shows_and_groups_findings(gr
     assert f"| {worst:.4g} |" in first
 
 
+@pytest.mark.slow  # two reports of a large grid; test_a_large_grids_report_says_what_each_figure_shows_and_groups_findings stays fast
 def test_figure_notes_reach_report_md_only_when_something_is_left_out(tmp_path, grid_sweep):
     out = write_report([grid_sweep], tmp_path / "r").out
     page = (out / "report.md").read_text()

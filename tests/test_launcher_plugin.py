@@ -36,6 +36,7 @@ class TestVectorizedLauncher(LauncherTestSuite):
     """Hydra's launcher test suite (its example app and task functions, none of them initlab's)."""
 
 
+@pytest.mark.slow  # Hydra's integration suite runs an app in a process of its own per test; its LauncherTestSuite stays fast
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", [(
     {}, ["-m", "hydra/launcher=vectorized", "hydra/hydra_logging=disabled", "hydra/job_logging=disabled"],
 )])

@@ -159,6 +159,7 @@ def test_failed_and_unfinished_runs_are_reported(sweep_dir, tmp_path, monkeypatc
     assert "1 failed, 1 unfinished" in page and "boom" in page and "never finished" in page
 
 
+@pytest.mark.slow  # a second sweep through the CLI
 def test_two_sweeps_with_different_keys_combine(sweep_dir, tmp_path):
     initlab("-m", *SMALL, "trainer.max_steps=6", "model.depth=1,3", "hydra.sweep.dir=other", cwd=tmp_path)
     sweep = load([sweep_dir, tmp_path / "other"])
@@ -190,6 +191,7 @@ def test_report_command(sweep_dir, tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("initlab-report:")
 
 
+@pytest.mark.slow  # initlab-report in a process of its own, twice
 def test_a_large_sweeps_report_is_written_by_initlab_report_in_a_process_of_its_own(sweep_dir, tmp_path, monkeypatch,
                                                                                      caplog):
     from omegaconf import OmegaConf
