@@ -16,12 +16,13 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 from filelock import FileLock
 from hydra.utils import instantiate
 
+from initlab.config.schema import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE
 from initlab.config.targets import resolve
 
 from initlab.store import whole_files
@@ -72,8 +73,9 @@ class Synthetic:
     data, whatever the training seed. Exposes `data`, `targets` and `classes` like torchvision.
     """
 
-    def __init__(self, train: bool, num_train: int, num_test: int, in_features: int,
-                 num_classes: int, separation: float, data_seed: int) -> None:
+    def __init__(self, train: bool, num_train: Annotated[int, AT_LEAST_ONE], num_test: Annotated[int, AT_LEAST_ONE],
+                 in_features: Annotated[int, AT_LEAST_ONE], num_classes: Annotated[int, AT_LEAST_TWO],
+                 separation: Annotated[float, POSITIVE], data_seed: int) -> None:
         g = torch.Generator().manual_seed(data_seed)
         centers = torch.randn(num_classes, in_features, generator=g) * separation
         labels = torch.randint(num_classes, (num_train + num_test,), generator=g)

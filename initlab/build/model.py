@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 from torch import nn
 
-from initlab.activations import ACTIVATIONS
+from initlab.activations import ACTIVATIONS, NAMES
+from initlab.config.schema import AT_LEAST_ONE, NON_NEGATIVE, one_of
 from initlab.config.targets import resolve
 
 
@@ -63,11 +64,11 @@ class MLP(nn.Module):
         self,
         in_features: int,
         num_classes: int,
-        depth: int = 2,
-        width: int = 200,
-        activation: str = "relu",
-        output_activation: Optional[str] = None,
-        negative_slope: float = 0.01,
+        depth: Annotated[int, AT_LEAST_ONE] = 2,
+        width: Annotated[int, AT_LEAST_ONE] = 200,
+        activation: Annotated[str, one_of(*NAMES)] = "relu",
+        output_activation: Annotated[Optional[str], one_of(*NAMES)] = None,
+        negative_slope: Annotated[float, NON_NEGATIVE] = 0.01,
     ) -> None:
         super().__init__()
         sizes = [in_features] + [width] * depth + [num_classes]

@@ -10,36 +10,44 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Annotated, Callable
 
+from initlab.config.schema import AT_LEAST_ONE, DECAY, NON_NEGATIVE, POSITIVE, checks, one_of
 from initlab.config.targets import resolve
 
+Rate = Annotated[float, POSITIVE]
+Floor = Annotated[float, NON_NEGATIVE]
+FLOOR_BELOW_RATE = ("min_value must not exceed value", lambda c: c["min_value"] <= c["value"])
 
-def constant(step: int, *, total_steps: int, steps_per_epoch: int, value: float) -> float:
+
+def constant(step: int, *, total_steps: int, steps_per_epoch: int, value: Rate) -> float:
     """The same rate throughout."""
     return value
 
 
-def step(step: int, *, total_steps: int, steps_per_epoch: int, value: float, gamma: float, step_epochs: int) -> float:
+def step(step: int, *, total_steps: int, steps_per_epoch: int, value: Rate, gamma: Annotated[float, DECAY],
+         step_epochs: Annotated[int, AT_LEAST_ONE]) -> float:
     """`value` times `gamma` for every `step_epochs` full epochs done (torch's StepLR, by epoch)."""
     return value * gamma ** ((step // steps_per_epoch) // step_epochs)
 
 
-def cosine(step: int, *, total_steps: int, steps_per_epoch: int, value: float, min_value: float) -> float:
+@checks(FLOOR_BELOW_RATE)
+def cosine(step: int, *, total_steps: int, steps_per_epoch: int, value: Rate, min_value: Floor) -> float:
     """Cosine decay from `value` at step 0 to `min_value` at the last step (Loshchilov & Hutter 2017)."""
     progress = step / max(total_steps - 1, 1)
     return min_value + 0.5 * (value - min_value) * (1.0 + math.cos(math.pi * progress))
 
 
+@checks(FLOOR_BELOW_RATE)
 def warmup(
     step: int,
     *,
     total_steps: int,
     steps_per_epoch: int,
-    value: float,
-    warmup_epochs: float,
-    then: str,
-    min_value: float,
+    value: Rate,
+    warmup_epochs: Annotated[float, POSITIVE],
+    then: Annotated[str, one_of("constant", "cosine")],
+    min_value: Floor,
 ) -> float:
     """Linear warm-up to `value` over `warmup_epochs` (Goyal et al. 2017), then `then`."""
     warm = max(1, round(warmup_epochs * steps_per_epoch))

@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from initlab.config.errors import ConfigError  # defined apart: the report and loggers raise it without torch
 from initlab.config.targets import locate, show
 from initlab.config.launcher import VectorizedLauncher
-from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, OPEN, TARGETED, Schema
+from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, OPEN, SIGNED, TARGETED, Schema
 
 
 # --- the keys a node may have: from a schema dataclass or from a function's signature ---------
@@ -81,8 +81,8 @@ def _signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[tuple[Key, .
 
 def _read_signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Key], bool]:
     params = list(inspect.signature(fn).parameters.values())
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
+    try:  # a class's settings are its __init__'s (initlab.model.MLP)
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn, include_extras=True)
     except Exception:  # annotations that do not resolve (a forward reference): check names only
         hints = {}
     keys, open_ended = [], False
@@ -171,11 +171,17 @@ def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, 
     _check_keys(path, node, dataclass_keys(schema), schema.relations, path, ignore=ignore)
 
 
-def _check_scheme(path: str, node: dict, takes: str, filled: tuple[str, ...]) -> None:
-    """An init or bias node against the signature of the function its `_target_` names."""
-    fn = locate(path, node.get("_target_"), takes)
+def _check_scheme(path: str, node: dict, takes: str, filled: tuple[str, ...],
+                  examples: str = "initlab.init.*, torch.nn.init.*, or one of yours on PYTHONPATH") -> None:
+    """A node against the signature of the callable its `_target_` names (init and bias schemes,
+    initlab's model, lr schedules and generated data)."""
+    fn = locate(path, node.get("_target_"), takes, examples)
     keys, open_ended = signature_keys(fn, filled)
     _check_keys(path, node, keys, getattr(fn, "relations", ()), node["_target_"], open_ended, ignore=("_target_",))
+
+
+def _targets_of(schemas: tuple[type[Schema], ...]) -> list[str]:
+    return [t for schema in schemas for t in schema.targets]
 
 
 def _schema_for(path: str, node: dict, schemas: tuple[type[Schema], ...]) -> type[Schema]:
@@ -236,7 +242,17 @@ def check(container: dict) -> dict:
         _check_node(path, _node(container, path), schema)
     for path, schemas in TARGETED.items():
         node = _node(container, path)
-        _check_node(path, node, _schema_for(path, node, schemas), ignore=("_target_",))
+        if path not in SIGNED or node.get("_target_") in _targets_of(schemas):
+            _check_node(path, node, _schema_for(path, node, schemas), ignore=("_target_",))
+    for path, signed in SIGNED.items():
+        node = _node(container, path)
+        dataclass_targets = _targets_of(TARGETED.get(path, ()))
+        if node.get("_target_") in dataclass_targets:
+            continue
+        if signed.targets is not None and node.get("_target_") not in signed.targets:
+            raise ConfigError(f"{path}._target_={show(node.get('_target_'))}: must be one of "
+                              f"{', '.join([*signed.targets, *dataclass_targets])}")
+        _check_scheme(path, node, signed.takes, signed.filled, signed.examples)
     for path, (takes, filled) in OPEN.items():
         _check_scheme(path, _node(container, path), takes, filled)
     _check_critical(container)

@@ -1,12 +1,13 @@
 """The config schema: the rules a value must pass, and the schema of the groups whose callables
 are not initlab's own (torch optimizers, torchvision datasets) or that name no callable.
 
-A rule is a predicate and the words that say what it allows. Weight and bias schemes (the
-`init` and `bias` groups) need no dataclass: their function's signature is their schema, a
-rule riding on an annotation (`std: Annotated[float, NON_NEGATIVE]`) and cross-key checks on
-the function (`@checks(...)`). For the other groups each dataclass lists the keys of the YAML
-options that name one of its `targets`; a field's metadata is its rule. config.py checks a
-composed config against both.
+A rule is a predicate and the words that say what it allows. The groups whose callable is
+initlab's own or a user's (`init`, `bias`, `model`, `lr`, the generated `data.source`) need no
+dataclass: the callable's signature is their schema, a rule riding on an annotation
+(`std: Annotated[float, NON_NEGATIVE]`) and cross-key checks on the callable (`@checks(...)`).
+For torch's optimizers and torchvision's datasets, whose signatures carry no rules, and the
+groups that name no callable, a dataclass lists the keys; a field's metadata is its rule.
+check.py checks a composed config against both.
 """
 
 from __future__ import annotations
@@ -76,48 +77,6 @@ class Schema:
 
 
 @dataclass
-class MLPModel(Schema):
-    targets = ("initlab.model.MLP",)
-    depth: int = arg(AT_LEAST_ONE)
-    width: int = arg(AT_LEAST_ONE)
-    activation: str = arg(one_of(*ACTIVATIONS))
-    output_activation: Optional[str] = arg(one_of(*ACTIVATIONS))
-    negative_slope: float = arg(NON_NEGATIVE)
-
-
-@dataclass
-class ConstantLR(Schema):
-    targets = ("initlab.schedule.constant",)
-    value: float = arg(POSITIVE)
-
-
-@dataclass
-class StepLR(Schema):
-    targets = ("initlab.schedule.step",)
-    value: float = arg(POSITIVE)
-    gamma: float = arg(DECAY)
-    step_epochs: int = arg(AT_LEAST_ONE)
-
-
-@dataclass
-class CosineLR(Schema):
-    targets = ("initlab.schedule.cosine",)
-    relations = (("min_value must not exceed value", lambda c: c["min_value"] <= c["value"]),)
-    value: float = arg(POSITIVE)
-    min_value: float = arg(NON_NEGATIVE)
-
-
-@dataclass
-class WarmupLR(Schema):
-    targets = ("initlab.schedule.warmup",)
-    relations = (("min_value must not exceed value", lambda c: c["min_value"] <= c["value"]),)
-    value: float = arg(POSITIVE)
-    warmup_epochs: float = arg(POSITIVE)
-    then: str = arg(one_of("constant", "cosine"))
-    min_value: float = arg(NON_NEGATIVE)
-
-
-@dataclass
 class SGDOptim(Schema):
     targets = ("torch.optim.SGD",)
     relations = (("nesterov needs momentum > 0", lambda c: not c.get("nesterov") or c.get("momentum", 0) > 0),)
@@ -140,17 +99,6 @@ class TorchvisionSource(Schema):
     targets = ("torchvision.datasets.MNIST", "torchvision.datasets.FashionMNIST", "torchvision.datasets.KMNIST")
     root: str = arg()
     download: bool = arg()
-
-
-@dataclass
-class SyntheticSource(Schema):
-    targets = ("initlab.data.Synthetic",)
-    num_train: int = arg(AT_LEAST_ONE)
-    num_test: int = arg(AT_LEAST_ONE)
-    in_features: int = arg(AT_LEAST_ONE)
-    num_classes: int = arg(AT_LEAST_TWO)
-    separation: float = arg(POSITIVE)
-    data_seed: int = arg()
 
 
 @dataclass
@@ -204,12 +152,29 @@ class Diagnose(Schema):
 
 # The group nodes whose schema follows their `_target_`.
 TARGETED = {
-    "model": (MLPModel,),
-    "lr": (ConstantLR, StepLR, CosineLR, WarmupLR),
     "optim": (SGDOptim, AdamOptim),
-    "data.source": (TorchvisionSource, SyntheticSource),
+    "data.source": (TorchvisionSource,),
 }
 FIXED = {"data": Data, "trainer": Trainer, "diagnose": Diagnose}
 # The group nodes whose `_target_` may name any importable function, checked against its
 # signature: its first positional parameter is the tensor it fills; the named ones initlab passes.
 OPEN = {"init": ("weight matrix", ()), "bias": ("bias vector", ("weight",))}
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A group node checked against the signature of the callable its `_target_` names: initlab's own
+    model, lr schedules and generated data. `takes` is what the first positional parameter receives,
+    `filled` the keys initlab passes itself, `targets` the callables the node may name (None: any)."""
+
+    takes: str
+    filled: tuple[str, ...]
+    targets: Optional[tuple[str, ...]]
+    examples: str
+
+
+SIGNED = {
+    "model": Signed("input features", ("num_classes",), ("initlab.model.MLP",), "initlab.model.MLP"),
+    "lr": Signed("step", ("total_steps", "steps_per_epoch"), None, "initlab.schedule.*, or one of yours on PYTHONPATH"),
+    "data.source": Signed("train flag", (), ("initlab.data.Synthetic",), "initlab.data.Synthetic"),
+}
