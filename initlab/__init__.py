@@ -1,7 +1,8 @@
 """initlab: how does the way a network's weights are initialized change what happens when it trains?
 
 The package is laid out by stage, in the order data flows (docs/architecture.md):
-cores, theory -> config -> store -> diagnosis -> loggers -> build -> train -> stacked -> report -> sweep -> cli
+cores, activations, theory -> config -> store -> diagnosis -> loggers -> build -> train -> stacked -> report
+-> sweep -> cli
 (a module imports only from its own stage or an earlier one: tests/test_architecture.py).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 from importlib import metadata
@@ -22,6 +24,7 @@ def __getattr__(name: str):
         except metadata.PackageNotFoundError:  # a checkout imported without being installed
             return "unknown"
     raise AttributeError(f"module 'initlab' has no attribute {name!r}")
+
 
 # The names that configs, recorded runs and users' code spell, and the modules that hold them now.
 # A config's `_target_: initlab.init.kaiming_normal_` is part of a run's recorded identity
@@ -45,13 +48,12 @@ class _PublicNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(name, self) if name in PUBLIC_NAMES else None
 
     def create_module(self, spec):
-        module = importlib.import_module(PUBLIC_NAMES[spec.name])
-        self._own_spec = module.__spec__
-        return module
+        return importlib.import_module(PUBLIC_NAMES[spec.name])
 
     def exec_module(self, module):
         # the import system stamped the alias's spec on the real module: give it its own back
-        module.__spec__ = self._own_spec
+        module.__spec__ = importlib.machinery.PathFinder.find_spec(module.__name__, sys.modules[
+            module.__name__.rpartition(".")[0]].__path__)
 
 
 if not any(isinstance(finder, _PublicNames) for finder in sys.meta_path):

@@ -1,6 +1,6 @@
 """Hydra's entry to initlab's vectorized launcher. Hydra finds launchers in the hydra_plugins
 namespace; this module stays light (no torch) because Hydra imports every plugin at start-up.
-The logic is in initlab.sweep.vectorized; the config in config.py beside this file."""
+The logic is in initlab.sweep (entry.py, vectorized.py, cluster.py); the config in config.py beside this file."""
 
 from typing import Optional, Sequence
 
@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 def _fast_composition(hydra_context: HydraContext, task_function: TaskFunction, validate_only: bool = False) -> None:
     """For initlab's training task (initlab not imported otherwise: this module stays light), the
     sweeper's check of the batch and the launcher's plan derive the job configs from one
-    composition per set of group choices (initlab.sweep.vectorized.fast_composition)."""
+    composition per set of group choices (initlab.sweep.entry.fast_composition)."""
     if getattr(task_function, "__module__", None) == "initlab.cli":
-        from initlab.sweep.vectorized import fast_composition
+        from initlab.sweep.entry import fast_composition
 
         fast_composition(hydra_context, task_function, validate_only)
 
@@ -37,8 +37,8 @@ class VectorizedLauncher(Launcher):
         _fast_composition(hydra_context, task_function)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from initlab.sweep import vectorized
-        return vectorized.launch(self, job_overrides, initial_job_idx)
+        from initlab.sweep import entry
+        return entry.launch(self, job_overrides, initial_job_idx)
 
 
 try:
@@ -64,7 +64,7 @@ if BaseSubmititLauncher is not None:
             _fast_composition(hydra_context, task_function, validate_only=True)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-            from initlab.sweep.vectorized import is_initlab_training
+            from initlab.sweep.entry import is_initlab_training
 
             if not is_initlab_training(self.task_function):
                 return self._as_hydra_submitit(job_overrides, initial_job_idx)

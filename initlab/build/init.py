@@ -3,7 +3,7 @@
 A scheme is any function that takes a weight matrix of shape (out_features, in_features) as its
 only positional argument and its settings as keywords: initlab's own below, a
 ``torch.nn.init`` function named directly, or a function of the user's (``init._target_`` in a
-YAML of their own). Its signature is its schema: config.py reads the parameter names, defaults
+YAML of their own). Its signature is its schema: config/check.py reads the parameter names, defaults
 and annotations (``Annotated[float, POSITIVE]``) to check a config before anything trains.
 
 Every scheme with a torch counterpart has torch's defaults and draws exactly what

@@ -5,7 +5,7 @@ without `-m`, an override Hydra cannot parse: Hydra stops on each before anythin
 a message of up to twenty lines (the options one per line, the config search path, a hint about
 HYDRA_FULL_ERROR) and exit code 1. `one_line()` wraps the CLI's call of Hydra: those errors end
 with one line that names the value, what is allowed there and the closest names, and exit code 2,
-as a value the schema refuses (config.py). So does a value that one of initlab's Hydra-side
+as a value the schema refuses (check.py). So does a value that one of initlab's Hydra-side
 objects (a callback) refuses when Hydra instantiates it. Every other error, and every error when
 HYDRA_FULL_ERROR is set, is Hydra's to report, as before.
 

@@ -111,7 +111,7 @@ class SweepEnd(Callback):
 
         From `report_process_from` runs on (and with more than one usable core), `initlab-report`
         writes it in a process of its own, which draws the figures in worker processes
-        (figure_processes.py): its ~1.5 s of imports pay for themselves at that size (1,024 runs: 12.7
+        (report/figures/processes.py): its ~1.5 s of imports pay for themselves at that size (1,024 runs: 12.7
         and 11.6 s one figure after another here, 8.6 and 8.4 s so on 2 cores; bench_sweep_end_report.py).
         This process is not forked for them: it may hold a CUDA context and a launcher's threads.
         When that process fails, the report is written here.

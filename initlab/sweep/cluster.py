@@ -40,7 +40,7 @@ class GroupTask:
     """What one submitit job runs: the vectorized launcher's code on its group of jobs.
 
     The job makes its members' configs again from their overrides. With the bases the submitting
-    process derived them from (sweep_configs.SweepConfigs), it derives them the same way, a few
+    process derived them from (job_configs.SweepConfigs), it derives them the same way, a few
     milliseconds each; without, Hydra composes each in full (~80 ms: 20 s for a group of 256).
     """
 
@@ -186,7 +186,7 @@ def executor_for(launcher):
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Plan the batch, submit its groups, wait for them; the JobReturns in the batch's order."""
-    COLLECTIONS.start()  # (started by setup() for the first batch; see vectorized.launch)
+    COLLECTIONS.start()  # (started by setup() for the first batch; see entry.launch)
     sweep = VectorizedSweep(launcher)
     try:
         jobs, plan = sweep.start(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides)))

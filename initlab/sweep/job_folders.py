@@ -6,7 +6,7 @@ YAML files with PyYAML's pure-Python emitter. For the members of a stacked group
 training is already done, that is most of the per-job cost. `write_member` does the same
 steps without the copies and the repeated work:
 - the task's config and HydraConfig's config share the job config's nodes instead of copying
-  them (the job config is this job's alone, made for it by sweep_configs);
+  them (the job config is this job's alone, made for it by job_configs);
 - `.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml` are byte for byte what run_job writes
   (`OmegaConf.to_yaml`), assembled from the YAML of each top-level part, which `HydraYaml`
   renders once per distinct content (a seed sweep changes 6 of ~250 lines), and each is written
@@ -239,11 +239,11 @@ def write_member(config: DictConfig, task: Callable[[DictConfig], Any], callback
                  plain: Optional[Callable[[DictConfig], Optional[dict]]] = None) -> JobReturn:
     """What hydra.core.utils.run_job does for one job, in the same order.
 
-    `config` is the job's own (sweep_configs made it for this job): the task's config and
+    `config` is the job's own (job_configs made it for this job): the task's config and
     HydraConfig's share its nodes instead of copying them, as run_job copies them.
     `output_dir`, when the caller has resolved the job's folder already, saves resolving it again;
     `plain(config)`, when it knows, gives OmegaConf.to_container(config, resolve=False,
-    enum_to_str=True) at less cost (sweep_configs.SweepConfigs.plain).
+    enum_to_str=True) at less cost (job_configs.SweepConfigs.plain).
     """
     previous, old_cwd = HydraConfig.instance().cfg, os.getcwd()
     try:

@@ -138,8 +138,8 @@ def _write_in_worker(payload: bytes) -> tuple[list[Written], Optional[OSError]]:
 @dataclass
 class Recipes:
     """How a worker makes a job's config again instead of unpickling it: the sweep's config
-    loader (sweep_configs.SweepConfigs) derives most job configs from a pickled base per set of
-    group choices, and a worker derives them the same way (sweep_configs.derive) from the job's
+    loader (job_configs.SweepConfigs) derives most job configs from a pickled base per set of
+    group choices, and a worker derives them the same way (job_configs.derive) from the job's
     overrides. A config pickled whole was ~0.8 ms of the launcher's ~2 ms per member."""
 
     master: Any  # the sweep's config, as the loader was given it

@@ -8,7 +8,7 @@ its jobs gets its job folder with the files Hydra's run_job writes (job_folders.
 .hydra/, the log file, the callbacks) and the task writes that member's records with the
 ordinary runner's code: resume, diagnosis and the report work unchanged; the files go to disk on
 a background thread (file_writes), all of them before the next group trains. The jobs' configs
-come from sweep_configs.SweepConfigs, one composition per distinct set of group choices.
+come from job_configs.SweepConfigs, one composition per distinct set of group choices.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf
@@ -57,44 +56,6 @@ def check_launcher(launcher) -> None:
     check_launcher_values(launcher)
     for i, device in enumerate(getattr(launcher, "devices", None) or []):
         check_device(str(device), f"hydra.launcher.devices[{i}]")
-
-
-def is_initlab_training(task) -> bool:
-    """Whether a Hydra task function is initlab's training job (initlab.cli.train_job).
-
-    Named, not imported: importing initlab.cli runs its @hydra.main, which sets Hydra's global
-    version_base and would change how another app's jobs run (their working directory).
-    """
-    return getattr(task, "__module__", None) == "initlab.cli" and getattr(task, "__qualname__", None) == "train_job"
-
-
-def fast_composition(hydra_context, task_function, validate_only: bool = False) -> None:
-    """For initlab's training task, let the sweep's job configs share compositions (sweep_configs.py),
-    and collect garbage less often until launch() ends (FewerCollections). `validate_only`: for a
-    launcher that holds no job config past its plan (the cluster launchers, cluster.py)."""
-    if is_initlab_training(task_function):
-        if not isinstance(hydra_context.config_loader, SweepConfigs):
-            hydra_context.config_loader = SweepConfigs(hydra_context.config_loader)
-        hydra_context.config_loader.validate_only = validate_only
-        COLLECTIONS.start()
-
-
-def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-    """Run a batch of jobs for the Hydra launcher `launcher` (hydra_plugins/initlab_vectorized).
-
-    initlab's own training jobs are grouped and trained as stacked models, and each group's
-    job folders are written as soon as that group finishes, so a kill loses at most the group
-    in flight. Any other task, and a group of one, runs exactly as Hydra's basic launcher runs it.
-    """
-    if not is_initlab_training(launcher.task_function):
-        basic = BasicLauncher()
-        basic.setup(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=launcher.config)
-        return basic.launch(job_overrides, initial_job_idx)
-    COLLECTIONS.start()  # a later batch of the same sweep (setup() started it for the first)
-    try:
-        return VectorizedSweep(launcher).run(job_overrides, initial_job_idx)
-    finally:
-        COLLECTIONS.stop()
 
 
 class VectorizedSweep:
