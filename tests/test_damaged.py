@@ -88,6 +88,7 @@ def test_an_unreadable_hydra_config_of_an_unfinished_run_is_reported(sweep):
     assert runs.loc[victim.name, "error"].startswith(".hydra/config.yaml: unreadable")
 
 
+@pytest.mark.slow  # a resume through the CLI; the damaged runs themselves are reported in the fast part
 def test_a_resumed_sweep_runs_damaged_runs_again_and_skips_the_rest(sweep):
     victims = folders(sweep)[:2]
     cut(victims[0] / records.SUMMARY)

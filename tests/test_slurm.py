@@ -89,6 +89,7 @@ def longer_reference(tmp_path_factory):
     return in_process_sweep(tmp_path_factory.mktemp("longer"), LONGER)
 
 
+@pytest.mark.slow  # a SLURM job array and an in-process sweep to compare it with
 def test_groups_run_as_one_job_array_and_write_what_the_in_process_launcher_writes(tmp_path, reference):
     result = run_cli("-m", *GRID, *SLURM, cwd=tmp_path)
     said = result.stdout + result.stderr
@@ -202,6 +203,7 @@ def test_a_group_past_its_slurm_time_limit_ends_at_the_signal_recorded_per_membe
               lambda: f"both tasks to end FAILED, not TIMEOUT; sacct says {_sacct(array)}", 30)
 
 
+@pytest.mark.slow  # a SLURM job killed late in a study of its own
 def test_a_task_lost_late_in_a_long_study_is_noticed_within_the_bound_not_submitits_ten_minutes(tmp_path, monkeypatch):
     """A task cancelled an hour into a study (its watcher aged by an hour): submitit's own done() would
     not ask sacct again for 10 minutes; in_flight.until_done asks within its bound."""

@@ -146,6 +146,7 @@ def test_launcher_writes_ordinary_job_folders_splits_groups_and_resumes(tmp_path
     assert "6 already finished, 0 to train" in again.stdout and again.stdout.count("skipped:") == 6
 
 
+@pytest.mark.slow  # a 60-job sweep through the CLI; test_group_sizes_come_from_the_datas_own_shapes keeps the sizing fast
 def test_cpu_groups_keep_each_steps_tensors_small(tmp_path):
     # The founding net's first layer is 784 x 200 floats per member: 26 members stay below 16 MB.
     settings = validate(make_config("data=synthetic"))
