@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from initlab.config.errors import ConfigError  # defined apart: the report and loggers raise it without torch
 from initlab.config.targets import locate, show
 from initlab.config.launcher import VectorizedLauncher
-from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, OPEN, SIGNED, TARGETED, Schema
+from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, SIGNED, TARGETED, Schema
 
 
 # --- the keys a node may have: from a schema dataclass or from a function's signature ---------
@@ -171,8 +171,7 @@ def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, 
     _check_keys(path, node, dataclass_keys(schema), schema.relations, path, ignore=ignore)
 
 
-def _check_scheme(path: str, node: dict, takes: str, filled: tuple[str, ...],
-                  examples: str = "initlab.init.*, torch.nn.init.*, or one of yours on PYTHONPATH") -> None:
+def _check_scheme(path: str, node: dict, takes: str, filled: tuple[str, ...], examples: str) -> None:
     """A node against the signature of the callable its `_target_` names (init and bias schemes,
     initlab's model, lr schedules and generated data)."""
     fn = locate(path, node.get("_target_"), takes, examples)
@@ -253,8 +252,6 @@ def check(container: dict) -> dict:
             raise ConfigError(f"{path}._target_={show(node.get('_target_'))}: must be one of "
                               f"{', '.join([*signed.targets, *dataclass_targets])}")
         _check_scheme(path, node, signed.takes, signed.filled, signed.examples)
-    for path, (takes, filled) in OPEN.items():
-        _check_scheme(path, _node(container, path), takes, filled)
     _check_critical(container)
     from initlab.config.loggers import check as check_loggers
 

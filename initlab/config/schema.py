@@ -156,16 +156,14 @@ TARGETED = {
     "data.source": (TorchvisionSource,),
 }
 FIXED = {"data": Data, "trainer": Trainer, "diagnose": Diagnose}
-# The group nodes whose `_target_` may name any importable function, checked against its
-# signature: its first positional parameter is the tensor it fills; the named ones initlab passes.
-OPEN = {"init": ("weight matrix", ()), "bias": ("bias vector", ("weight",))}
 
 
 @dataclass(frozen=True)
 class Signed:
-    """A group node checked against the signature of the callable its `_target_` names: initlab's own
-    model, lr schedules and generated data. `takes` is what the first positional parameter receives,
-    `filled` the keys initlab passes itself, `targets` the callables the node may name (None: any)."""
+    """A group node checked against the signature of the callable its `_target_` names: init and bias
+    schemes (any importable function), initlab's model, lr schedules and generated data. `takes` is
+    what the first positional parameter receives, `filled` the keys initlab passes itself, `targets`
+    the callables the node may name (None: any), `examples` what a wrong one is told to name."""
 
     takes: str
     filled: tuple[str, ...]
@@ -173,8 +171,11 @@ class Signed:
     examples: str
 
 
+SCHEMES = "initlab.init.*, torch.nn.init.*, or one of yours on PYTHONPATH"
 SIGNED = {
     "model": Signed("input features", ("num_classes",), ("initlab.model.MLP",), "initlab.model.MLP"),
     "lr": Signed("step", ("total_steps", "steps_per_epoch"), None, "initlab.schedule.*, or one of yours on PYTHONPATH"),
     "data.source": Signed("train flag", (), ("initlab.data.Synthetic",), "initlab.data.Synthetic"),
+    "init": Signed("weight matrix", (), None, SCHEMES),
+    "bias": Signed("bias vector", ("weight",), None, SCHEMES),
 }

@@ -26,8 +26,7 @@ def show(value: Any) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
-def locate(path: str, target: Any, takes: str,
-           examples: str = "initlab.init.*, torch.nn.init.*, or one of yours on PYTHONPATH") -> Callable:
+def locate(path: str, target: Any, takes: str, examples: str) -> Callable:
     """The function a `_target_` names, or a one-line ConfigError saying why it cannot be used."""
     hint = f"must name an importable function that takes the {takes} as its first argument ({examples})"
     if not isinstance(target, str) or "." not in target:
