@@ -24,8 +24,8 @@ from hydra.utils import instantiate
 
 from initlab.config.schema import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE
 from initlab.config.targets import resolve
-
 from initlab.store import whole_files
+
 log = logging.getLogger("initlab")
 
 CACHE_FORMAT = 1  # bump when the cached tensors change meaning
@@ -92,21 +92,26 @@ IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
 def idx_problem(path: Path) -> Optional[str]:
     """What is wrong with the idx file at `path` (not one, cut short, too long), or None when its size
     is what its header says. Reads only the header."""
+    return _idx_header(path)[0]
+
+
+def _idx_header(path: Path) -> tuple[Optional[str], tuple[int, ...]]:
+    """(what is wrong with the idx file at `path`, or None; the dimensions its header declares)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         magic = f.read(4)
         if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_ITEM_BYTES:
-            return f"{path}: not an idx file (it starts {magic.hex() or 'empty'}; an idx file starts 0000080N)"
+            return f"{path}: not an idx file (it starts {magic.hex() or 'empty'}; an idx file starts 0000080N)", ()
         header = f.read(4 * magic[3])
     if len(header) < 4 * magic[3]:
-        return f"{path}: cut short inside its header ({size} bytes)"
+        return f"{path}: cut short inside its header ({size} bytes)", ()
     dims = struct.unpack(f">{magic[3]}I", header)
     need = 4 + len(header) + math.prod(dims) * IDX_ITEM_BYTES[magic[2]]
     if size != need:
         shape = " x ".join(map(str, dims))
         return (f"{path}: {'cut short' if size < need else 'longer than its header says'}: {size:,} bytes, "
-                f"its header ({shape}) needs {need:,}")
-    return None
+                f"its header ({shape}) needs {need:,}"), dims
+    return None, dims
 
 
 def _raw_files(source: dict) -> tuple[Path, list[Path]]:
@@ -131,15 +136,11 @@ def shapes(data_cfg: dict) -> tuple[int, int]:
     for (key, _), tensors in _memory.items():
         if key == described:
             return tensors.in_features, tensors.num_classes
-    _, expected = _raw_files(source)
     classes = getattr(resolve(source["_target_"]), "classes", None)
-    for path in expected:
-        if classes and path.is_file() and idx_problem(path) is None:
-            with open(path, "rb") as f:
-                magic = f.read(4)
-                dims = struct.unpack(f">{magic[3]}I", f.read(4 * magic[3]))
-            if len(dims) > 1:
-                return math.prod(dims[1:]), len(classes)
+    for path in _raw_files(source)[1] if classes else []:
+        problem, dims = _idx_header(path) if path.is_file() else ("missing", ())
+        if problem is None and len(dims) > 1:  # the images: (samples, rows, columns)
+            return math.prod(dims[1:]), len(classes)
     tensors = load(data_cfg, torch.device("cpu"))
     return tensors.in_features, tensors.num_classes
 

@@ -35,7 +35,7 @@ Gain = Annotated[Union[float, Literal["auto", "critical"]],
                  rule(lambda v: v in (AUTO, CRITICAL) or v > 0, "a number > 0, auto or critical")]
 Slope = Annotated[Union[float, Literal["auto"]], rule(lambda v: v == AUTO or v >= 0, "a number >= 0 or auto")]
 # torch.nn.init.calculate_gain's names, every activation of the registry, and auto (model.activation's)
-Nonlinearity = Literal[tuple(dict.fromkeys(("linear", *NAMES, "auto")))]
+Nonlinearity = Literal[("linear", *NAMES, "auto")]
 Std = Annotated[float, NON_NEGATIVE]
 
 
