@@ -64,6 +64,25 @@ def test_optim_options_instantiate(option):
     assert isinstance(optimizer, torch.optim.Optimizer)
 
 
+def test_a_torch_optimizer_setting_no_option_names_reaches_torch():
+    # The keys are torch's signature: amsgrad is allowed and built into the optimizer as torch means it.
+    settings = validate(make_config("optim=adam", "+optim.amsgrad=true"))
+    optimizer = instantiate(settings["optim"], params=MLP(4, 2, 1, 3).parameters(), lr=0.01, _convert_="all")
+    assert optimizer.defaults["amsgrad"] is True
+
+
+def test_the_stacked_optimizers_refuse_a_setting_they_would_not_reproduce():
+    from initlab.stacked.models import check_reproduced
+
+    check_reproduced(validate(make_config("optim=momentum", "+optim.dampening=0.5"))["optim"])  # reproduced
+    check_reproduced(validate(make_config("optim=adam", "+optim.amsgrad=false"))["optim"])  # torch's default
+    with pytest.raises(ConfigError) as info:
+        check_reproduced(validate(make_config("optim=adam", "+optim.amsgrad=true"))["optim"])
+    assert str(info.value) == ("optim.amsgrad=true: the vectorized launcher's stacked torch.optim.Adam does not "
+                               "reproduce it (it reproduces betas, eps, weight_decay); run this sweep with "
+                               "hydra/launcher=basic")
+
+
 @pytest.mark.parametrize("option", OPTIONS["data"])
 def test_data_options_validate_and_name_a_real_loader(option):
     settings = validate(make_config(f"data={option}"))
@@ -147,6 +166,22 @@ def test_missing_dataset_is_one_line(tmp_path):
     ("bias._target_=math.pi", "bias._target_='math.pi': not a function"),
     ("optim=momentum optim.momentum=1.5", "optim.momentum=1.5: must be a number in [0, 1)"),
     ("optim=adam optim.betas=[0.9]", "optim.betas=[0.9]: must be two numbers in [0, 1)"),
+    # torch's optimizers and torchvision's datasets: torch's signature is the schema, ranges by key name
+    ("optim=adam optim.eps=0", "optim.eps=0: must be a number > 0"),
+    ("optim.weight_decay=-1", "optim.weight_decay=-1: must be a number >= 0"),
+    ("+optim.dampening=1", "optim.dampening=1: must be a number in [0, 1)"),
+    ("+optim.amsgrad=true", "optim.amsgrad: not a setting of torch.optim.SGD (allowed: momentum, dampening, "
+                            "weight_decay, nesterov, maximize, foreach, differentiable, fused)"),
+    ("+optim.lr=0.1", "optim.lr: not a setting of torch.optim.SGD"),  # the rate is lr.value
+    ("optim=adam +optim.amsgrad=yes", "optim.amsgrad='yes': must be true or false"),
+    ("optim=momentum optim.momentum=0 optim.nesterov=true",
+     "optim.momentum=0, optim.dampening=0, optim.nesterov=true: nesterov needs momentum > 0 and dampening = 0"),
+    ("optim._target_=torch.optim.RMSprop", "optim._target_='torch.optim.RMSprop': must be one of torch.optim.SGD,"),
+    ("+data.source.transform=x", "data.source.transform: not a setting of torchvision.datasets.MNIST (allowed: root, "
+                                 "download)"),
+    ("~data.source.root", "data.source.root is missing: torchvision.datasets.MNIST needs it"),
+    ("data.source._target_=torchvision.datasets.CIFAR10", "data.source._target_='torchvision.datasets.CIFAR10': "
+                                                          "must be one of torchvision.datasets.MNIST,"),
     ("+init.gian=2", "init.gian: not a setting of initlab.init.kaiming_normal_ (allowed: a, mode, nonlinearity)"),
     ("+trainer.epoch=2", "trainer.epoch: not a setting of trainer (allowed: epochs,"),
 ])

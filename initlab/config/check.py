@@ -1,9 +1,9 @@
 """Checks every composed config against the typed schema (schema.py) before anything trains.
 
 Each YAML option in ``conf/<group>/`` names the arguments of the callable in its
-``_target_``. For `init` and `bias` that callable's signature is the schema (any importable
-function: initlab's, torch.nn.init's, the user's); for the other groups a dataclass in
-schema.py says what type and range each argument may take. A config that breaks the schema
+``_target_``, and that callable's signature is the schema (initlab's, torch's, torchvision's or the
+user's function); the groups that name no callable (data, trainer, diagnose) have a dataclass in
+schema.py that says what type and range each key may take. A config that breaks the schema
 stops with one line, for example::
 
     lr.value=-0.1: must be a number > 0
@@ -19,7 +19,8 @@ import functools
 import inspect
 import typing
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from initlab.config.errors import ConfigError  # defined apart: the report and loggers raise it without torch
 from initlab.config.targets import locate, show
 from initlab.config.launcher import VectorizedLauncher
-from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, SIGNED, TARGETED, Schema
+from initlab.config.schema import AUTO, AUTO_KEYS, CRITICAL, ANY, FIXED, SIGNED, Schema, Signed
 
 
 # --- the keys a node may have: from a schema dataclass or from a function's signature ---------
@@ -60,33 +61,33 @@ def dataclass_keys(schema: type[Schema]) -> tuple[Key, ...]:
                      None if f.default is MISSING else f.default) for f in fields(schema))
 
 
-def signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Key], bool]:
-    """The keyword settings of a scheme (all but its first positional parameter and the `filled`
-    ones initlab passes itself), and whether it also takes **kwargs.
+def signature_keys(fn: Callable, filled: tuple[str, ...], skip_first: bool = True) -> tuple[list[Key], bool]:
+    """The keyword settings of a callable (all but its first positional parameter, unless not
+    `skip_first`, and the `filled` ones initlab passes itself), and whether it also takes **kwargs.
 
     Read once per function (a third of checking a job's settings: typing.get_type_hints compiles
     its annotations), unless the function cannot be a cache key."""
     try:
-        keys, open_ended = _signature_keys(fn, filled)
+        keys, open_ended = _signature_keys(fn, filled, skip_first)
     except TypeError:  # unhashable
-        keys, open_ended = _read_signature_keys(fn, filled)
+        keys, open_ended = _read_signature_keys(fn, filled, skip_first)
     return list(keys), open_ended
 
 
 @functools.lru_cache(maxsize=256)
-def _signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[tuple[Key, ...], bool]:
-    keys, open_ended = _read_signature_keys(fn, filled)
+def _signature_keys(fn: Callable, filled: tuple[str, ...], skip_first: bool) -> tuple[tuple[Key, ...], bool]:
+    keys, open_ended = _read_signature_keys(fn, filled, skip_first)
     return tuple(keys), open_ended
 
 
-def _read_signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Key], bool]:
+def _read_signature_keys(fn: Callable, filled: tuple[str, ...], skip_first: bool) -> tuple[list[Key], bool]:
     params = list(inspect.signature(fn).parameters.values())
     try:  # a class's settings are its __init__'s (initlab.model.MLP)
         hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn, include_extras=True)
     except Exception:  # annotations that do not resolve (a forward reference): check names only
         hints = {}
     keys, open_ended = [], False
-    for p in params[1:]:
+    for p in params[1:] if skip_first else params:
         if p.kind is p.VAR_KEYWORD:
             open_ended = True
         elif p.kind is not p.VAR_POSITIONAL and p.name not in filled:
@@ -99,9 +100,13 @@ def _read_signature_keys(fn: Callable, filled: tuple[str, ...]) -> tuple[list[Ke
 # --- checking -----------------------------------------------------------------------------------
 
 
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)  # Optional[x] and torch's `float | Tensor`
+
+
 def _type_words(tp: Any) -> str:
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    if typing.get_origin(tp) is typing.Union:
+    if _is_union(tp):
         inner = [_type_words(a) for a in typing.get_args(tp) if a is not type(None)]
         return " or ".join(inner) + (" or null" if type(None) in typing.get_args(tp) else "")
     if typing.get_origin(tp) is typing.Literal:
@@ -112,7 +117,7 @@ def _type_words(tp: Any) -> str:
 
 
 def _has_type(value: Any, tp: Any) -> bool:
-    if typing.get_origin(tp) is typing.Union:
+    if _is_union(tp):
         return any(_has_type(value, a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is typing.Literal:
         return value in typing.get_args(tp)
@@ -171,25 +176,23 @@ def _check_node(path: str, node: dict, schema: type[Schema], ignore: tuple[str, 
     _check_keys(path, node, dataclass_keys(schema), schema.relations, path, ignore=ignore)
 
 
-def _check_scheme(path: str, node: dict, takes: str, filled: tuple[str, ...], examples: str) -> None:
-    """A node against the signature of the callable its `_target_` names (init and bias schemes,
-    initlab's model, lr schedules and generated data)."""
-    fn = locate(path, node.get("_target_"), takes, examples)
-    keys, open_ended = signature_keys(fn, filled)
-    _check_keys(path, node, keys, getattr(fn, "relations", ()), node["_target_"], open_ended, ignore=("_target_",))
-
-
-def _targets_of(schemas: tuple[type[Schema], ...]) -> list[str]:
-    return [t for schema in schemas for t in schema.targets]
-
-
-def _schema_for(path: str, node: dict, schemas: tuple[type[Schema], ...]) -> type[Schema]:
+def _check_signed(path: str, node: dict, signed: Signed) -> None:
+    """A node against the signature of the callable its `_target_` names (schema.SIGNED)."""
     target = node.get("_target_")
-    for schema in schemas:
-        if target in schema.targets:
-            return schema
-    known = [t for s in schemas for t in s.targets]
-    raise ConfigError(f"{path}._target_={show(target)}: must be one of {', '.join(known)}")
+    if signed.targets is not None and target not in signed.targets:
+        raise ConfigError(f"{path}._target_={show(target)}: must be one of {', '.join(signed.targets)}")
+    fn = locate(path, target, signed.takes, signed.examples)
+    keys, open_ended = signature_keys(fn, signed.filled, skip_first=signed.takes is not None)
+    keys = [_with_rule(k, signed.rules) for k in keys]
+    relations = (*getattr(fn, "relations", ()), *signed.relations)
+    _check_keys(path, node, keys, relations, target, open_ended, ignore=("_target_",))
+
+
+def _with_rule(key: Key, rules: Mapping[str, dict]) -> Key:
+    """A key whose annotation carries no rule takes its Signed entry's rule by name (torch's optimizers)."""
+    if key.rule is ANY and key.name in rules:
+        return Key(key.name, key.type, rules[key.name], key.required, key.default)
+    return key
 
 
 def _node(container: dict, path: str) -> dict:
@@ -239,19 +242,8 @@ def check(container: dict) -> dict:
     container["rerun"] = rerun
     for path, schema in FIXED.items():
         _check_node(path, _node(container, path), schema)
-    for path, schemas in TARGETED.items():
-        node = _node(container, path)
-        if path not in SIGNED or node.get("_target_") in _targets_of(schemas):
-            _check_node(path, node, _schema_for(path, node, schemas), ignore=("_target_",))
     for path, signed in SIGNED.items():
-        node = _node(container, path)
-        dataclass_targets = _targets_of(TARGETED.get(path, ()))
-        if node.get("_target_") in dataclass_targets:
-            continue
-        if signed.targets is not None and node.get("_target_") not in signed.targets:
-            raise ConfigError(f"{path}._target_={show(node.get('_target_'))}: must be one of "
-                              f"{', '.join([*signed.targets, *dataclass_targets])}")
-        _check_scheme(path, node, signed.takes, signed.filled, signed.examples)
+        _check_signed(path, _node(container, path), signed)
     _check_critical(container)
     from initlab.config.loggers import check as check_loggers
 

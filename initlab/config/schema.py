@@ -1,13 +1,13 @@
-"""The config schema: the rules a value must pass, and the schema of the groups whose callables
-are not initlab's own (torch optimizers, torchvision datasets) or that name no callable.
+"""The config schema: the rules a value must pass, and where each config group's keys come from.
 
-A rule is a predicate and the words that say what it allows. The groups whose callable is
-initlab's own or a user's (`init`, `bias`, `model`, `lr`, the generated `data.source`) need no
-dataclass: the callable's signature is their schema, a rule riding on an annotation
-(`std: Annotated[float, NON_NEGATIVE]`) and cross-key checks on the callable (`@checks(...)`).
-For torch's optimizers and torchvision's datasets, whose signatures carry no rules, and the
-groups that name no callable, a dataclass lists the keys; a field's metadata is its rule.
-check.py checks a composed config against both.
+A rule is a predicate and the words that say what it allows. Every group that names a callable
+(`init`, `bias`, `model`, `lr`, `optim`, `data.source`) takes its keys, types and defaults from that
+callable's signature (SIGNED): a rule rides on an annotation (`std: Annotated[float, NON_NEGATIVE]`)
+and cross-key checks on the callable (`@checks(...)`) where the callable is initlab's or a user's;
+torch's optimizers and torchvision's datasets, whose signatures carry types but no ranges, get
+their rules by key name (OPTIMIZER_RULES) and their cross-key checks from their Signed entry. The
+groups that name no callable (data, trainer, diagnose) are dataclasses; a field's metadata is its
+rule. check.py checks a composed config against both.
 """
 
 from __future__ import annotations
@@ -66,39 +66,13 @@ def arg(rule: dict = ANY) -> Any:
     return field(default=MISSING, metadata=rule)
 
 
-# --- the schema: one dataclass per callable a YAML option can name ---------------------------
+# --- the schema of the groups that name no callable ---------------------------------------
 
 
 @dataclass
 class Schema:
-    targets: ClassVar[tuple[str, ...]] = ()
     # Checks across fields: (message, predicate on the values dict).
     relations: ClassVar[tuple[tuple[str, Callable[[dict], bool]], ...]] = ()
-
-
-@dataclass
-class SGDOptim(Schema):
-    targets = ("torch.optim.SGD",)
-    relations = (("nesterov needs momentum > 0", lambda c: not c.get("nesterov") or c.get("momentum", 0) > 0),)
-    weight_decay: float = arg(NON_NEGATIVE)
-    # momentum and nesterov may be left out, so that `sgd` (plain) and `momentum` share a target.
-    momentum: float = field(default=0.0, metadata=FRACTION)
-    nesterov: bool = field(default=False, metadata=ANY)
-
-
-@dataclass
-class AdamOptim(Schema):
-    targets = ("torch.optim.Adam", "torch.optim.AdamW")
-    betas: list[float] = arg(BETAS)
-    eps: float = arg(POSITIVE)
-    weight_decay: float = arg(NON_NEGATIVE)
-
-
-@dataclass
-class TorchvisionSource(Schema):
-    targets = ("torchvision.datasets.MNIST", "torchvision.datasets.FashionMNIST", "torchvision.datasets.KMNIST")
-    root: str = arg()
-    download: bool = arg()
 
 
 @dataclass
@@ -150,32 +124,43 @@ class Diagnose(Schema):
     weak_signal: float = arg(POSITIVE)
 
 
-# The group nodes whose schema follows their `_target_`.
-TARGETED = {
-    "optim": (SGDOptim, AdamOptim),
-    "data.source": (TorchvisionSource,),
-}
 FIXED = {"data": Data, "trainer": Trainer, "diagnose": Diagnose}
 
 
 @dataclass(frozen=True)
 class Signed:
-    """A group node checked against the signature of the callable its `_target_` names: init and bias
-    schemes (any importable function), initlab's model, lr schedules and generated data. `takes` is
-    what the first positional parameter receives, `filled` the keys initlab passes itself, `targets`
-    the callables the node may name (None: any), `examples` what a wrong one is told to name."""
+    """A group node checked against the signature of the callable its `_target_` names. `takes` is
+    what the first positional parameter receives (None: no parameter is skipped, a dataset's `root`
+    is a setting), `filled` the keys initlab passes or decides itself, `targets` the callables the
+    node may name (None: any), `examples` what a wrong one is told to name; `rules` by key and
+    `relations` across keys for callables that cannot carry them (torch's, torchvision's)."""
 
-    takes: str
+    takes: Optional[str]
     filled: tuple[str, ...]
     targets: Optional[tuple[str, ...]]
     examples: str
+    rules: dict = field(default_factory=dict)
+    relations: tuple[tuple[str, Callable[[dict], bool]], ...] = ()
 
+
+# torch's optimizers: ranges by key name (torch checks some of them only when the optimizer is built,
+# after the sweep has started; the stacked optimizers of the vectorized launcher never would).
+OPTIMIZER_RULES = {"weight_decay": NON_NEGATIVE, "momentum": FRACTION, "dampening": FRACTION,
+                   "eps": POSITIVE, "betas": BETAS}
+OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
+NESTEROV = ("nesterov needs momentum > 0 and dampening = 0",
+            lambda c: not c.get("nesterov") or (c.get("momentum", 0) > 0 and c.get("dampening", 0) == 0))
+# Datasets whose idx files initlab reads (build/data.py); a dataset's transforms are initlab's.
+DATASETS = ("torchvision.datasets.MNIST", "torchvision.datasets.FashionMNIST", "torchvision.datasets.KMNIST",
+            "initlab.data.Synthetic")
 
 SCHEMES = "initlab.init.*, torch.nn.init.*, or one of yours on PYTHONPATH"
 SIGNED = {
     "model": Signed("input features", ("num_classes",), ("initlab.model.MLP",), "initlab.model.MLP"),
     "lr": Signed("step", ("total_steps", "steps_per_epoch"), None, "initlab.schedule.*, or one of yours on PYTHONPATH"),
-    "data.source": Signed("train flag", (), ("initlab.data.Synthetic",), "initlab.data.Synthetic"),
+    # the rate is the lr group's (lr.value): an optimizer's own `lr` is not a setting here
+    "optim": Signed("parameters", ("lr",), OPTIMIZERS, ", ".join(OPTIMIZERS), OPTIMIZER_RULES, (NESTEROV,)),
+    "data.source": Signed(None, ("train", "transform", "target_transform"), DATASETS, ", ".join(DATASETS)),
     "init": Signed("weight matrix", (), None, SCHEMES),
     "bias": Signed("bias vector", ("weight",), None, SCHEMES),
 }

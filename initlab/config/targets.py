@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from hydra.utils import get_object
 
@@ -23,12 +23,17 @@ def resolve(target: str) -> Any:
 
 
 def show(value: Any) -> str:
+    """A value as the command line spells it: null, true/false, 'text', numbers and lists as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
-def locate(path: str, target: Any, takes: str, examples: str) -> Callable:
-    """The function a `_target_` names, or a one-line ConfigError saying why it cannot be used."""
-    hint = f"must name an importable function that takes the {takes} as its first argument ({examples})"
+def locate(path: str, target: Any, takes: Optional[str], examples: str) -> Callable:
+    """The function a `_target_` names, or a one-line ConfigError saying why it cannot be used.
+    `takes`: what its first positional argument receives (None: it need not take one)."""
+    hint = (f"must name an importable function that takes the {takes} as its first argument ({examples})"
+            if takes else f"must name one of {examples}")
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(f"{path}._target_={show(target)}: {hint}")
     parts = target.split(".")
@@ -56,6 +61,6 @@ def locate(path: str, target: Any, takes: str, examples: str) -> Callable:
         raise ConfigError(f"{path}._target_={show(target)}: not a function; {hint}")
     positional = [p for p in inspect.signature(obj).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
-    if not positional:
+    if takes and not positional:
         raise ConfigError(f"{path}._target_={show(target)}: takes no positional argument; {hint}")
     return obj

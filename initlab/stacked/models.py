@@ -12,12 +12,15 @@ the others go on.
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from initlab.build.model import MLP, tap
+from initlab.config.errors import ConfigError
+from initlab.config.targets import resolve, show
 from initlab.train.layers import EvaluationPass, Layers
 
 
@@ -164,6 +167,23 @@ OPTIMIZERS = {
     "torch.optim.Adam": lambda params, settings: StackedAdam(params, settings),
     "torch.optim.AdamW": lambda params, settings: StackedAdam(params, settings, decoupled=True),
 }
+# The settings of torch's optimizers the stacked ones reproduce; the others (amsgrad, maximize, fused, ...)
+# are allowed by the schema, which reads torch's signature, and must keep torch's default here.
+REPRODUCED = {"torch.optim.SGD": ("momentum", "dampening", "weight_decay", "nesterov"),
+              "torch.optim.Adam": ("betas", "eps", "weight_decay"),
+              "torch.optim.AdamW": ("betas", "eps", "weight_decay")}
+
+
+def check_reproduced(optim: dict) -> None:
+    """A ConfigError for an optimizer setting a stacked group would not reproduce (checked before any group
+    trains): the run would otherwise train with torch's default and record the setting it ignored."""
+    target = optim["_target_"]
+    defaults = inspect.signature(resolve(target)).parameters
+    for key, value in optim.items():
+        if key != "_target_" and key not in REPRODUCED[target] and value != defaults[key].default:
+            raise ConfigError(f"optim.{key}={show(value)}: the vectorized launcher's stacked {target} does not "
+                              f"reproduce it (it reproduces {', '.join(REPRODUCED[target])}); "
+                              f"run this sweep with hydra/launcher=basic")
 
 
 # Rows of the test set per forward pass of evaluate_members, whatever the group's size: each member's

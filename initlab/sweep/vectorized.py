@@ -34,6 +34,7 @@ from initlab.store import records
 from initlab.config.check import ConfigError, check, check_launcher as check_launcher_values, validate
 from initlab.build.data import DataError, shapes as data_shapes
 from initlab.stacked.group import GroupTraining, group_key
+from initlab.stacked.models import check_reproduced
 from initlab.stacked.sizes import CPU_TENSOR_BYTES, available_bytes, member_bytes, member_tensor_bytes
 from initlab.store.file_writes import BackgroundWrites
 from initlab.sweep.job_folders import HydraYaml, JobLogs, begin_job, watches_jobs, write_member
@@ -90,6 +91,7 @@ class VectorizedSweep:
                 known = loader.settings(config) if isinstance(loader, SweepConfigs) else None
                 settings = validate(config) if known is None else check(known)
                 check_device(settings["trainer"]["device"])
+                check_reproduced(settings["optim"])
             except ConfigError as e:  # fail fast, as a single run does
                 print(f"initlab: {e}", file=sys.stderr)
                 sys.exit(2)
