@@ -263,6 +263,8 @@ def test_lsuv_stops_after_max_passes():
 @pytest.mark.parametrize("activation, bias, sigma_w2", [
     ("relu", {"_target_": "initlab.bias.zeros_"}, 2.0), ("tanh", {"_target_": "initlab.bias.zeros_"}, 1.0),
     ("tanh", {"_target_": "initlab.bias.normal_", "mean": 0.0, "std": math.sqrt(0.05)}, 1.7610),
+    # a positive bias mean: q* grows without bound as sigma_w^2 nears 2 / (1 + slope^2), where the mean stops
+    # mattering and chi_1 reaches 1 from below; the edge is the centred one
     ("leaky_relu", {"_target_": "initlab.bias.constant_", "value": 0.1}, 2 / (1 + 0.01 ** 2)),
 ])
 def test_critical_gain_puts_the_net_at_the_edge_of_chaos(activation, bias, sigma_w2):
@@ -271,9 +273,10 @@ def test_critical_gain_puts_the_net_at_the_edge_of_chaos(activation, bias, sigma
     schemes.apply_init(model, {"_target_": "initlab.init.orthogonal_", "gain": "critical"}, bias, activation, 0.01)
     w = model.linears[1].weight.detach().double()
     assert float(w.pow(2).sum(1).mean()) == pytest.approx(sigma_w2, rel=1e-3)  # square orthogonal: rows of norm gain
-    q = theory.fixed_point(sigma_w2, theory.bias_second_moment(bias), activation)
+    mu_b, sigma_b2 = theory.bias_moments(bias)
+    q = theory.fixed_point(sigma_w2, sigma_b2, activation, mu=mu_b)
     if q:
-        assert theory.chi1(q, sigma_w2, activation) == pytest.approx(1.0, abs=1e-3)
+        assert theory.chi1(q, sigma_w2, activation, mu=mu_b) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_critical_gain_needs_a_bias_with_one_known_variance():

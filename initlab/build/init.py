@@ -222,15 +222,16 @@ def variance_scaling_(weight: torch.Tensor, *, scale: Annotated[float, POSITIVE]
 
 
 def resolve_auto(settings: dict, activation: str, negative_slope: float,
-                 sigma_b2: Optional[float] = None) -> dict[str, Any]:
+                 bias: Optional[tuple[float, float]] = None) -> dict[str, Any]:
     """A scheme's keyword arguments, with each `auto` gain/nonlinearity/a taken from the model, and
     a `critical` gain from mean-field theory: sqrt of the sigma_w^2 where chi_1 = 1 for the model's
-    activation and the biases' second moment `sigma_b2` (Poole et al. 2016; Schoenholz et al. 2017)."""
+    activation and the biases' (mean, variance) `bias` (Poole et al. 2016; Schoenholz et al. 2017)."""
     if settings.get("gain") == CRITICAL:
         from initlab import theory
-        if sigma_b2 is None:
-            raise ValueError("gain=critical needs biases of one known variance (bias=zeros, constant or normal)")
-        critical = math.sqrt(theory.critical_sigma_w2(sigma_b2, activation, negative_slope))
+        if bias is None:
+            raise ValueError("gain=critical needs biases of one known mean and variance (bias=zeros, constant or normal)")
+        mu_b, sigma_b2 = bias
+        critical = math.sqrt(theory.critical_sigma_w2(sigma_b2, activation, negative_slope, mu=mu_b))
         settings = {**settings, "gain": critical}
     from_model = {
         "gain": gain(activation, negative_slope),
@@ -257,10 +258,10 @@ def apply_init(model: nn.Module, init_cfg: dict, bias_cfg: dict, activation: str
     a plain `w.normal_()` works. Uses the global torch RNG, so seeding it first makes the
     weights reproducible.
     """
-    from initlab.theory import bias_second_moment
+    from initlab.theory import bias_moments
 
     scheme, bias_scheme = resolve(init_cfg["_target_"]), resolve(bias_cfg["_target_"])
-    kwargs = resolve_auto(init_cfg, activation, negative_slope, bias_second_moment(bias_cfg))
+    kwargs = resolve_auto(init_cfg, activation, negative_slope, bias_moments(bias_cfg))
     bias_kwargs = resolve_auto(bias_cfg, activation, negative_slope)
     wants_weight = "weight" in inspect.signature(bias_scheme).parameters
     with torch.no_grad():

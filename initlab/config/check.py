@@ -208,10 +208,10 @@ def _node(container: dict, path: str) -> dict:
 
 def _check_critical(container: dict) -> None:
     """init.gain=critical needs one sigma_b^2 for every layer, and a bias group that says it."""
-    from initlab.theory import bias_second_moment
+    from initlab.theory import bias_moments
 
-    if container["init"].get("gain") == CRITICAL and bias_second_moment(container["bias"]) is None:
-        raise ConfigError(f"init.gain=critical: needs bias=zeros, constant or normal (one sigma_b^2 for every layer); "
+    if container["init"].get("gain") == CRITICAL and bias_moments(container["bias"]) is None:
+        raise ConfigError(f"init.gain=critical: needs bias=zeros, constant or normal (one bias mean and variance for every layer); "
                           f"bias._target_={show(container['bias'].get('_target_'))} is not one of them")
 
 

@@ -17,7 +17,7 @@ def _gradient_theory(ev: Evidence, vanish: bool) -> tuple[str, dict]:
     layer (Poole et al. 2016; Schoenholz et al. 2017), so L of them multiply it by chi_1^L."""
     t = ev.context.theory or {}
     chi, hidden = t.get("chi1"), ev.n_layers - 1
-    if chi is None or hidden < 1:
+    if chi is None or hidden < 1 or not t.get("applies", True):  # never cited outside its assumptions
         return "", {}
     total = chi ** hidden
     values = {"chi1": chi, "predicted_grad_sq_factor": total}
@@ -121,7 +121,8 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
 
 def _signal_theory(ev: Evidence) -> str:
     """The mean-field length map's prediction of the forward signal, when it foresees the shrink."""
-    predicted = (ev.context.theory or {}).get("predicted_preact_std") or []
+    t = ev.context.theory or {}
+    predicted = t.get("predicted_preact_std") or [] if t.get("applies", True) else []
     if len(predicted) < 3 or not predicted[0]:
         return ""
     first, last = predicted[0], predicted[-2]  # the first and the last hidden layer's pre-activations

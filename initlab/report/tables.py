@@ -144,14 +144,16 @@ JACOBIAN_COLUMNS = ("sv_mean", "sv_max", "sv_spread", "sq_mean")
 
 def _at_init(summary: dict, config: dict) -> dict:
     """The mean-field numbers (theory) and the Jacobian's spectrum at init as runs-table columns,
-    with sigma_b2 from the bias config (None when it is not one number)."""
-    from initlab.theory import bias_second_moment
+    with the bias config's mean bias_mean and variance sigma_b2 (None when they are not numbers)."""
+    from initlab.theory import bias_moments
 
     theory, jac = summary.get("theory") or {}, summary.get("jacobian") or {}
     row = {c: theory.get(c) for c in THEORY_COLUMNS if c in theory}
+    if "applies" in theory:  # where the mean-field maps describe the run's weights, and why not
+        row["theory_applies"], row["theory_why_not"] = theory["applies"], theory.get("why_not")
     row.update({f"jac_{c}": jac.get(c) for c in JACOBIAN_COLUMNS if c in jac})
     if config.get("bias"):
-        row["sigma_b2"] = bias_second_moment(config["bias"])
+        row["bias_mean"], row["sigma_b2"] = bias_moments(config["bias"]) or (None, None)
     return row
 
 

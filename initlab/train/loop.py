@@ -115,7 +115,7 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
     if data_pass is not None:  # a data-dependent init (LSUV): one training batch, the same for a seed on any path
         pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[: settings["trainer"]["batch_size"]]
         kwargs = resolve_auto(settings["init"], m["activation"], m["negative_slope"],
-                              theory.bias_second_moment(settings["bias"]))
+                              theory.bias_moments(settings["bias"]))
         passes = data_pass(model, data.train_x[pick.to(data.train_x.device)], **kwargs)
         log.debug(f"{settings['init']['_target_']}: data pass done ({passes})")
     return model

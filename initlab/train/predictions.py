@@ -14,44 +14,79 @@ from initlab import theory
 from initlab.store import records
 
 
+# Where a layer's weights stop being the theory's i.i.d. zero-mean draw. A mean counts when it is real (past
+# MEAN_Z standard errors of a zero-mean draw's sample mean, std / sqrt(fan_in fan_out): never, for a
+# zero-mean init of any size) and when it matters: it moves a pre-activation by sqrt(fan_in) |mean| / std of
+# the std of its zero-mean part (for inputs of one sign, as after a ReLU), and past MEAN_SHIFT that move
+# changes the next layer's second moment by more than the 15 % the predictions are held to.
+MEAN_Z = 5.0
+MEAN_SHIFT = 0.1
+
+
 def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
     """The mean-field predictions for an initialized MLP (its weights as drawn, before training):
-    each layer's sigma_w^2 = fan_in * mean(W^2) and sigma_b^2 = mean(b^2), the predicted
-    pre-activation std of every layer from the input's second moment q0, and for the layers fed
-    by the activation (the hidden-to-hidden layers; their median sigma_w^2 and sigma_b^2): q*, chi_1 at q*, the gradient's
-    depth scale -1/ln chi_1, the correlation fixed point c*, chi_c at c* and xi_c = -1/ln chi_c.
+    each layer's sigma_w^2 = fan_in * mean(W^2), its biases' mean mu_b and variance sigma_b^2, the
+    predicted pre-activation std of every layer from the input's second moment q0, and for the layers
+    fed by the activation (the hidden-to-hidden layers; their median sigma_w^2, sigma_b^2 and mu_b): q*,
+    chi_1 at q*, the gradient's depth scale -1/ln chi_1, the correlation fixed point c*, chi_c at c* and
+    xi_c = -1/ln chi_c. `applies` is False, with the reason in `why_not` and no prediction, for weights the
+    theory does not describe (constant, or with a mean: theory.py assumes i.i.d. zero-mean draws).
     None for a model whose layers are not the MLP's or whose numbers are not finite."""
     activation = model_cfg.get("activation") or "identity"
     slope = model_cfg.get("negative_slope", 0.01)
     with torch.no_grad():  # one copy from the device for all of them (a vectorized group builds hundreds)
-        w = torch.stack([l.weight.double().pow(2).mean() * l.weight.shape[1] for l in model.linears])
-        b = torch.stack([l.bias.double().pow(2).mean() if l.bias is not None else w.new_zeros(())
-                         for l in model.linears])
-        sigma_w2, sigma_b2 = torch.stack([w, b]).tolist()
-    if not all(map(math.isfinite, sigma_w2 + sigma_b2 + [q0])):
+        rows = []
+        for l in model.linears:
+            w = l.weight.double()
+            b = l.bias.double() if l.bias is not None else w.new_zeros(1)
+            std_w, mean_w = torch.std_mean(w, unbiased=False)
+            var_b, mean_b = torch.var_mean(b, unbiased=False)
+            rows.append(torch.stack([w.pow(2).mean() * w.shape[1], mean_w, std_w, mean_b, var_b]))
+        sigma_w2, mean_w, std_w, mu_b, sigma_b2 = torch.stack(rows, 1).tolist()
+    if not all(map(math.isfinite, sigma_w2 + mean_w + std_w + mu_b + sigma_b2 + [q0])):
         return None
-    qs = theory.predicted_preact_q(q0, sigma_w2, sigma_b2, [activation] * len(sigma_w2), slope)
+    shapes = [tuple(l.weight.shape) for l in model.linears]
+    found = {"q0": q0, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "bias_mean": mu_b}
+    why_not = outside_the_theory(mean_w, std_w, shapes)
+    if why_not is not None:
+        return {"applies": False, "why_not": why_not, **found,
+                **dict.fromkeys(("q_star", "chi1", "depth_scale", "c_star", "chi_c", "xi_c"))}
+    qs = theory.predicted_preact_q(q0, sigma_w2, sigma_b2, [activation] * len(sigma_w2), slope, mu_b)
     # The layers fed by the hidden activation, readout excluded (its fan-out, and so a fan-avg init's
     # variance, differs): from the second to the last hidden layer; the first for a 1-hidden-layer net.
     fed = slice(1, len(sigma_w2) - 1) if len(sigma_w2) > 2 else slice(0, len(sigma_w2))
-    fed_w, fed_b = float(np.median(sigma_w2[fed])), float(np.median(sigma_b2[fed]))
-    q_star = theory.fixed_point(fed_w, fed_b, activation, qs[0], slope)
-    chi = theory.chi1(q_star if q_star is not None else qs[-1], fed_w, activation, slope)
+    fed_w, fed_b, fed_mu = (float(np.median(v[fed])) for v in (sigma_w2, sigma_b2, mu_b))
+    q_star = theory.fixed_point(fed_w, fed_b, activation, qs[0], slope, mu=fed_mu)
+    chi = theory.chi1(q_star if q_star is not None else qs[-1], fed_w, activation, slope, fed_mu)
     c_star = chi_at_c = xi_c = None
     if q_star is not None and q_star > 0:
-        c_star = theory.correlation_fixed_point(q_star, fed_w, fed_b, activation, slope)
-        chi_at_c = theory.chi_c(c_star, q_star, fed_w, activation, slope) if c_star < 1.0 else chi
+        c_star = theory.correlation_fixed_point(q_star, fed_w, fed_b, activation, slope, fed_mu)
+        chi_at_c = theory.chi_c(c_star, q_star, fed_w, activation, slope, fed_mu) if c_star < 1.0 else chi
         xi_c = theory.attracting_scale(chi_at_c)
-    return {"q0": q0, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "q_star": q_star, "chi1": chi,
+    return {"applies": True, "why_not": None, **found, "q_star": q_star, "chi1": chi,
             "depth_scale": theory.depth_scale(chi), "c_star": c_star, "chi_c": chi_at_c, "xi_c": xi_c,
             "predicted_preact_std": [math.sqrt(max(q, 0.0)) for q in qs]}
+
+
+def outside_the_theory(mean_w: list[float], std_w: list[float], shapes: list[tuple[int, int]]) -> Optional[str]:
+    """Why the mean-field maps do not describe these weights (per layer: their mean, std and (fan_out, fan_in)),
+    or None when they do."""
+    for l, (mean, std, (fan_out, fan_in)) in enumerate(zip(mean_w, std_w, shapes)):
+        if std == 0.0:
+            return (f"layer {l}'s weights are all {mean:.3g} (no spread): mean-field theory needs random weights, "
+                    f"and a constant init keeps every unit of a layer identical")
+        shift = math.sqrt(fan_in) * abs(mean) / std
+        if abs(mean) * math.sqrt(fan_in * fan_out) / std > MEAN_Z and shift > MEAN_SHIFT:
+            return (f"layer {l}'s weights have mean {mean:.3g} against std {std:.3g} (it moves each pre-activation "
+                    f"by {shift:.3g} of its spread): mean-field theory assumes zero-mean weights")
+    return None
 
 
 def with_predictions(theory: Optional[dict], layers):
     """The layers table with rows (step, epoch, layer, 'predicted_preact_std', value) at the first
     recorded step, beside the measured preact_std; unchanged when nothing was recorded or there
     is no prediction."""
-    if theory is None or not len(layers):
+    if theory is None or not theory.get("applies", True) or not len(layers):
         return layers
     first = layers[layers.step == layers.step.min()]
     rows = prediction_rows(theory, int(first.step.iloc[0]), int(first.epoch.iloc[0]))
@@ -60,4 +95,6 @@ def with_predictions(theory: Optional[dict], layers):
 
 def prediction_rows(theory: dict, step: int, epoch: int) -> list[tuple]:
     """The rows with_predictions appends, given the first recorded (step, epoch) of the table."""
+    if not theory.get("applies", True):
+        return []
     return [(step, epoch, l, "predicted_preact_std", v) for l, v in enumerate(theory["predicted_preact_std"])]

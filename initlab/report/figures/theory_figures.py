@@ -41,7 +41,7 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
     chosen = fx.choose(sweep.runs, keys, what=f"panels ({', '.join(map(fx.short, keys))})")
     data = with_init(table.assign(value=table.value.clip(lower=FLOOR), metric=table.metric.astype(str)), sweep, chosen)
     summed = fx.band(data, ["facet", "metric", "init", "layer"])
-    note = notes(chosen.note, fx.not_finite(data, "a value"))
+    note = notes(chosen.note, fx.not_finite(data, "a value"), _outside_note(sweep))
     fig, axes, cols = grid(len(chosen.shown), title_lines=title_lines(note))
     for i, facet in enumerate(chosen.shown):
         ax = axes[i // cols, i % cols]
@@ -70,17 +70,30 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
     return save(fig, path, note)
 
 
-def _edge_sweep(sweep: Sweep) -> Optional[tuple[float, str]]:
-    """(sigma_b^2, activation) when the sweep is a sigma_w^2 x depth grid the theory can draw over."""
+def _outside_note(sweep: Sweep) -> str:
+    """Which runs have no prediction because mean-field theory does not describe their weights, and why."""
+    runs = sweep.runs
+    if "theory_applies" not in runs:
+        return ""
+    outside = runs[runs.theory_applies.eq(False)]
+    if not len(outside):
+        return ""
+    inits = ", ".join(sorted(set(outside["init"].astype(str)))) if "init" in outside else ""
+    return (f"no prediction for {len(outside)} run(s) ({inits}): {outside.theory_why_not.iloc[0]}"
+            + (" (and the like)" if outside.theory_why_not.nunique() > 1 else ""))
+
+
+def _edge_sweep(sweep: Sweep) -> Optional[tuple[float, float, str]]:
+    """(sigma_b^2, mu_b, activation) when the sweep is a sigma_w^2 x depth grid the theory can draw over."""
     runs = sweep.runs
     needed = {DEPTH, SCALE} <= set(sweep.keys)
-    if not needed or runs.get("init.mode") is None or runs.get("sigma_b2") is None:
+    if not needed or runs.get("init.mode") is None or runs.get("sigma_b2") is None or runs.get("bias_mean") is None:
         return None
     if set(runs["init.mode"].dropna()) != {"fan_in"} or runs["sigma_b2"].isna().any():
         return None
-    if runs["sigma_b2"].nunique() != 1 or runs["model.activation"].nunique() != 1:
+    if runs["sigma_b2"].nunique() != 1 or runs["bias_mean"].nunique() != 1 or runs["model.activation"].nunique() != 1:
         return None
-    return float(runs["sigma_b2"].iloc[0]), str(runs["model.activation"].iloc[0])
+    return float(runs["sigma_b2"].iloc[0]), float(runs["bias_mean"].iloc[0]), str(runs["model.activation"].iloc[0])
 
 
 def edge_of_chaos(sweep: Sweep, path: Path) -> Optional[Drawn]:
@@ -88,7 +101,7 @@ def edge_of_chaos(sweep: Sweep, path: Path) -> Optional[Drawn]:
     found = _edge_sweep(sweep)
     if found is None:
         return None
-    sigma_b2, activation = found
+    sigma_b2, mu_b, activation = found
     runs = sweep.runs.assign(acc=100 * pd.to_numeric(sweep.runs.test_accuracy, errors="coerce"))
     cells = runs.pivot_table(index=DEPTH, columns=SCALE, values="acc", aggfunc="mean", dropna=False)
     counts = runs.pivot_table(index=DEPTH, columns=SCALE, values="run", aggfunc="count", dropna=False)
@@ -100,10 +113,10 @@ def edge_of_chaos(sweep: Sweep, path: Path) -> Optional[Drawn]:
         text = "—" if not np.isfinite(acc) else f"{acc:.0f}"
         ax.text(scale, depth, text, ha="center", va="center", fontsize=7, color="white" if not acc > 60 else "black")
     fine = np.linspace(xs.min(), xs.max(), 241)
-    xi = np.array([theory.correlation_depth_scale(s, sigma_b2, activation) or np.inf for s in fine])
+    xi = np.array([theory.correlation_depth_scale(s, sigma_b2, activation, mu=mu_b) or np.inf for s in fine])
     for factor, style, name in ((1, (0, (4, 2)), "ξ_c"), (6, "-", "6 ξ_c")):
         ax.plot(fine, np.minimum(factor * xi, 10 * ys.max()), color="#33ccff", linestyle=style, lw=2, label=name)
-    critical = theory.critical_sigma_w2(sigma_b2, activation)
+    critical = theory.critical_sigma_w2(sigma_b2, activation, mu=mu_b)
     if xs.min() <= critical <= xs.max():
         ax.axvline(critical, color="#33ccff", linestyle=":", lw=1.5, label=f"edge of chaos σ_w² = {critical:.3g}")
     step_x = np.diff(xs).min() / 2 if len(xs) > 1 else 0.5
@@ -114,7 +127,7 @@ def edge_of_chaos(sweep: Sweep, path: Path) -> Optional[Drawn]:
     pooled = [fx.short(k) for k in sweep.keys if k not in (DEPTH, SCALE)]
     per_cell = int(counts.max().max()) if counts.size else 0
     note = f"{per_cell} run(s) per cell" + (f", pooled over {', '.join(pooled)}" if pooled else "")
-    ax.set_title(f"Trainability of {activation} nets, σ_b² = {sigma_b2:.3g}: accuracy with ξ_c and 6 ξ_c from "
+    ax.set_title(f"Trainability of {activation} nets, σ_b² = {sigma_b2:.3g}{f', bias mean {mu_b:.3g}' if mu_b else ''}: accuracy with ξ_c and 6 ξ_c from "
                  f"mean-field theory\n({note}; '—': no finished run)", fontsize=10)
     return save(fig, path, "")
 
