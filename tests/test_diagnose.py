@@ -164,6 +164,56 @@ def test_an_init_too_large_by_its_first_loss_or_its_first_gradients():
     assert "init_too_large" not in kinds(verdict(*tables(loss=lambda s: 2.9 * LN10 * math.exp(-s / 100) + 0.1)))
 
 
+def test_a_layer_born_dead_with_no_weight_gradient_is_stuck_never_vanishing():
+    # Issue 36's founding net with bias -3: hidden layer 1 outputs 0 for every sample from step 0, every weight
+    # gradient is exactly 0, the output bias learns the class prior (the loss drifts past flat_tol), the signal
+    # "shrinks" to exactly 0 -- a dead layer, not a vanishing signal.
+    layers, curves = tables(grad=lambda s, l: 0.0, loss=lambda s: LN10 - 2e-3 * s / 600, accuracy=0.1135,
+                            extra={"dead_fraction": lambda s, l: [0.24, 1.0, 0.0][l],
+                                   "act_std": lambda s, l: [0.096, 0.0, 0.0][l],
+                                   "bias_grad_norm": lambda s, l: 0.05 if l == 2 else 0.0})
+    result = verdict(layers, curves, theory={"applies": True, "bias_mean": [-3.0, -3.0, -3.0]})
+    assert result["label"] == "stuck" and "vanishing" not in kinds(result)
+    finding = result["findings"][0]
+    assert finding["values"]["dead_layers"] == [1] and "hidden layer 1 is 100% dead" in finding["message"]
+    assert "mean is -3" in finding["message"] and "class prior" in finding["message"]
+    assert kinds(result).count("dead_units") == 1
+
+
+def test_a_layer_born_dead_while_other_weights_learn_is_dead_units():
+    layers, curves = tables(grad=lambda s, l: 0.0 if l == 0 else 0.3, accuracy=0.4,
+                            extra={"dead_fraction": lambda s, l: 1.0 if l == 0 else 0.0,
+                                   "act_std": lambda s, l: [0.0, 0.5, 0.5][l]})
+    result = verdict(layers, curves)
+    assert result["label"] == "dead_units" and result["findings"][0]["layers"] == [0]
+    assert "vanishing" not in kinds(result) and "from the first step" in result["findings"][0]["message"]
+    # a layer that dies later in training is not born dead: the end-of-run dead_units rule speaks for it
+    later = verdict(*tables(extra={"dead_fraction": lambda s, l: 1.0 if (l == 0 and s >= 300) else 0.0}))
+    assert later["label"] == "healthy"
+
+
+def test_an_init_too_small_by_its_logits_and_its_first_gradients():
+    small = {"preact_std": lambda s, l: [0.27, 0.028, 0.003][l]}
+    layers, curves = tables(grad=lambda s, l: 0.03, loss=lambda s: LN10 - 0.3 * s / 600, extra=small, accuracy=0.6)
+    result = verdict(layers, curves)
+    assert result["label"] == "init_too_small"
+    assert result["findings"][0]["values"]["logit_std"] == pytest.approx(0.003)
+    assert "0.27 -> 0.028 -> 0.003" in result["findings"][0]["message"]
+    # either alone is not enough: small logits with ordinary gradients, or small gradients with spread logits
+    assert "init_too_small" not in kinds(verdict(*tables(grad=lambda s, l: 0.5, extra=small)))
+    assert "init_too_small" not in kinds(verdict(*tables(grad=lambda s, l: 0.03,
+                                                         extra={"preact_std": lambda s, l: [1.4, 1.4, 0.5][l]})))
+    # and exactly 0 is a dead net's, not a small one's
+    dead = {"preact_std": lambda s, l: [0.3, 0.0, 0.0][l]}
+    assert "init_too_small" not in kinds(verdict(*tables(grad=lambda s, l: 0.0 if l else 1e-3, extra=dead)))
+
+
+def test_gradients_born_huge_are_init_too_large_not_exploding():
+    # U(0, 1) weights: the first gradient norms are ~1e4 and only fall: the init, not an explosion
+    result = verdict(*tables(grad=lambda s, l: 2.5e4 if s == 0 else 10.0, loss=lambda s: 2e4 if s == 0 else 2.3))
+    assert result["label"] == "init_too_large" and "exploding" not in kinds(result)
+
+
 def test_updates_too_small_point_at_the_learning_rate():
     layers, curves = tables(loss=lambda s: 2.4 - 1e-4 * s, extra={"update_ratio": lambda s, l: 3e-7}, accuracy=0.3,
                             lr=1e-5)

@@ -232,11 +232,32 @@ def test_outliers_among_seeds_against_a_direct_computation():
     assert flagged.outlier_gap[5:].isna().all()  # two runs are too few to call either one an outlier
 
 
+def test_a_configuration_far_behind_the_best_of_its_architecture_trails():
+    from initlab.report.tables import TRAIL_GAP, flag_trailing
+
+    # depth 2: small_normal (mean 0.5) trails kaiming (mean 0.9); xavier 4 points apart stays quiet;
+    # depth 5 is its own comparison (another architecture): its best is xavier, nobody trails by 15 points
+    runs = pd.DataFrame({
+        "run": list("abcdefghij"),
+        "init": ["kaiming", "kaiming", "small", "small", "xavier", "xavier", "kaiming", "small", "xavier", "xavier"],
+        "model.depth": [2] * 6 + [5] * 4, "trainer.seed": [0, 1, 0, 1, 0, 1, 0, 0, 0, 1],
+        "test_accuracy": [0.91, 0.89, 0.45, 0.55, 0.87, 0.85, 0.80, 0.70, 0.84, float("nan")]})
+    flagged = flag_trailing(runs, ["init", "model.depth", "trainer.seed"])
+    assert flagged.trails.tolist() == [False, False, True, True, False, False, False, False, False, False]
+    assert flagged.trail_gap[2] == pytest.approx(0.90 - 0.50) and flagged.trails_best[2] == "init=kaiming"
+    assert flagged.trail_gap[7] == pytest.approx(0.84 - 0.70) and flagged.trail_gap[7] < TRAIL_GAP
+    assert flagged.trails_best[7] == "init=xavier"
+    # a sweep over nothing compared (depth alone) has nothing to say
+    assert not flag_trailing(runs, ["model.depth"]).trails.any()
+
+
 def test_outliers_section_of_the_page(sweep_dir):
     page = (sweep_dir / "report" / "report.md").read_text()
     assert "## Outliers among seeds" in page and "Only one seed per configuration" in page
     runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
     assert {"outlier", "outlier_gap"} <= set(runs.columns) and not runs.outlier.any()
+    assert "## Configurations far behind the best" in page
+    assert {"trails", "trail_gap", "trails_best"} <= set(runs.columns)
 
 
 def _looks_drawn(path):

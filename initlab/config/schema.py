@@ -120,6 +120,8 @@ class Diagnose(Schema):
     chance_margin: float = arg(FRACTION)
     init_loss_ratio: float = arg(POSITIVE)
     init_grad_norm: float = arg(POSITIVE)
+    init_small_logit_std: float = arg(POSITIVE)
+    init_small_grad_norm: float = arg(POSITIVE)
     small_update_ratio: float = arg(POSITIVE)
     weak_signal: float = arg(POSITIVE)
 

@@ -50,7 +50,9 @@ def exploding(ev: Evidence, th: dict) -> Optional[Finding]:
     # Growth from a vanishing start to an ordinary size is recovery, not explosion: count it
     # only where the norm also ends up large.
     grown = [l for l in range(grad.shape[1]) if growth[l] > th["exploding_growth"] and top[l] > th["exploding_min_norm"]]
-    big = [l for l in range(grad.shape[1]) if top[l] > th["exploding_norm"]]
+    # A norm that is large from the first step was born large: init_too_large's finding, not an explosion.
+    peak = np.argmax(grad, axis=0)
+    big = [l for l in range(grad.shape[1]) if top[l] > th["exploding_norm"] and peak[l] > 0]
     layers = sorted(set(grown) | set(big))
     if not layers:
         return None
@@ -76,7 +78,8 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
     moving = early[:, last] > 0
     ratio, ratio_steps = early[moving, 0] / early[moving, last], early_steps[moving]
     typical_ratio = nanmedian(ratio)  # NaN when no step has a moving output layer
-    if typical_ratio < th["vanishing_ratio"]:
+    # A layer-0 gradient of exactly 0 has not shrunk: nothing reaches it (a dead layer, `stuck`).
+    if 0 < typical_ratio < th["vanishing_ratio"]:
         median = nanmedian(early, axis=0)
         layers = [l for l in range(len(median)) if median[l] < th["vanishing_ratio"] * median[last]]
         step = int(ratio_steps[ratio < th["vanishing_ratio"]][0])
@@ -99,7 +102,7 @@ def vanishing(ev: Evidence, th: dict) -> Optional[Finding]:
               "last_hidden_std": float(hidden[-1]), "signal_ratio": shrink}
     signal = (f"the signal shrinks from std {fmt(hidden[0])} after layer 0 to {fmt(hidden[-1])} "
               f"after layer {len(hidden) - 1}")
-    if shrink < th["vanishing_ratio"]:
+    if 0 < shrink < th["vanishing_ratio"]:  # a signal of exactly 0 is a dead layer's (dead_layer), not a shrunk one
         # He et al. 2015, Sec. 2.2: each layer scales the forward signal (and the backward one) by a
         # constant factor, so depth turns a factor below 1 into nothing.
         return Finding(

@@ -1,5 +1,5 @@
-"""The other rules: failed, diverged, symmetric, init_too_large, updates_too_small, not_learning,
-dead_units and saturation."""
+"""The other rules: failed, diverged, symmetric, dead_layer, init_too_large, init_too_small,
+updates_too_small, not_learning, dead_units and saturation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from initlab.diagnosis.evidence import Evidence, Finding, ends, fmax, fmt, nanmedian
+from initlab.diagnosis.stuck import dead_from_the_start
 
 
 def failed(ev: Evidence, th: dict) -> Optional[Finding]:
@@ -65,6 +66,54 @@ def init_too_large(ev: Evidence, th: dict) -> Optional[Finding]:
     return Finding("init_too_large", "The init is too large: " + " and ".join(parts) + f"; {ends(ev)}.",
                    step=int(ev.loss_steps[0]), layers=list(range(ev.n_layers)),
                    values={"first_loss": first_loss, "first_grad_norm": first_grad})
+
+
+def init_too_small(ev: Evidence, th: dict) -> Optional[Finding]:
+    """The mirror of init_too_large: the logits start with almost no spread (every class about equally
+    likely whatever the input) and the first weight gradients are far below a variance-preserving
+    init's, so training starts slowly. Both must hold (thresholds in docs/diagnosis.md, from MNIST nets
+    of depth 1-5: every variance-preserving init starts with logit std >= 0.11 and gradients >= 0.43)."""
+    steps, pre = ev.values("preact_std")
+    _, grad = ev.values("weight_grad_norm")
+    if not len(steps) or not grad.size:
+        return None
+    logit_std, first_grad = float(pre[0, -1]), float(fmax(grad[0]))
+    hidden = pre[0, :-1]
+    if not (logit_std < th["init_small_logit_std"] and first_grad < th["init_small_grad_norm"]):
+        return None
+    if logit_std == 0 or first_grad == 0 or (hidden == 0).any():
+        return None  # a signal or gradient of exactly 0 is a dead layer's (dead_layer, stuck), not a small one
+    path = " -> ".join(fmt(v) for v in pre[0]) if len(pre[0]) <= 8 else f"{fmt(pre[0, 0])} -> ... -> {fmt(logit_std)}"
+    t = ev.context.theory or {}
+    predicted = t.get("predicted_preact_std") if t.get("applies") else None
+    cited = (f" Mean-field theory predicts it from the init alone: {' -> '.join(fmt(v) for v in predicted)}."
+             if predicted and len(predicted) <= 8 else "")
+    return Finding(
+        "init_too_small",
+        f"The init is too small: the pre-activation std falls {path} from the first layer to the logits at the "
+        f"first step (logit std {fmt(logit_std)}, threshold {fmt(th['init_small_logit_std'])}: every class starts "
+        f"about equally likely whatever the input) and the first weight-gradient norms are at most {fmt(first_grad)} "
+        f"(threshold {fmt(th['init_small_grad_norm'])}), so training starts slowly; {ends(ev)}.{cited} An init that "
+        f"keeps the variance (kaiming_normal for ReLU, xavier_normal for tanh) starts near unit scale.",
+        step=int(steps[0]), layers=list(range(ev.n_layers)),
+        values={"logit_std": logit_std, "first_grad_norm": first_grad,
+                "first_hidden_preact_std": float(hidden[0]) if len(hidden) else None})
+
+
+def dead_layer(ev: Evidence, th: dict) -> Optional[Finding]:
+    """A hidden layer born dead (every unit 0 for every sample from the first step) while some weights still
+    get a gradient (else `stuck`): dead units, not a vanishing signal, whatever the numbers after it look like."""
+    dead = dead_from_the_start(ev, th)
+    if not dead:
+        return None
+    mean = (ev.context.theory or {}).get("bias_mean") or []
+    pushed = [l for l in dead if l < len(mean) and mean[l] is not None and mean[l] < 0]
+    why = (f" (biases of mean {', '.join(fmt(mean[l]) for l in pushed)} push every pre-activation below 0)"
+           if pushed else "")
+    return Finding("dead_units", f"Dead layer: every unit of hidden layer(s) {dead} outputs 0 for every sample from "
+                                 f"the first step{why}, so nothing before it gets a gradient and nothing after it "
+                                 f"sees the input; {ends(ev)}.",
+                   step=int(ev.values("dead_fraction")[0][0]), layers=dead, values={"dead_layers": dead})
 
 
 def _median_update_ratio(ev: Evidence) -> float:

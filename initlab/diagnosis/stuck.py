@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from initlab.diagnosis.evidence import Context, Evidence, Finding, fmax, fmin, fmt
+from initlab.diagnosis.evidence import Context, Evidence, Finding, ends, fmax, fmin, fmt
 
 
 def _flat_and_still(ev: Evidence, th: dict, window: int) -> Optional[tuple[int, np.ndarray]]:
@@ -41,7 +41,8 @@ def _stuck_at_the_end(ev: Evidence, th: dict) -> Optional[tuple[int, np.ndarray]
 
 def stuck(ev: Evidence, th: dict, absorbing: bool = True) -> Optional[Finding]:
     """Loss flat for `window` steps while every gradient norm is ~0; or, with `absorbing`, the run
-    ends that way at `stuck_log_steps` consecutive log steps, whatever its length."""
+    ends that way at `stuck_log_steps` consecutive log steps, whatever its length; or, with
+    `absorbing`, no weight ever got a gradient (frozen_weights)."""
     grad_steps, top = ev.grad_max()
     if not len(grad_steps) or not ev.n_layers or not len(ev.loss_values):
         return None
@@ -49,7 +50,7 @@ def stuck(ev: Evidence, th: dict, absorbing: bool = True) -> Optional[Finding]:
     if found is None and absorbing:
         found = _stuck_at_the_end(ev, th)
     if found is None:
-        return None
+        return frozen_weights(ev, th) if absorbing else None
     start, steps = found
     level = float(ev.loss.loc[start:start + th["window"] - 1].mean())
     values = {"loss": level, "window": th["window"], "max_grad_norm": float(fmax(top[np.isin(grad_steps, steps)]))}
@@ -84,3 +85,38 @@ def stuck_while_training(layers: pd.DataFrame, curves: pd.DataFrame, epoch: int,
 def stuck_check_due(stop_on: list, step: int, window: int) -> bool:
     """Whether an early-stop check for `stuck` runs after `step` steps: every `window` steps."""
     return "stuck" in stop_on and step >= window and step % window == 0
+
+
+def frozen_weights(ev: Evidence, th: dict) -> Optional[Finding]:
+    """Every weight-gradient norm exactly 0 at every recorded step (at least `stuck_log_steps` of them):
+    no weight can ever change, so the net cannot learn anything about its input. Biases may still move
+    (the output bias learns the class prior, so the loss drifts in its fourth decimal, past `flat_tol`):
+    stuck all the same. Exactly 0, not ~0: a vanishing gradient is small, this one is absent."""
+    steps, weights = ev.values("weight_grad_norm")
+    if len(steps) < th["stuck_log_steps"] or not (fmax(weights, axis=1) == 0).all():
+        return None
+    first, last = float(ev.loss_values[0]), float(ev.loss_values[-1])
+    dead = dead_from_the_start(ev, th)
+    if dead:
+        layer = dead[0]
+        mean = ((ev.context.theory or {}).get("bias_mean") or [None] * ev.n_layers)[layer]
+        pushed = f" (its biases' mean is {fmt(mean)})" if mean is not None and mean < 0 else ""
+        why = (f"hidden layer {layer} is 100% dead from the first step: every unit outputs 0 for every sample"
+               f"{pushed}, so no gradient passes it back and the layers after it see a constant input")
+    else:
+        why = "no gradient reaches any weight"
+    return Finding("stuck", f"No weight ever gets a gradient: every weight-gradient norm is exactly 0 at all "
+                            f"{len(steps)} recorded steps; {why}. Only biases move, which can learn the class prior "
+                            f"and nothing about the input (loss {fmt(first)} -> {fmt(last)}; {ends(ev)}).",
+                   step=int(steps[0]), layers=dead or list(range(ev.n_layers)),
+                   values={"first_loss": first, "last_loss": last, "dead_layers": dead})
+
+
+def dead_from_the_start(ev: Evidence, th: dict) -> list[int]:
+    """The hidden layers whose every unit is dead (outputs exactly 0 for the whole batch) at every recorded
+    step of the first `window` steps (the first one at least): born dead, not killed later by training."""
+    steps, dead = ev.values("dead_fraction")
+    if not len(steps) or dead.shape[1] < 2:
+        return []
+    early = dead[(steps < th["window"]) | (steps == steps[0])]
+    return [int(l) for l in range(dead.shape[1] - 1) if (early[:, l] == 1.0).all()]

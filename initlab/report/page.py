@@ -19,7 +19,8 @@ from initlab.report import tables as report
 from initlab.config.errors import ConfigError
 from initlab.config.loggers import KNOWN as KNOWN_LOGGERS
 from initlab.cores import usable_cores
-from initlab.report.tables import OUTLIER_GAP, OUTLIER_SPREAD, Sweep, init_palette, load, markdown_table
+from initlab.report.tables import (COMPARED, OUTLIER_GAP, OUTLIER_SPREAD, TRAIL_GAP, Sweep, init_palette, load,
+                                   markdown_table)
 
 log = logging.getLogger("initlab")
 
@@ -40,7 +41,7 @@ def link(row, out: Path) -> str:
 
 
 def _runs_view(sweep: Sweep, out: Path) -> tuple[pd.DataFrame, str]:
-    columns = ["run", "status", "diagnosis", "outlier", *dict.fromkeys(["init", *sweep.swept]),
+    columns = ["run", "status", "diagnosis", "outlier", "trails", *dict.fromkeys(["init", *sweep.swept]),
                "test_accuracy", "test_loss", "train_loss", "steps", "wall_time_s"]
     runs = worst_first(sweep.runs, "test_accuracy")
     note = ""
@@ -87,6 +88,24 @@ def _findings(sweep: Sweep, out: Path) -> list[str]:
     groups.sort(key=lambda g: -g[0])  # the most frequent finding first
     return [f"{len(problems)} runs are not healthy; by finding, each with one example (its worst run):", "",
             *(line for _, line in groups)]
+
+
+def _trailing(sweep: Sweep) -> list[str]:
+    """One line per configuration far behind the best one it can be compared with (tables.flag_trailing)."""
+    runs = sweep.runs[sweep.runs.trails]
+    compared = [k for k in sweep.swept if k != report.SEED and k.split(".")[0] in COMPARED]
+    fixed = [k for k in sweep.swept if k != report.SEED and k not in compared]
+    lines = []
+    for _, group in runs.groupby([runs[k].astype(str) for k in fixed + compared], sort=False):
+        row = group.iloc[0]
+        config = ", ".join(f"`{k}={row[k]}`" for k in compared)
+        where = f" (at {', '.join(f'`{k}={row[k]}`' for k in fixed)})" if fixed else ""
+        acc = pd.to_numeric(group.test_accuracy, errors="coerce").mean()
+        labels = ", ".join(sorted(set(group.diagnosis.dropna().astype(str))))
+        lines.append(f"- {config}{where} (**trails**): test accuracy {acc:.2%} over {len(group)} run(s), "
+                     f"{100 * row.trail_gap:.1f} points below the best comparable configuration, `{row.trails_best}`"
+                     f" (diagnosis: {labels or 'none'})")
+    return lines
 
 
 def _outliers(sweep: Sweep, out: Path) -> list[str]:
@@ -143,6 +162,10 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
         *(_outliers(sweep, out) or [f"No run is more than {100 * OUTLIER_GAP:.0f} points (and {OUTLIER_SPREAD:g} standard "
                                 "deviations) below the median of its seed siblings." if report.SEED in sweep.swept
                                else "Only one seed per configuration: no outliers to look for."]), "",
+        f"## Configurations far behind the best (more than {100 * TRAIL_GAP:.0f} points below the best one "
+        f"that differs only in {', '.join(f'`{g}`' for g in COMPARED)})", "",
+        *(_trailing(sweep) or ["None." if any(k.split(".")[0] in COMPARED for k in sweep.swept)
+                              else f"Nothing to compare: the sweep varies none of {', '.join(COMPARED)}."]), "",
         "## Figures", "",
     ]
     if not figures:

@@ -71,16 +71,17 @@ def preact_theory(sweep: Sweep, palette: dict, path: Path) -> Optional[Drawn]:
 
 
 def _outside_note(sweep: Sweep) -> str:
-    """Which runs have no prediction because mean-field theory does not describe their weights, and why."""
+    """Which runs have no prediction because mean-field theory does not describe their weights, and why
+    (each init's reason in short; summary.json's theory.why_not has the numbers)."""
     runs = sweep.runs
     if "theory_applies" not in runs:
         return ""
     outside = runs[runs.theory_applies.eq(False)]
     if not len(outside):
         return ""
-    inits = ", ".join(sorted(set(outside["init"].astype(str)))) if "init" in outside else ""
-    return (f"no prediction for {len(outside)} run(s) ({inits}): {outside.theory_why_not.iloc[0]}"
-            + (" (and the like)" if outside.theory_why_not.nunique() > 1 else ""))
+    by = outside.groupby(outside["init"].astype(str) if "init" in outside else pd.Series("runs", outside.index))
+    reasons = "; ".join(f"{init}: {group.theory_why_not.iloc[0].rsplit(': ', 1)[-1]}" for init, group in by)
+    return f"no prediction for {len(outside)} run(s) outside the theory ({reasons})"
 
 
 def _edge_sweep(sweep: Sweep) -> Optional[tuple[float, float, str]]:
