@@ -30,6 +30,7 @@ import numpy as np
 from initlab.activations import ACTIVATIONS
 
 POINTS = 200  # Gauss-Legendre nodes per half line
+ITERATIONS = 100  # of the length map before fixed_point brackets its fixed point instead
 PAIR_POINTS = 48  # per half line of each axis of the plane (two inputs): 192^2 nodes, ~2 ms a depth scale
 
 
@@ -145,7 +146,7 @@ def fixed_point(sigma_w2: float, sigma_b2: float, activation: str, q0: float = 1
                 break
         return 0.5 * (low + high)
     q = q0
-    for _ in range(steps):
+    for _ in range(min(steps, ITERATIONS)):  # then bracket: a map whose slope is near 1 at q* crawls
         nxt = length_map(q, sigma_w2, sigma_b2, activation, negative_slope, mu)
         if not math.isfinite(nxt) or nxt > 1e12:
             return None

@@ -48,3 +48,81 @@ def replayed(monkeypatch):
     from replayed_graphs import put_in_place
 
     put_in_place(monkeypatch)
+
+
+# --- the `initlab` command in this process -------------------------------------------------------------
+
+
+def run_initlab(args: list[str], cwd, env: dict | None = None, timeout: float = 600):
+    """`initlab <args>` run from `cwd`, as subprocess.run(..., capture_output=True, text=True) returns it.
+
+    In this process by default: the command's own entry point (initlab.cli.main, Hydra's main) with
+    sys.argv, the working folder, stdout and stderr swapped in and everything it touches in this
+    process restored after it (Hydra's global state, logging, the environment, the working folder). A
+    fresh interpreter spends ~2.5 s importing torch, Hydra and torch._dynamo (which torch's optimizers
+    import on first use) before the first line of initlab: most of a small run. What a subprocess proves
+    and this does not (start-up, console scripts, imports in a fresh interpreter, PYTHONPATH) is tested
+    by the tests that call subprocess.run themselves (test_packaging, test_user_study, test_faults, ...).
+    INITLAB_TEST_SUBPROCESS=1 runs every call as a subprocess instead, to check that both agree."""
+    import contextlib
+    import io
+    import logging
+    import signal
+    import subprocess
+    import sys
+
+    if os.environ.get("INITLAB_TEST_SUBPROCESS") == "1":
+        return subprocess.run([sys.executable, "-m", "initlab", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    from hydra.core.global_hydra import GlobalHydra
+
+    from initlab import cli
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    saved_logging = {id(l): (l, list(l.handlers), l.level, l.propagate, l.disabled) for l in _loggers()}
+    saved_disable = logging.root.manager.disable
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)}
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        sys.argv = ["initlab", *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        GlobalHydra.instance().clear()
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _restore_logging(saved_logging)
+        logging.disable(saved_disable)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+    return subprocess.CompletedProcess(["initlab", *args], code, out.getvalue(), err.getvalue())
+
+
+def _loggers() -> list:
+    import logging
+
+    return [logging.getLogger()] + [l for l in logging.root.manager.loggerDict.values() if isinstance(l, logging.Logger)]
+
+
+def _restore_logging(saved: dict) -> None:
+    """Every logger as it was; the handlers a run's logging config added (streams swapped in, log files in the
+    run's folder) closed, on the loggers that were there and on those the run made."""
+    for logger in _loggers():
+        kept = saved.get(id(logger))
+        before = {id(h) for h in kept[1]} if kept else set()
+        for handler in list(logger.handlers):
+            if id(handler) not in before:
+                logger.removeHandler(handler)
+                handler.close()
+        if kept:
+            _, handlers, level, propagate, disabled = kept
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate, logger.disabled = propagate, disabled

@@ -1,18 +1,17 @@
 """The `initlab` command end to end: a single run and a multirun, as a user types them."""
 
 import json
-import os
-import subprocess
-import sys
 
 from initlab.store import records
+
+from conftest import run_initlab
+
 SMALL = ["data=synthetic", "data.source.num_train=600", "data.source.num_test=100", "model.width=32"]
 
 
 def initlab(*args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", "initlab", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=300)
+    """`initlab <args>` from `cwd`, which must succeed (in this process: conftest.run_initlab)."""
+    result = run_initlab(list(args), cwd)
     assert result.returncode == 0, result.stderr
     return result
 

@@ -124,5 +124,7 @@ def test_a_large_grids_report_says_what_each_figure_shows_and_groups_findings(gr
 def test_figure_notes_reach_report_md_only_when_something_is_left_out(tmp_path, grid_sweep):
     out = write_report([grid_sweep], tmp_path / "r").out
     page = (out / "report.md").read_text()
-    assert page.count("*Shows ") == 1  # only the per-configuration heatmap leaves configurations out
+    # the per-configuration heatmap leaves configurations out; the prediction figure, the zeros runs (outside the theory)
+    assert page.count("*Shows ") == 2
+    assert "no prediction for 8 run(s) outside the theory (zeros: mean-field theory needs random weights" in page
     assert os.path.exists(out / "figures" / "grad_heatmap.png")

@@ -277,8 +277,8 @@ def test_theory_figures_of_a_sigma_w_by_depth_sweep(tmp_path):
     from initlab.report.figures.theory_figures import _edge_sweep
 
     sweep = load([tmp_path / "sweep"])
-    sigma_b2, activation = _edge_sweep(sweep)
-    assert sigma_b2 == pytest.approx(0.05, rel=1e-6) and activation == "tanh"
+    sigma_b2, mu_b, activation = _edge_sweep(sweep)
+    assert sigma_b2 == pytest.approx(0.05, rel=1e-6) and mu_b == 0.0 and activation == "tanh"
     for row in sweep.runs.itertuples():  # the columns are each run's own numbers
         summary = json.loads((tmp_path / "sweep" / row.run / "summary.json").read_text())
         assert row.chi1 == summary["theory"]["chi1"] and row.jac_sv_max == summary["jacobian"]["sv_max"]

@@ -15,6 +15,7 @@ from initlab.build import environment
 from initlab.sweep.job_names import job_dirname
 from initlab.report.tables import load
 
+from conftest import run_initlab
 from test_cli import SMALL
 
 BIGGER = ["data=synthetic", "data.source.num_train=20000", "data.source.num_test=200", "model.width=128",
@@ -26,8 +27,8 @@ def initlab_cmd(*args):
 
 
 def run_cli(*args, cwd, check=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(initlab_cmd(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    """`initlab <args>` from `cwd` (in this process: conftest.run_initlab)."""
+    result = run_initlab(list(args), cwd)
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result
