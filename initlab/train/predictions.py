@@ -39,8 +39,8 @@ def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
         for l in model.linears:
             w = l.weight.double()
             b = l.bias.double() if l.bias is not None else w.new_zeros(1)
-            std_w, mean_w = torch.std_mean(w, unbiased=False)
-            var_b, mean_b = torch.var_mean(b, unbiased=False)
+            std_w, mean_w = torch.std_mean(w, correction=0)
+            var_b, mean_b = torch.var_mean(b, correction=0)
             rows.append(torch.stack([w.pow(2).mean() * w.shape[1], mean_w, std_w, mean_b, var_b]))
         sigma_w2, mean_w, std_w, mu_b, sigma_b2 = torch.stack(rows, 1).tolist()
     if not all(map(math.isfinite, sigma_w2 + mean_w + std_w + mu_b + sigma_b2 + [q0])):
