@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from initlab.diagnosis.evidence import Evidence, Finding, ends, fmax, fmt, nanmedian
-from initlab.diagnosis.stuck import dead_from_the_start
+from initlab.diagnosis.stuck import dead_from_the_start, negative_bias_means
 
 
 def failed(ev: Evidence, th: dict) -> Optional[Finding]:
@@ -106,10 +106,9 @@ def dead_layer(ev: Evidence, th: dict) -> Optional[Finding]:
     dead = dead_from_the_start(ev, th)
     if not dead:
         return None
-    mean = (ev.context.theory or {}).get("bias_mean") or []
-    pushed = [l for l in dead if l < len(mean) and mean[l] is not None and mean[l] < 0]
-    why = (f" (biases of mean {', '.join(fmt(mean[l]) for l in pushed)} push every pre-activation below 0)"
-           if pushed else "")
+    below = negative_bias_means(ev, dead)
+    why = (f" (biases of mean {', '.join(fmt(m) for m in below.values())} push every pre-activation below 0)"
+           if below else "")
     return Finding("dead_units", f"Dead layer: every unit of hidden layer(s) {dead} outputs 0 for every sample from "
                                  f"the first step{why}, so nothing before it gets a gradient and nothing after it "
                                  f"sees the input; {ends(ev)}.",

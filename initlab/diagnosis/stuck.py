@@ -99,8 +99,8 @@ def frozen_weights(ev: Evidence, th: dict) -> Optional[Finding]:
     dead = dead_from_the_start(ev, th)
     if dead:
         layer = dead[0]
-        mean = ((ev.context.theory or {}).get("bias_mean") or [None] * ev.n_layers)[layer]
-        pushed = f" (its biases' mean is {fmt(mean)})" if mean is not None and mean < 0 else ""
+        below = negative_bias_means(ev, [layer])
+        pushed = f" (its biases' mean is {fmt(below[layer])})" if below else ""
         why = (f"hidden layer {layer} is 100% dead from the first step: every unit outputs 0 for every sample"
                f"{pushed}, so no gradient passes it back and the layers after it see a constant input")
     else:
@@ -120,3 +120,10 @@ def dead_from_the_start(ev: Evidence, th: dict) -> list[int]:
         return []
     early = dead[(steps < th["window"]) | (steps == steps[0])]
     return [int(l) for l in range(dead.shape[1] - 1) if (early[:, l] == 1.0).all()]
+
+
+def negative_bias_means(ev: Evidence, layers: list[int]) -> dict[int, float]:
+    """The bias mean of each of `layers` that is below 0 (the run's recorded theory inputs): what pushes a
+    born-dead layer's pre-activations below 0, when it is the bias."""
+    means = (ev.context.theory or {}).get("bias_mean") or []
+    return {l: means[l] for l in layers if l < len(means) and means[l] is not None and means[l] < 0}
