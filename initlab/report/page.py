@@ -19,8 +19,9 @@ from initlab.report import tables as report
 from initlab.config.errors import ConfigError
 from initlab.config.loggers import KNOWN as KNOWN_LOGGERS
 from initlab.cores import usable_cores
-from initlab.report.tables import (COMPARED, OUTLIER_GAP, OUTLIER_SPREAD, TRAIL_GAP, Sweep, init_palette, load,
-                                   markdown_table)
+from initlab.report.tables import (OUTLIER_GAP, OUTLIER_SPREAD, TRAIL_GAP, Sweep, comparison_keys, init_palette,
+                                   load, markdown_table)
+from initlab.store.keys import COMPARED
 
 log = logging.getLogger("initlab")
 
@@ -93,8 +94,7 @@ def _findings(sweep: Sweep, out: Path) -> list[str]:
 def _trailing(sweep: Sweep) -> list[str]:
     """One line per configuration far behind the best one it can be compared with (tables.flag_trailing)."""
     runs = sweep.runs[sweep.runs.trails]
-    compared = [k for k in sweep.swept if k != report.SEED and k.split(".")[0] in COMPARED]
-    fixed = [k for k in sweep.swept if k != report.SEED and k not in compared]
+    compared, fixed = comparison_keys(sweep.swept)
     lines = []
     for _, group in runs.groupby([runs[k].astype(str) for k in fixed + compared], sort=False):
         row = group.iloc[0]
@@ -164,7 +164,7 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
                                else "Only one seed per configuration: no outliers to look for."]), "",
         f"## Configurations far behind the best (more than {100 * TRAIL_GAP:.0f} points below the best one "
         f"that differs only in {', '.join(f'`{g}`' for g in COMPARED)})", "",
-        *(_trailing(sweep) or ["None." if any(k.split(".")[0] in COMPARED for k in sweep.swept)
+        *(_trailing(sweep) or ["None." if comparison_keys(sweep.swept)[0]
                               else f"Nothing to compare: the sweep varies none of {', '.join(COMPARED)}."]), "",
         "## Figures", "",
     ]

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from initlab.store import records
 from initlab.store.flat import flatten
-from initlab.store.keys import GROUPS, WHERE_NOT_WHAT
+from initlab.store.keys import COMPARED, GROUPS, WHERE_NOT_WHAT
 
 SEED = "trainer.seed"
 READERS = 8  # threads reading run folders
@@ -36,12 +36,11 @@ READERS = 8  # threads reading run folders
 # the runs that differ from it only in seed, and more than OUTLIER_SPREAD times their std.
 OUTLIER_GAP, OUTLIER_SPREAD = 0.05, 3.0
 # A configuration `trails` when its final test accuracy (mean over seeds) is more than TRAIL_GAP below the
-# best configuration's among those that differ from it only in the COMPARED groups' keys (the same
+# best configuration's among those that differ from it only in the COMPARED groups' keys (store/keys.py; the same
 # architecture, data, optimizer and training length). On the diagnosis catalogue the healthy inits of the
 # founding net (SGD, an epoch) lie within 5.5 points of each other (84.2-89.7 %); N(0, 0.01^2) at depth 2 trails
 # Kaiming by 67 points after an epoch and by 32 after depth_study's three.
 TRAIL_GAP = 0.15
-COMPARED = ("init", "bias", "lr")
 STATUSES = (*records.STATUSES, "unfinished", "corrupt")  # every status a runs table can hold
 METRICS = ("test_accuracy", "test_loss", "train_loss")
 
@@ -241,12 +240,17 @@ def flag_outliers(runs: pd.DataFrame, keys: list[str], gap: float = OUTLIER_GAP,
     return runs.assign(outlier=flags, outlier_gap=gaps)
 
 
+def comparison_keys(swept: list[str]) -> tuple[list[str], list[str]]:
+    """(compared, fixed): the swept keys of the COMPARED groups, and the others but the seed."""
+    compared = [k for k in swept if k != SEED and k.split(".")[0] in COMPARED]
+    return compared, [k for k in swept if k != SEED and k not in compared]
+
+
 def flag_trailing(runs: pd.DataFrame, swept: list[str], gap: float = TRAIL_GAP) -> pd.DataFrame:
     """`runs` with `trails` (bool), `trail_gap` (the best comparable configuration's mean accuracy minus this
     one's) and `trails_best` (that configuration, as key=value pairs). Comparable: the same values of every
     swept key outside COMPARED (and the seed); a configuration's accuracy is its mean over seeds."""
-    compared = [k for k in swept if k != SEED and k.split(".")[0] in COMPARED]
-    fixed = [k for k in swept if k != SEED and k not in compared]
+    compared, fixed = comparison_keys(swept)
     quiet = runs.assign(trails=False, trail_gap=float("nan"), trails_best=None)
     if not compared:
         return quiet

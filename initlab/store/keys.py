@@ -1,6 +1,7 @@
 """What each config key is for besides its value, in one table: whether it names a sweep job's
-folder, belongs to a run's identity, may differ between the members of one stacked group, and is
-a config group the report groups runs by. Every list those parts read is derived from it.
+folder, belongs to a run's identity, may differ between the members of one stacked group, is
+a config group the report groups runs by, and is what the report compares configurations across
+(`trails`). Every list those parts read is derived from it.
 
 The folder-name list reaches Hydra through the `initlab_keys` resolver
 (conf/config.yaml: hydra.job.config.override_dirname.exclude_keys), registered on import of initlab.
@@ -18,14 +19,17 @@ class Role(NamedTuple):
     identity: bool  # part of summary.json's config_hash: a run that differs in it is another run
     per_member: bool  # the members of one stacked group may differ in it
     grouping: bool  # a config group the report's tables group runs by
+    # configurations that differ only in it are compared with the best of them (report/tables.py flag_trailing):
+    # the choices of a study (init, bias, learning rate) against a fixed architecture, data and optimizer
+    compared: bool = False
 
 
 KEYS: dict[str, Role] = {
     # the config groups
-    "init": Role(folder=True, identity=True, per_member=True, grouping=True),
-    "bias": Role(folder=True, identity=True, per_member=True, grouping=True),
+    "init": Role(folder=True, identity=True, per_member=True, grouping=True, compared=True),
+    "bias": Role(folder=True, identity=True, per_member=True, grouping=True, compared=True),
     "model": Role(folder=True, identity=True, per_member=False, grouping=True),
-    "lr": Role(folder=True, identity=True, per_member=True, grouping=True),
+    "lr": Role(folder=True, identity=True, per_member=True, grouping=True, compared=True),
     "optim": Role(folder=True, identity=True, per_member=True, grouping=True),
     "data": Role(folder=True, identity=True, per_member=False, grouping=True),
     "trainer": Role(folder=True, identity=True, per_member=False, grouping=True),
@@ -59,6 +63,7 @@ WHERE_NOT_WHAT = tuple(k for k in having("identity", False) if "." in k)  # also
 PER_MEMBER_GROUPS = frozenset(k for k in having("per_member") if "." not in k)
 PER_MEMBER_KEYS = tuple(k for k in having("per_member") if "." in k)
 GROUPS = having("grouping")
+COMPARED = having("compared")
 
 _LISTS = {"NOT_IN_FOLDER_NAME": NOT_IN_FOLDER_NAME}
 
