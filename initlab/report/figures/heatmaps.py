@@ -35,7 +35,7 @@ LABEL_COLOURS = {
     "healthy": "#8fd18a", "not_learning": "#c9c9c9", "vanishing": "#6b9bd1", "exploding": "#f2a05c",
     "diverged": "#e05a4f", "failed": "#5a5a5a", "stuck": "#a77fc7", "symmetric": "#f2d45c",
     "init_too_large": "#e589b8", "updates_too_small": "#8ed3d6", "dead_units": "#b08a6b",
-    "saturation": "#c7c76b", "unfinished": "#ffffff", "corrupt": "#7a4a8a",
+    "saturation": "#c7c76b", "unfinished": "#ffffff", "corrupt": "#7a4a8a", "init_too_small": "#c6cbee",
 }
 
 
