@@ -12,6 +12,7 @@ the others go on.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Optional
 
@@ -174,13 +175,18 @@ REPRODUCED = {"torch.optim.SGD": ("momentum", "dampening", "weight_decay", "nest
               "torch.optim.AdamW": ("betas", "eps", "weight_decay")}
 
 
+@functools.lru_cache(maxsize=None)  # once per optimizer, not once per job of a 1,024-job plan
+def _defaults(target: str) -> dict:
+    return {name: p.default for name, p in inspect.signature(resolve(target)).parameters.items()}
+
+
 def check_reproduced(optim: dict) -> None:
     """A ConfigError for an optimizer setting a stacked group would not reproduce (checked before any group
     trains): the run would otherwise train with torch's default and record the setting it ignored."""
     target = optim["_target_"]
-    defaults = inspect.signature(resolve(target)).parameters
+    defaults = _defaults(target)
     for key, value in optim.items():
-        if key != "_target_" and key not in REPRODUCED[target] and value != defaults[key].default:
+        if key != "_target_" and key not in REPRODUCED[target] and value != defaults[key]:
             raise ConfigError(f"optim.{key}={show(value)}: the vectorized launcher's stacked {target} does not "
                               f"reproduce it (it reproduces {', '.join(REPRODUCED[target])}); "
                               f"run this sweep with hydra/launcher=basic")
