@@ -63,7 +63,7 @@ def _nodes(points: int = POINTS) -> tuple[np.ndarray, np.ndarray]:
     # Gauss-Legendre on [0, 10] for each half of the line: every activation here is smooth on each
     # side of 0, and ReLU's, SELU's and leaky ReLU's derivatives jump there, which Gauss-Hermite
     # over the whole line gets wrong by ~10 %. Past 10 sigma the Gaussian weight is < 1e-22.
-    x, w = np.polynomial.legendre.leggauss(points)
+    x, w = _legendre(points)
     z = 5.0 * (x + 1.0)
     return z, 5.0 * w * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
