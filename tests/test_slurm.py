@@ -38,8 +38,9 @@ pytestmark = pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster here
 # The one node has no GPU and 2 CPUs: the resources a CPU partition grants (the defaults ask for a GPU node)
 SLURM = ("hydra/launcher=vectorized_slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.mem_gb=2", "hydra.sweep.dir=sweep")
-# Groups that train for several seconds (~8 s here), so that a signal reaches one while it trains
-LONGER = (*GRID, "trainer.max_steps=null", "trainer.epochs=5000", "trainer.log_every=500")
+# Groups that train for several seconds (~5 s here, a line logged per epoch), so that a signal reaches one
+# while it trains and a resume finds both still running (5000 epochs, until 2026-12-06: 25 s a group)
+LONGER = (*GRID, "trainer.max_steps=null", "trainer.epochs=1500", "trainer.log_every=500")
 
 
 def _sacct(array_id: str) -> list[tuple[str, str]]:

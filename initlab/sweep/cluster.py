@@ -299,11 +299,13 @@ def _collect(sweep: VectorizedSweep, plan: list, submitted: list, returns: dict[
     """Each group's JobReturns as its job ends; a job that died gets its unwritten members recorded."""
     from submitit.local.local import LocalJob
 
-    for group, job in zip(plan, submitted):
+    groups = {id(job): group for group, job in zip(plan, submitted)}
+    # Local: submitit's wait() looks once a second, ~0.5 s lost per group here. SLURM: its wait() asks
+    # sacct ever less often (until_done says why that matters).
+    local = any(isinstance(job, LocalJob) for job in submitted)
+    for job in in_flight.as_they_end(submitted, poll_s=0.05 if local else 1.0):
+        group = groups[id(job)]
         try:
-            # Local: submitit's wait() looks once a second, ~0.5 s lost per group here. SLURM: its wait()
-            # asks sacct ever less often (until_done says why that matters).
-            in_flight.until_done(job, poll_s=0.05 if isinstance(job, LocalJob) else 1.0)
             for num, result in job.results()[0]:
                 returns[num] = result
             COLLECTIONS.settle()  # (nothing trains in this process) the JobReturns live to the end

@@ -75,14 +75,48 @@ def until_done(job, poll_s: float = 1.0, ask_every_s: float = ASK_THE_CLUSTER_EV
         time.sleep(poll_s)
 
 
+def as_they_end(jobs: list, poll_s: float = 1.0, ask_every_s: float = ASK_THE_CLUSTER_EVERY_S):
+    """Each of `jobs` as it ends, in the order they end: when its result file is there, or once it has
+    been over for submitit's grace without one (a job cancelled, killed, timed out, its node lost).
+
+    submitit's results() and exception() wait that grace themselves (`Job._results_timeout_s`, 15 s,
+    for a result file a slow shared filesystem has not shown yet), in each call: waited job after
+    job, a cancelled array of 50 groups would keep the sweep 12 minutes before it records them. Here
+    the jobs' graces run side by side and a job yielded without a result file has had its grace, so
+    its own wait is set to 0 (the attribute submitit's own tests set; tests/test_cluster.py checks it
+    is still there)."""
+    from submitit.core.core import Job
+
+    grace = getattr(Job, "_results_timeout_s", 15)
+    pending, over_since = list(jobs), {}
+    asked = time.monotonic()
+    while pending:
+        force = time.monotonic() - asked >= ask_every_s
+        if force:
+            asked = time.monotonic()
+        for job in list(pending):
+            if not job.done(force_check=force):
+                continue
+            force = False  # (one sacct call answered for every job of the process)
+            written = Path(job.paths.result_pickle).exists()
+            since = over_since.setdefault(id(job), time.monotonic())
+            if written or time.monotonic() - since >= grace:
+                if not written:
+                    job._results_timeout_s = 0
+                pending.remove(job)
+                yield job
+        if pending:
+            time.sleep(poll_s)
+
+
 def wait_for_them(sweep, waiting: dict[str, list], submitit_folder: str, returns: dict, record_lost) -> None:
     """Wait for each earlier task (job id -> the members it trains); record what it wrote, and each member
     it ended without writing as failed (`record_lost(sweep, members, job, error, returns)`)."""
     import submitit
 
-    for job_id, members in waiting.items():
-        job = submitit.SlurmJob(folder=submitit_folder, job_id=job_id)
-        until_done(job)
+    tasks = [submitit.SlurmJob(folder=submitit_folder, job_id=job_id) for job_id in waiting]
+    for job in as_they_end(tasks):
+        members = waiting[job.job_id]
         try:
             error = job.exception()
         except Exception as e:  # its state unreadable: the members it did not write are still lost
