@@ -84,10 +84,12 @@ def as_they_end(jobs: list, poll_s: float = 1.0, ask_every_s: float = ASK_THE_CL
     job, a cancelled array of 50 groups would keep the sweep 12 minutes before it records them. Here
     the jobs' graces run side by side and a job yielded without a result file has had its grace, so
     its own wait is set to 0 (the attribute submitit's own tests set; tests/test_cluster.py checks it
-    is still there)."""
+    is still there). A local job's process wrote on this machine's view of the disk: once it has
+    ended, its file is there or never will be, so no grace."""
     from submitit.core.core import Job
+    from submitit.local.local import LocalJob
 
-    grace = getattr(Job, "_results_timeout_s", 15)
+    shared = getattr(Job, "_results_timeout_s", 15)
     pending, over_since = list(jobs), {}
     asked = time.monotonic()
     while pending:
@@ -100,7 +102,7 @@ def as_they_end(jobs: list, poll_s: float = 1.0, ask_every_s: float = ASK_THE_CL
             force = False  # (one sacct call answered for every job of the process)
             written = Path(job.paths.result_pickle).exists()
             since = over_since.setdefault(id(job), time.monotonic())
-            if written or time.monotonic() - since >= grace:
+            if written or isinstance(job, LocalJob) or time.monotonic() - since >= shared:
                 if not written:
                     job._results_timeout_s = 0
                 pending.remove(job)
