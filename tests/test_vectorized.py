@@ -383,3 +383,44 @@ def test_predicted_rows_joined_in_the_tables_equal_with_predictions(log_steps, e
     joined, _ = member_tables(values, index, metrics, eval_rows, [], predictions=predictions)
     pd.testing.assert_frame_equal(joined, theory_rows.with_predictions(predictions, plain))
     assert (joined.metric == "predicted_preact_std").sum() == (3 if log_steps or eval_steps else 0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_a_groups_measurements_at_init_are_each_members_own(activation, monkeypatch):
+    """stacked/at_init.py measures every member in one batched pass: the symmetric layers, the theory's
+    predictions and the Jacobian's Gram matrix each equal what the ordinary run measures on the member's
+    own net (train/loop.py Training), including members the theory leaves out and a symmetric one."""
+    from initlab.build.data import load as load_data
+    from initlab.stacked import at_init
+    from initlab.stacked.models import StackedMLP
+    from initlab.train import jacobian, predictions
+    from initlab.train.loop import build_model, symmetric_of
+
+    common = ("data=synthetic", "data.source.num_train=600", "data.source.num_test=100", "model.width=24",
+              "model.depth=3", f"model.activation={activation}", "trainer.jacobian_inputs=3")
+    members = [("init=kaiming_normal",), ("init=orthogonal", "trainer.seed=1"), ("init=constant",),
+               ("init=uniform",), ("init=xavier_normal", "bias=constant", "bias.value=-0.2", "trainer.seed=2")]
+    settings = [validate(make_config(*common, *m)) for m in members]
+    assert len({group_key(s) for s in settings}) == 1
+    cpu = torch.device("cpu")
+    data = load_data(settings[0]["data"], cpu)
+    models = [build_model(s, data, cpu) for s in settings]
+    net = StackedMLP([build_model(s, data, cpu) for s in settings])
+    q0 = data.input_second_moment
+    assert at_init.symmetric_layers(net) == [symmetric_of(m) for m in models]
+    assert at_init.symmetric_layers(net)[2] == [0, 1, 2]  # the constant init: every hidden layer
+    batched = at_init.theory(net, settings[0]["model"], q0)
+    for got, model in zip(batched, models):
+        want = predictions.for_model(model, settings[0]["model"], q0)
+        assert got.keys() == want.keys() and got["applies"] == want["applies"] and got["why_not"] == want["why_not"]
+        for key, value in want.items():
+            if isinstance(value, (list, float)):
+                assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-15), key
+    assert [t["applies"] for t in batched] == [True, True, False, False, True]
+    for got, model in zip(at_init.grams(net, data.train_x, 3), models):
+        want = jacobian.gram_for_run(model, data.train_x, 3)
+        assert got.shape == want.shape == (3, 24, 24)
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-12), (got - want).abs().max()
+    whole = at_init.grams(net, data.train_x, 3)
+    monkeypatch.setattr(at_init, "GRAM_CHUNK_BYTES", 2 * 3 * 3 * 24 * 24 * 8)  # two members at a time
+    assert all(torch.equal(a, b) for a, b in zip(at_init.grams(net, data.train_x, 3), whole))

@@ -22,16 +22,16 @@ from initlab.build import data as datasets
 from initlab.train.gpu import graphs
 from initlab.train import jacobian
 from initlab.build import schedule
-from initlab.train import predictions as theory_rows
 from initlab.diagnosis.evidence import Context
 from initlab.store.keys import PER_MEMBER_GROUPS, PER_MEMBER_KEYS
 from initlab.diagnosis.stuck import stuck_check_due, stuck_while_training
 from initlab.train.finite_checks import LogStepChecks
 from initlab.build.environment import matmul_precision
 from initlab.train.recorder import Recorder
+from initlab.stacked import at_init
 from initlab.stacked.member_records import MemberRecords, by_member, member_tables
 from initlab.stacked.models import OPTIMIZERS, StackedMLP, evaluate_members
-from initlab.train.loop import Outcome, build_model, steps_of, symmetric_of
+from initlab.train.loop import Outcome, build_model, steps_of
 
 log = logging.getLogger("initlab")
 
@@ -56,17 +56,14 @@ class GroupTraining:
         self.members, self.device, self.trainer = members, device, base["trainer"]
         matmul_precision(base["trainer"]["tf32"])
         self.data = datasets.load(base["data"], device)
-        models = [build_model(s, self.data, device) for s in members]
-        self.symmetric = [symmetric_of(model) for model in models]
-        q0 = self.data.input_second_moment
-        self.theory = [theory_rows.for_model(model, s["model"], q0) for model, s in zip(models, members)]
-        # J J^T of each member at init here (its weights change once training starts), the spectra on a
-        # thread while the group trains (jacobian.singular_values_of: the CPU's eigendecompositions).
-        grams = [jacobian.gram_for_run(model, self.data.train_x, s["trainer"]["jacobian_inputs"])
-                 for model, s in zip(models, members)]
-        self._jacobian = _in_background(_spectra, [None if k is None else k.cpu() for k in grams])
-        self.net = StackedMLP(models)
-        del models
+        self.net = StackedMLP([build_model(s, self.data, device) for s in members])
+        # What an ordinary run measures at init, for every member in one pass (at_init.py). J J^T here (the
+        # weights change once training starts), the spectra on a thread while the group trains
+        # (jacobian.singular_values_of: the CPU's eigendecompositions).
+        self.symmetric = at_init.symmetric_layers(self.net)
+        self.theory = at_init.theory(self.net, base["model"], self.data.input_second_moment)
+        self._jacobian = _in_background(_spectra, at_init.grams(self.net, self.data.train_x,
+                                                               base["trainer"]["jacobian_inputs"]))
         self.optimizer = OPTIMIZERS[base["optim"]["_target_"]](self.net.parameters(), [s["optim"] for s in members])
         self.lr_at = [schedule.build(s["lr"]) for s in members]
         self.constant_lr = all(s["lr"]["_target_"] == "initlab.schedule.constant" for s in members)

@@ -32,20 +32,33 @@ def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
     xi_c = -1/ln chi_c. `applies` is False, with the reason in `why_not` and no prediction, for weights the
     theory does not describe (constant, or with a mean: theory.py assumes i.i.d. zero-mean draws).
     None for a model whose layers are not the MLP's or whose numbers are not finite."""
+    weights = [l.weight.unsqueeze(0) for l in model.linears]
+    biases = [(l.bias if l.bias is not None else l.weight.new_zeros(1)).unsqueeze(0) for l in model.linears]
+    return from_moments(moments(weights, biases)[0], [tuple(l.weight.shape) for l in model.linears], model_cfg, q0)
+
+
+def moments(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> list[list[list[float]]]:
+    """Per member, per layer: fan_in * mean(W^2), mean(W), std(W), mean(b), var(b) (population), in
+    float64, of stacked weights (members, out, in) and biases (members, out): one pass for a whole
+    group (stacked/at_init.py), one copy from the device (a vectorized group holds hundreds)."""
+    with torch.no_grad():
+        rows = []
+        for w, b in zip(weights, biases):
+            w, b = w.detach().double(), b.detach().double()
+            std_w, mean_w = torch.std_mean(w, dim=(1, 2), correction=0)
+            var_b, mean_b = torch.var_mean(b, dim=1, correction=0)
+            rows.append(torch.stack([w.pow(2).mean(dim=(1, 2)) * w.shape[2], mean_w, std_w, mean_b, var_b], 1))
+        return torch.stack(rows, 2).tolist()  # (members, 5, layers)
+
+
+def from_moments(found_moments: list[list[float]], shapes: list[tuple[int, int]], model_cfg: dict,
+                 q0: float) -> Optional[dict]:
+    """for_model's predictions from one member's moments() and its layers' (fan_out, fan_in)."""
     activation = model_cfg.get("activation") or "identity"
     slope = model_cfg.get("negative_slope", 0.01)
-    with torch.no_grad():  # one copy from the device for all of them (a vectorized group builds hundreds)
-        rows = []
-        for l in model.linears:
-            w = l.weight.double()
-            b = l.bias.double() if l.bias is not None else w.new_zeros(1)
-            std_w, mean_w = torch.std_mean(w, correction=0)
-            var_b, mean_b = torch.var_mean(b, correction=0)
-            rows.append(torch.stack([w.pow(2).mean() * w.shape[1], mean_w, std_w, mean_b, var_b]))
-        sigma_w2, mean_w, std_w, mu_b, sigma_b2 = torch.stack(rows, 1).tolist()
+    sigma_w2, mean_w, std_w, mu_b, sigma_b2 = found_moments
     if not all(map(math.isfinite, sigma_w2 + mean_w + std_w + mu_b + sigma_b2 + [q0])):
         return None
-    shapes = [tuple(l.weight.shape) for l in model.linears]
     found = {"q0": q0, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "bias_mean": mu_b}
     why_not = outside_the_theory(mean_w, std_w, shapes)
     if why_not is not None:
