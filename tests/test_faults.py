@@ -79,7 +79,7 @@ def test_a_full_disk_leaves_no_summary_and_no_half_file_and_a_resume_finishes(tm
     done = finished_summaries(sweep)
     assert len(done) == 1 and not any((f / records.LAYERS).exists() for f in sweep.iterdir() if f.name not in done)
 
-    again = initlab(*args, cwd=tmp_path, launcher=launcher)
+    again = run_initlab(command(*args, launcher=launcher)[3:], cwd=tmp_path)  # the resume: no fault, in this process
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("skipped:") == 1 and all(finished_summaries(sweep)[n] == b for n, b in done.items())
     assert sorted(load([sweep]).runs.status) == ["completed"] * 4
