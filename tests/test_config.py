@@ -15,7 +15,7 @@ from initlab.build.data import DataError, load
 from initlab.build.init import apply_init
 from initlab.build.model import MLP
 
-from conftest import CONF, make_config
+from conftest import CONF, make_config, run_initlab
 
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
            for group in ("init", "bias", "model", "lr", "optim", "data", "trainer")}
@@ -206,8 +206,10 @@ def test_cli_bad_value_is_one_line_and_exit_2(tmp_path):
 
 
 def test_cli_missing_data_is_one_line_and_exit_2(tmp_path):
-    result = _cli("data.source.root=" + str(tmp_path / "nowhere"), "data.source.download=false",
-                  "data.cache=false", cwd=tmp_path)
+    # in this process (conftest.run_initlab): the fresh process's one line of a ConfigError or DataError,
+    # caught in the same place, is test_cli_bad_value's and test_environment's
+    result = run_initlab(["data.source.root=" + str(tmp_path / "nowhere"), "data.source.download=false",
+                          "data.cache=false"], cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "MNIST could not be loaded from" in lines[0] and "nowhere" in lines[0]
