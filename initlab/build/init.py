@@ -281,9 +281,20 @@ def symmetric_layers(weights: list[torch.Tensor], biases: list[torch.Tensor]) ->
     unit of layer l computes the same value and receives the same gradient at every step, so the
     layer acts as a single unit however wide it is (Goodfellow et al. 2016, Deep Learning, Sec. 8.4).
     """
-    found = []
-    for l in range(len(weights) - 1):
-        w, b, nxt = weights[l], biases[l], weights[l + 1]
-        if w.shape[0] > 1 and bool((w == w[:1]).all() and (b == b[:1]).all() and (nxt == nxt[:, :1]).all()):
-            found.append(l)
+    return symmetric_layers_stacked([w.unsqueeze(0) for w in weights], [b.unsqueeze(0) for b in biases])[0]
+
+
+def symmetric_layers_stacked(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> list[list[int]]:
+    """symmetric_layers for each member of stacked weights (members, out, in) and biases (members, out), in
+    one pass per layer (a vectorized group's members: stacked/at_init.py)."""
+    found: list[list[int]] = [[] for _ in range(len(weights[0]))]
+    with torch.no_grad():
+        for l in range(len(weights) - 1):
+            w, b, nxt = weights[l], biases[l], weights[l + 1]
+            if w.shape[1] <= 1:
+                continue
+            same = ((w == w[:, :1]).flatten(1).all(1) & (b == b[:, :1]).all(1)
+                    & (nxt == nxt[:, :, :1]).flatten(1).all(1))
+            for k in torch.nonzero(same).flatten().tolist():
+                found[k].append(l)
     return found

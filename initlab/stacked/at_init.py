@@ -15,8 +15,9 @@ from typing import Optional
 
 import torch
 
+from initlab.build.init import symmetric_layers_stacked
 from initlab.stacked.models import StackedMLP
-from initlab.train import predictions
+from initlab.train import jacobian, predictions
 
 # Members whose Gram matrices are built at once: (members, inputs, width, width) float64 and two
 # temporaries of that size; a chunk is kept near this many bytes.
@@ -24,19 +25,8 @@ GRAM_CHUNK_BYTES = 64 * 2 ** 20
 
 
 def symmetric_layers(net: StackedMLP) -> list[list[int]]:
-    """Per member, the hidden layers whose units start identical (init.symmetric_layers, for each
-    member of the stack): every row of W_l, every bias of b_l and every column of W_{l+1} equal."""
-    found: list[list[int]] = [[] for _ in range(net.members)]
-    with torch.no_grad():
-        for l in range(len(net.weights) - 1):
-            w, b, nxt = net.weights[l], net.biases[l], net.weights[l + 1]
-            if w.shape[1] <= 1:
-                continue
-            same = ((w == w[:, :1]).flatten(1).all(1) & (b == b[:, :1]).all(1)
-                    & (nxt == nxt[:, :, :1]).flatten(1).all(1))
-            for k in torch.nonzero(same).flatten().tolist():
-                found[k].append(l)
-    return found
+    """Per member, the hidden layers whose units start identical (init.symmetric_layers_stacked)."""
+    return symmetric_layers_stacked(net.weights, net.biases)
 
 
 def theory(net: StackedMLP, model_cfg: dict, q0: float) -> list[Optional[dict]]:
@@ -64,16 +54,9 @@ def grams(net: StackedMLP, train_x: torch.Tensor, inputs: int) -> list[Optional[
 def _gram(net: StackedMLP, x: torch.Tensor, members: slice) -> torch.Tensor:
     """jacobian.gram for the members of `members` at once: (members, inputs, width, width)."""
     count = len(range(net.members)[members])
+    hidden = len(net.weights) - 1
     with torch.no_grad():
         taps: list = []
         net(x.expand(count, *x.shape), taps, members=members)
-    k = None
-    for l in range(len(net.weights) - 1):
-        pre = taps[l][0].detach().double().requires_grad_()  # (members, inputs, width)
-        with torch.enable_grad():  # phi' elementwise, for any activation module
-            slope, = torch.autograd.grad(net.activations[l](pre).sum(), pre)
-        w = net.weights[l][members].detach().double()  # (members, out, in)
-        wt = w.transpose(1, 2)
-        inner = (w @ wt).unsqueeze(1) if k is None else w.unsqueeze(1) @ k @ wt.unsqueeze(1)
-        k = slope[..., :, None] * inner * slope[..., None, :]
-    return k
+    return jacobian.gram_of([pre for pre, _ in taps[:hidden]], [w[members] for w in net.weights[:hidden]],
+                            net.activations[:hidden])

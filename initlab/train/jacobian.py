@@ -29,14 +29,23 @@ def gram(model: MLP, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         taps: list = []
         model(x, taps)
+    return gram_of([pre for pre, _ in taps[:hidden]], [l.weight for l in model.linears[:hidden]],
+                   model.activations[:hidden])
+
+
+def gram_of(pres: list[torch.Tensor], weights: list[torch.Tensor], activations) -> torch.Tensor:
+    """J J^T from each hidden layer's pre-activations (..., inputs, width), weight (..., out, in) and
+    activation module, built as K <- D W K W^T D in float64; any leading dimensions (a stacked group's
+    members: stacked/at_init.py) are carried through: (..., inputs, width, width)."""
     k = None
-    for l in range(hidden):
-        pre = taps[l][0].detach().double().requires_grad_()
+    for pre, w, act in zip(pres, weights, activations):
+        pre = pre.detach().double().requires_grad_()
         with torch.enable_grad():  # phi' elementwise, for any activation module
-            slope, = torch.autograd.grad(model.activations[l](pre).sum(), pre)
-        w = model.linears[l].weight.detach().double()
-        inner = w @ w.T if k is None else w @ k @ w.T  # (inputs x) width x width
-        k = slope[:, :, None] * inner * slope[:, None, :]
+            slope, = torch.autograd.grad(act(pre).sum(), pre)
+        w = w.detach().double()
+        wt = w.transpose(-1, -2)
+        inner = (w @ wt).unsqueeze(-3) if k is None else w.unsqueeze(-3) @ k @ wt.unsqueeze(-3)
+        k = slope[..., :, None] * inner * slope[..., None, :]
     return k
 
 
