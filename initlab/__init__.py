@@ -34,6 +34,7 @@ PUBLIC_NAMES = {
     "initlab.bias": "initlab.build.bias",
     "initlab.model": "initlab.build.model",
     "initlab.schedule": "initlab.build.schedule",
+    "initlab.param": "initlab.build.param",
     "initlab.data": "initlab.build.data",
     "initlab.schema": "initlab.config.schema",
     "initlab.records": "initlab.store.records",

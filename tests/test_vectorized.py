@@ -53,6 +53,12 @@ def train_group(configs):
     # Compared over the first steps only.
     (("optim=adam", "trainer.max_steps=4"), 2e-4),
     (("optim=adamw", "trainer.max_steps=4"), 2e-4),  # decay applied to the weights, not the gradient
+    # the parameterizations' multipliers and per-layer learning-rate and decay factors (build/param.py)
+    (("optim=momentum", "optim.weight_decay=0.01", "param=mup", "param.base_width=16", "param.zero_readout=true"), 2e-4),
+    # (not with a zero readout: the first steps' hidden gradients are then near 0, and Adam turns their rounding into lr-sized moves)
+    (("optim=adamw", "trainer.max_steps=4", "param=mup", "param.base_width=16"), 2e-4),
+    # (NTK over 12 steps: at step 16 one member's ReLU unit sits at 0 and rounding flips it: 1e-7 before, 7e-4 there)
+    (("optim=sgd", "param=ntk", "param.base_width=16", "trainer.max_steps=12"), 2e-4),
 ])
 def test_members_follow_their_ordinary_runs(tmp_path, optim, rtol):
     members = [("init=xavier_uniform", "lr.value=0.05"), ("init=kaiming_normal", "lr.value=0.01", "trainer.seed=3"),

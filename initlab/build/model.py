@@ -76,11 +76,17 @@ class MLP(nn.Module):
         acts = [activation] * depth + [output_activation]
         self.activation_names = [a or "identity" for a in acts]  # per linear layer, for the probes
         self.activations = nn.ModuleList(activation_module(a, negative_slope) for a in acts)
+        # Each layer's forward multiplier on its input (build/param.py; 1 in the standard parameterization)
+        self.multipliers = [1.0] * len(self.linears)
+
+    def effective_weights(self) -> list[torch.Tensor]:
+        """Each layer's weight times its multiplier: what multiplies the layer's input (theory, Jacobian)."""
+        return [l.weight if m == 1.0 else l.weight * m for l, m in zip(self.linears, self.multipliers)]
 
     def forward(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
         """The network's output; with `taps`, also each layer's (pre-, post-activation) (see `tap`)."""
-        for linear, act in zip(self.linears, self.activations):
-            pre = linear(x)
+        for linear, act, m in zip(self.linears, self.activations, self.multipliers):
+            pre = linear(x if m == 1.0 else x * m)
             x = act(pre)
             tap(taps, pre, x)
         return x

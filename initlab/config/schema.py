@@ -149,7 +149,10 @@ class Signed:
 # after the sweep has started; the stacked optimizers of the vectorized launcher never would).
 OPTIMIZER_RULES = {"weight_decay": NON_NEGATIVE, "momentum": FRACTION, "dampening": FRACTION,
                    "eps": POSITIVE, "betas": BETAS}
-OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
+# The optimizers initlab builds, and the kind of update each makes: a parameterization scales an SGD-like
+# update's learning rate differently from an Adam-like (entrywise normalized) one's (build/param.py).
+UPDATES = {"torch.optim.SGD": "sgd", "torch.optim.Adam": "adam", "torch.optim.AdamW": "adam"}
+OPTIMIZERS = tuple(UPDATES)
 NESTEROV = ("nesterov needs momentum > 0 and dampening = 0",
             lambda c: not c.get("nesterov") or (c.get("momentum", 0) > 0 and c.get("dampening", 0) == 0))
 # Datasets whose idx files initlab reads (build/data.py); a dataset's transforms are initlab's.
@@ -165,4 +168,5 @@ SIGNED = {
     "data.source": Signed(None, ("train", "transform", "target_transform"), DATASETS, ", ".join(DATASETS)),
     "init": Signed("weight matrix", (), None, SCHEMES),
     "bias": Signed("bias vector", ("weight",), None, SCHEMES),
+    "param": Signed(None, (), None, "initlab.param.standard, initlab.param.ntk, initlab.param.mup, or one of yours"),
 }

@@ -32,7 +32,7 @@ def symmetric_layers(net: StackedMLP) -> list[list[int]]:
 def theory(net: StackedMLP, model_cfg: dict, q0: float) -> list[Optional[dict]]:
     """Each member's predictions.for_model, from one batched pass for the weights' moments."""
     shapes = [tuple(w.shape[1:]) for w in net.weights]
-    return [predictions.from_moments(m, shapes, model_cfg, q0) for m in predictions.moments(net.weights, net.biases)]
+    return [predictions.from_moments(m, shapes, model_cfg, q0) for m in predictions.moments(net.effective_weights(), net.biases)]
 
 
 def grams(net: StackedMLP, train_x: torch.Tensor, inputs: int) -> list[Optional[torch.Tensor]]:
@@ -58,5 +58,5 @@ def _gram(net: StackedMLP, x: torch.Tensor, members: slice) -> torch.Tensor:
     with torch.no_grad():
         taps: list = []
         net(x.expand(count, *x.shape), taps, members=members)
-    return jacobian.gram_of([pre for pre, _ in taps[:hidden]], [w[members] for w in net.weights[:hidden]],
+    return jacobian.gram_of([pre for pre, _ in taps[:hidden]], [w[members] for w in net.effective_weights()[:hidden]],
                             net.activations[:hidden])

@@ -58,7 +58,12 @@ class StackedMLP:
                        for i in range(len(models[0].linears))]
         self.activations = models[0].activations  # stateless modules, the same for every member
         self.activation_names = models[0].activation_names
+        self.multipliers = models[0].multipliers  # the parameterization's, one group's (store/keys.py: param)
         self.members = len(models)
+
+    def effective_weights(self) -> list[torch.Tensor]:
+        """Each layer's stacked weight times its multiplier (MLP.effective_weights)."""
+        return [w if m == 1.0 else w * m for w, m in zip(self.weights, self.multipliers)]
 
     def parameters(self) -> list[torch.Tensor]:
         return [t for pair in zip(self.weights, self.biases) for t in pair]
@@ -67,10 +72,10 @@ class StackedMLP:
         """x: (M, batch, in) -> (M, batch, classes); with `taps`, each layer's (pre, post) too.
         `members`: only those members (x then has their count as its first dimension). Training
         passes none: even w[:] is a view whose backward copies the weight gradient into a new tensor."""
-        for w, b, act in zip(self.weights, self.biases, self.activations):
+        for w, b, act, m in zip(self.weights, self.biases, self.activations, self.multipliers):
             if members is not None:
                 w, b = w[members], b[members]
-            pre = StackedLinear.apply(x, w, b)
+            pre = StackedLinear.apply(x if m == 1.0 else x * m, w, b)
             x = act(pre)
             tap(taps, pre, x)
         return x
@@ -99,18 +104,27 @@ def _expand(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return v.view((-1,) + (1,) * (p.dim() - 1))
 
 
-class StackedSGD:
-    """torch.optim.SGD's update (momentum, dampening, nesterov, weight decay), with per-member settings."""
+def _decays(settings: list[dict], like: torch.Tensor, factors: Optional[list[float]], count: int) -> list[torch.Tensor]:
+    """Each parameter's per-member weight decay: the members' own times the parameterization's factor."""
+    decay = _per_member([s.get("weight_decay", 0.0) for s in settings], like)
+    return [decay if f == 1.0 else decay * f for f in (factors or [1.0] * count)]
 
-    def __init__(self, params: list[torch.Tensor], settings: list[dict]) -> None:
+
+class StackedSGD:
+    """torch.optim.SGD's update (momentum, dampening, nesterov, weight decay), with per-member settings.
+    `lr_factors` / `decay_factors`: per parameter, the parameterization's (build/param.py; 1 when None)."""
+
+    def __init__(self, params: list[torch.Tensor], settings: list[dict], lr_factors: Optional[list[float]] = None,
+                 decay_factors: Optional[list[float]] = None) -> None:
         like = params[0]
         self.params = params
+        self.lr_factors = lr_factors or [1.0] * len(params)
         self.momentum = _per_member([s.get("momentum", 0.0) for s in settings], like)
         self.dampening = _per_member([s.get("dampening", 0.0) for s in settings], like)
-        self.weight_decay = _per_member([s.get("weight_decay", 0.0) for s in settings], like)
+        self.weight_decay = _decays(settings, like, decay_factors, len(params))
         self.nesterov = torch.tensor([bool(s.get("nesterov", False)) for s in settings], device=like.device)
         self.uses_momentum = bool((self.momentum > 0).any())
-        self.decays = bool((self.weight_decay != 0).any())  # else d is the gradient itself: no pass over it
+        self.decays = any(bool((wd != 0).any()) for wd in self.weight_decay)  # else d is the gradient itself: no pass over it
         # State lives in tensors updated in place, so a captured CUDA graph can replay the step (graphs.py).
         self.buffers = [torch.zeros_like(p) for p in params] if self.uses_momentum else []
         self.started = torch.zeros((), dtype=torch.bool, device=like.device)  # a first step was taken
@@ -118,28 +132,32 @@ class StackedSGD:
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:
         for i, p in enumerate(self.params):
-            d = p.grad + _expand(self.weight_decay, p) * p if self.decays else p.grad
+            d = p.grad + _expand(self.weight_decay[i], p) * p if self.decays else p.grad
             if self.uses_momentum:
                 mom, buf = _expand(self.momentum, p), self.buffers[i]
                 # torch starts the buffer at the first gradient, without dampening.
                 buf.copy_(torch.where(self.started, mom * buf + (1 - _expand(self.dampening, p)) * d, d))
                 # With momentum 0 the buffer is the gradient itself: plain SGD, as torch does it.
                 d = torch.where(_expand(self.nesterov, p), d + mom * buf, buf)
-            p.addcmul_(_expand(lr, p), d, value=-1)  # p - lr * d in one pass, rounded as torch's add_(d, alpha=-lr)
+            rate = lr if self.lr_factors[i] == 1.0 else lr * self.lr_factors[i]
+            p.addcmul_(_expand(rate, p), d, value=-1)  # p - lr * d in one pass, rounded as torch's add_(d, alpha=-lr)
         if self.uses_momentum:
             self.started.fill_(True)
 
 
 class StackedAdam:
-    """torch.optim.Adam's update (AdamW's decoupled decay for torch.optim.AdamW), per-member settings."""
+    """torch.optim.Adam's update (AdamW's decoupled decay for torch.optim.AdamW), per-member settings;
+    the parameterization's factors as StackedSGD's."""
 
-    def __init__(self, params: list[torch.Tensor], settings: list[dict], decoupled: bool = False) -> None:
+    def __init__(self, params: list[torch.Tensor], settings: list[dict], lr_factors: Optional[list[float]] = None,
+                 decay_factors: Optional[list[float]] = None, decoupled: bool = False) -> None:
         like = params[0]
         self.params, self.decoupled = params, decoupled
+        self.lr_factors = lr_factors or [1.0] * len(params)
         self.beta1 = _per_member([s["betas"][0] for s in settings], like)
         self.beta2 = _per_member([s["betas"][1] for s in settings], like)
         self.eps = _per_member([s["eps"] for s in settings], like)
-        self.weight_decay = _per_member([s.get("weight_decay", 0.0) for s in settings], like)
+        self.weight_decay = _decays(settings, like, decay_factors, len(params))
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
         self.t = torch.zeros((), dtype=torch.float64, device=like.device)  # steps taken, on the device (graphs.py)
@@ -147,8 +165,9 @@ class StackedAdam:
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:
         self.t += 1
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            b1, b2, eps, wd, rate = (_expand(x, p) for x in (self.beta1, self.beta2, self.eps, self.weight_decay, lr))
+        for p, m, v, decay, factor in zip(self.params, self.exp_avg, self.exp_avg_sq, self.weight_decay, self.lr_factors):
+            b1, b2, eps, wd, rate = (_expand(x, p) for x in (self.beta1, self.beta2, self.eps, decay,
+                                                             lr if factor == 1.0 else lr * factor))
             g = p.grad
             if self.decoupled:
                 p.mul_(1 - rate * wd)
@@ -164,9 +183,9 @@ class StackedAdam:
 
 
 OPTIMIZERS = {
-    "torch.optim.SGD": lambda params, settings: StackedSGD(params, settings),
-    "torch.optim.Adam": lambda params, settings: StackedAdam(params, settings),
-    "torch.optim.AdamW": lambda params, settings: StackedAdam(params, settings, decoupled=True),
+    "torch.optim.SGD": StackedSGD,
+    "torch.optim.Adam": StackedAdam,
+    "torch.optim.AdamW": functools.partial(StackedAdam, decoupled=True),
 }
 # The settings of torch's optimizers the stacked ones reproduce; the others (amsgrad, maximize, fused, ...)
 # are allowed by the schema, which reads torch's signature, and must keep torch's default here.

@@ -28,6 +28,8 @@ KEYS: dict[str, Role] = {
     # the config groups
     "init": Role(folder=True, identity=True, per_member=True, grouping=True, compared=True),
     "bias": Role(folder=True, identity=True, per_member=True, grouping=True, compared=True),
+    # a stacked group's layers share their multipliers and learning-rate factors (stacked/models.py)
+    "param": Role(folder=True, identity=True, per_member=False, grouping=True, compared=True),
     "model": Role(folder=True, identity=True, per_member=False, grouping=True),
     "lr": Role(folder=True, identity=True, per_member=True, grouping=True, compared=True),
     "optim": Role(folder=True, identity=True, per_member=True, grouping=True),

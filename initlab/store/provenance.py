@@ -35,6 +35,8 @@ IDENTITY_VERSION = 1
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "trainer.jacobian_inputs": 2,  # added in 0.3: a measurement at init that does not change training
     "trainer.tf32": False,  # added in 0.3: off is the FP32 matmuls every earlier run used
+    # added in 0.3: a whole group, left out while it is the standard parameterization every earlier run used
+    "param": {"_target_": "initlab.param.standard"},
 }
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
@@ -54,7 +56,8 @@ def config_hash(settings: dict, version: Optional[int] = None) -> str:
         return {k: keep(v, f"{path}{k}.") for k, v in node.items() if f"{path}{k}" not in WHERE_NOT_WHAT
                 and not (f"{path}{k}" in NEUTRAL_DEFAULTS and NEUTRAL_DEFAULTS[f"{path}{k}"] == v)}
 
-    ident = {group: keep(node, f"{group}.") for group, node in settings.items() if group not in NOT_IDENTITY_GROUPS}
+    ident = {group: keep(node, f"{group}.") for group, node in settings.items() if group not in NOT_IDENTITY_GROUPS
+             and not (group in NEUTRAL_DEFAULTS and NEUTRAL_DEFAULTS[group] == node)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -29,7 +29,7 @@ def gram(model: MLP, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         taps: list = []
         model(x, taps)
-    return gram_of([pre for pre, _ in taps[:hidden]], [l.weight for l in model.linears[:hidden]],
+    return gram_of([pre for pre, _ in taps[:hidden]], model.effective_weights()[:hidden],
                    model.activations[:hidden])
 
 

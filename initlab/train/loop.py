@@ -24,7 +24,7 @@ from initlab.config.targets import resolve
 from initlab.train.gpu import graphs
 from initlab.train import jacobian
 from initlab.store import records
-from initlab.build import schedule
+from initlab.build import param, schedule
 from initlab import theory
 from initlab.train import predictions
 from initlab.train.finite_checks import LogStepChecks
@@ -111,6 +111,10 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
         torch.manual_seed(seed)
     model = construct(m, in_features=data.in_features, num_classes=data.num_classes).to(device)
     apply_init(model, settings["init"], settings["bias"], m["activation"], m["negative_slope"])
+    # The parameterization's factors on the draw, its multipliers; the optimizer reads model.scales (param.py)
+    model.scales = param.scales_of(settings, [tuple(l.weight.shape) for l in model.linears])
+    model.multipliers = [s.multiplier for s in model.scales]
+    param.rescale([l.weight for l in model.linears], [l.bias for l in model.linears], model.scales)
     data_pass = getattr(resolve(settings["init"]["_target_"]), "data_pass", None)
     if data_pass is not None:  # a data-dependent init (LSUV): one training batch, the same for a seed on any path
         pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[: settings["trainer"]["batch_size"]]
@@ -119,6 +123,21 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
         passes = data_pass(model, data.train_x[pick.to(data.train_x.device)], **kwargs)
         log.debug(f"{settings['init']['_target_']}: data pass done ({passes})")
     return model
+
+
+def build_optimizer(settings: dict, model: MLP) -> torch.optim.Optimizer:
+    """The run's optimizer over the model's parameters, with the parameterization's per-layer learning-rate
+    and weight-decay factors (param.param_groups; the rate itself is set each step: param.set_rates)."""
+    optim = settings["optim"]
+    params = param.param_groups([(l.weight, l.bias) for l in model.linears], model.scales,
+                                optim.get("weight_decay", 0.0))
+    if all(isinstance(p, torch.Tensor) for p in params):
+        return instantiate(optim, params=params, lr=settings["lr"]["value"], _convert_="all")
+    # groups holding tensors: called directly (instantiate would copy dicts of tensors into a config)
+    optimizer = resolve(optim["_target_"])(params, lr=settings["lr"]["value"],
+                                           **{k: v for k, v in optim.items() if k not in ("_target_", "weight_decay")})
+    param.set_rates(optimizer, settings["lr"]["value"])
+    return optimizer
 
 
 def symmetric_of(model: MLP) -> list[int]:
@@ -147,8 +166,7 @@ class Training:
         self.symmetric = symmetric_of(self.model)
         self.theory = predictions.for_model(self.model, settings["model"], self.data.input_second_moment)
         self.jacobian = jacobian.for_run(self.model, self.data.train_x, t["jacobian_inputs"])
-        self.optimizer = instantiate(settings["optim"], params=self.model.parameters(),
-                                     lr=settings["lr"]["value"], _convert_="all")
+        self.optimizer = build_optimizer(settings, self.model)
         self.lr_at = schedule.build(settings["lr"])
         self.steps_per_epoch, self.total_steps = steps_of(settings, len(self.data.train_y))
         self.recorder = Recorder()
@@ -212,8 +230,7 @@ class Training:
             new_lr = self.lr_at(self.step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch)
             if new_lr != lr:
                 lr = new_lr
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                param.set_rates(self.optimizer, lr)
             log_step = self.step % t["log_every"] == 0
             record = log_step and t["record"]
             if self.graphs is not None:  # the graph's loss is overwritten by its next replay

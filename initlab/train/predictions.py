@@ -32,7 +32,7 @@ def for_model(model, model_cfg: dict, q0: float) -> Optional[dict]:
     xi_c = -1/ln chi_c. `applies` is False, with the reason in `why_not` and no prediction, for weights the
     theory does not describe (constant, or with a mean: theory.py assumes i.i.d. zero-mean draws).
     None for a model whose layers are not the MLP's or whose numbers are not finite."""
-    weights = [l.weight.unsqueeze(0) for l in model.linears]
+    weights = [w.unsqueeze(0) for w in model.effective_weights()]  # times the layers' multipliers (param.py)
     biases = [(l.bias if l.bias is not None else l.weight.new_zeros(1)).unsqueeze(0) for l in model.linears]
     return from_moments(moments(weights, biases)[0], [tuple(l.weight.shape) for l in model.linears], model_cfg, q0)
 
@@ -85,6 +85,8 @@ def outside_the_theory(mean_w: list[float], std_w: list[float], shapes: list[tup
     """Why the mean-field maps do not describe these weights (per layer: their mean, std and (fan_out, fan_in)),
     or None when they do."""
     for l, (mean, std, (fan_out, fan_in)) in enumerate(zip(mean_w, std_w, shapes)):
+        if std == 0.0 and mean == 0.0 and l == len(shapes) - 1:
+            continue  # a zero readout (param.zero_readout): its outputs are 0, as predicted; the layers before it are drawn
         if std == 0.0:
             return (f"layer {l}'s weights are all {mean:.3g} (no spread): mean-field theory needs random weights, "
                     f"and a constant init keeps every unit of a layer identical")
