@@ -165,7 +165,7 @@ def test_a_standard_run_keeps_its_identity():
 
     s = settings()
     before = {k: v for k, v in s.items() if k != "param"}
-    assert config_hash(s) == config_hash(before)
+    assert config_hash(s) == config_hash(before) == config_hash(settings("param.base_width=64"))
     assert config_hash(settings("param=mup")) != config_hash(s)
 
 

@@ -110,7 +110,8 @@ def test_layers_in_a_run_of_one_shape_and_activation_are_measured_together_each_
         for layer, ((pre, post), name) in enumerate(zip(taps, names)):
             post, pre = post[k].double(), pre[k].double()
             saturated = (post.abs() > 0.99).double().mean() if name == "tanh" else torch.zeros((), dtype=torch.float64)
-            expected = torch.stack([post.mean(), post.std(), pre.std(), (post == 0).all(0).double().mean(), saturated])
+            expected = torch.stack([post.mean(), post.std(), pre.std(), (post == 0).all(0).double().mean(), saturated,
+                                    pre.abs().mean()])
             assert torch.allclose(values[k, layer].double(), expected, rtol=1e-5, atol=1e-7), (k, layer)
 
 

@@ -92,7 +92,7 @@ def test_layers_table_is_tidy_and_complete(tmp_path):
     assert sorted(layers.layer.unique()) == [0, 1, 2]
     assert set(layers.metric) == {"weight_grad_norm", "bias_grad_norm", "backprop_grad_norm", "weight_norm",
                                   "update_ratio", "act_mean", "act_std", "preact_std", "dead_fraction",
-                                  "saturated_fraction", "eval_dead_fraction", "eval_saturated_fraction",
+                                  "saturated_fraction", "preact_l1", "eval_dead_fraction", "eval_saturated_fraction",
                                   "predicted_preact_std"}
     assert not layers.duplicated(["step", "layer", "metric"]).any()
     evals = layers[layers.metric.str.startswith("eval_")]
@@ -101,6 +101,28 @@ def test_layers_table_is_tidy_and_complete(tmp_path):
     assert list(curves.columns) == ["step", "epoch", "metric", "value"]
     assert sorted(curves[curves.metric == "train_loss"].step) == list(range(25))
     assert set(curves.metric) == {"train_loss", "lr", "epoch_train_loss", "test_loss", "test_accuracy"}
+
+
+def test_a_fixed_batch_run_trains_on_its_seeds_first_batch_at_every_step(tmp_path):
+    """trainer.fixed_batch: the losses of a hand loop that steps on the first batch of the seed's first order."""
+    config = small("trainer.max_steps=4", "trainer.fixed_batch=true", "trainer.seed=3", "lr.value=0.1")
+    result = run(config, output_dir=tmp_path)
+    settings = validate(config)
+    data = training_module.datasets.load(settings["data"], torch.device("cpu"))
+    model = training_module.build_model(settings, data, torch.device("cpu"))
+    batch = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(3))[: settings["trainer"]["batch_size"]]
+    losses = []
+    for _ in range(4):
+        loss = F.cross_entropy(model(data.train_x[batch]), data.train_y[batch])
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+        losses.append(loss.item())
+    recorded = result.curves[result.curves.metric == "train_loss"].sort_values("step").value.tolist()
+    assert recorded == pytest.approx(losses, rel=1e-6)
+    assert losses[-1] < losses[0]  # the same batch, learned
 
 
 def test_records_on_disk_equal_the_result(tmp_path):

@@ -114,8 +114,10 @@ def _mup(p: Parameterization, m_in: float, m_out: float, in_w: bool, out_w: bool
 
 # The config group's options: each function's signature is its schema (config/check.py).
 
-def standard() -> Parameterization:
-    """The standard parameterization: the init scheme's draw, no multipliers, one learning rate."""
+def standard(base_width: Annotated[Optional[int], AT_LEAST_ONE] = None) -> Parameterization:
+    """The standard parameterization: the init scheme's draw, no multipliers, one learning rate. It is the
+    same at every width: `base_width` is accepted so that a sweep over param sets it once (param=standard,mup
+    param.base_width=64), and changes nothing (nor the run's identity: store/provenance.py)."""
     return Parameterization("standard")
 
 

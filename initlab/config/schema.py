@@ -97,6 +97,7 @@ class Trainer(Schema):
     progress: bool = arg()
     stop_on: list[str] = arg(rule(lambda v: set(v) <= set(STOPPABLE), "a list of " + ", ".join(STOPPABLE)))
     jacobian_inputs: int = arg(rule(lambda v: v >= 0, "an integer >= 0"))
+    fixed_batch: bool = arg()
     tf32: bool = arg()
     cuda_graphs: bool = arg()
 

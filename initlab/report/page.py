@@ -15,7 +15,7 @@ import pandas as pd
 from initlab.report.figures import facets as fx
 from initlab import loggers
 from initlab.report.figures import catalogue
-from initlab.report import tables as report
+from initlab.report import tables as report, width
 from initlab.config.errors import ConfigError
 from initlab.config.loggers import KNOWN as KNOWN_LOGGERS
 from initlab.cores import usable_cores
@@ -166,6 +166,7 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
         f"that differs only in {', '.join(f'`{g}`' for g in COMPARED)})", "",
         *(_trailing(sweep) or ["None." if comparison_keys(sweep.swept)[0]
                               else f"Nothing to compare: the sweep varies none of {', '.join(COMPARED)}."]), "",
+        *_width_section(sweep, out),
         "## Figures", "",
     ]
     if not figures:
@@ -186,6 +187,27 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
         print(f"initlab-report: {corrupt} of {len(sweep.runs)} runs damaged (status corrupt): the file and the "
               f"problem of each are in {out / 'report.md'} and runs.csv; a resumed sweep runs them again")
     return Written(out, len(sweep.runs), corrupt)
+
+
+def _width_section(sweep, out: Path) -> list[str]:
+    """The coord check (report/width.py) of a sweep that varies model.width: its tables as CSV, its findings."""
+    table = width.coord_table(sweep)
+    if table is None:
+        return []
+    keys = width.other_keys(sweep)
+    slopes = width.slopes(table, keys)
+    table.to_csv(out / "coord_check.csv", index=False)
+    slopes.to_csv(out / "coord_slopes.csv", index=False)
+    found = width.findings(slopes, keys)
+    widest = slopes.groupby([*keys, "layer", "readout"], sort=True).slope.agg(
+        lambda s: s.iloc[s.abs().argmax()] if s.notna().any() else float("nan")).reset_index()
+    return ["## Width (coord check)", "",
+            f"Each layer's l1 (mean |pre-activation| over a step's batch, as microsoft/mup's coord check) against "
+            f"model.width, fitted as width^slope per step over seeds (`coord_check.csv`, `coord_slopes.csv`). "
+            f"A layer is **width_unstable** at a step where |slope| > {width.WIDTH_SLOPE:g}.", "",
+            *(found or [f"No layer's l1 follows width past |slope| {width.WIDTH_SLOPE:g} at any recorded step."]), "",
+            "The steepest slope of each layer over the recorded steps:", "",
+            markdown_table(widest.rename(columns={"slope": "steepest slope"}), ".3f"), ""]
 
 
 def _workers(text: str) -> int:

@@ -72,6 +72,7 @@ class GroupTraining:
         self.lr_at = [schedule.build(s["lr"]) for s in members]
         self.constant_lr = all(s["lr"]["_target_"] == "initlab.schedule.constant" for s in members)
         self.shuffles = [torch.Generator().manual_seed(s["trainer"]["seed"]) for s in members]
+        self._fixed: Optional[torch.Tensor] = None  # trainer.fixed_batch's batches
         self.steps_per_epoch, self.total_steps = steps_of(base, len(self.data.train_y))
         self.recorder = Recorder()
         n = len(members)
@@ -130,7 +131,11 @@ class GroupTraining:
             losses = []
             training = self.active.clone()  # members that train in this epoch
             checks = LogStepChecks(self.device)
-            for idx in orders.split(t["batch_size"], dim=1)[: self.total_steps - self.step]:
+            batches = orders.split(t["batch_size"], dim=1)[: self.total_steps - self.step]
+            if t.get("fixed_batch"):  # each member's first batch of the first epoch, at every step (as loop.py)
+                self._fixed = batches[0] if self._fixed is None else self._fixed
+                batches = [self._fixed] * len(batches)
+            for idx in batches:
                 lr = (rates if rates is not None else self._rates())
                 self._set_rates(lr)
                 log_step = self.step % t["log_every"] == 0

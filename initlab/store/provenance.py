@@ -35,8 +35,12 @@ IDENTITY_VERSION = 1
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "trainer.jacobian_inputs": 2,  # added in 0.3: a measurement at init that does not change training
     "trainer.tf32": False,  # added in 0.3: off is the FP32 matmuls every earlier run used
-    # added in 0.3: a whole group, left out while it is the standard parameterization every earlier run used
-    "param": {"_target_": "initlab.param.standard"},
+    "trainer.fixed_batch": False,  # added in 0.3: every earlier run drew a new batch at every step
+}
+# Whole groups added later, left out of the identity while they compute what every earlier run computed.
+NEUTRAL_GROUPS: dict[str, Callable[[dict], bool]] = {
+    # added in 0.3: the standard parameterization, whatever its (unused) base_width
+    "param": lambda node: node.get("_target_") == "initlab.param.standard",
 }
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
@@ -57,7 +61,7 @@ def config_hash(settings: dict, version: Optional[int] = None) -> str:
                 and not (f"{path}{k}" in NEUTRAL_DEFAULTS and NEUTRAL_DEFAULTS[f"{path}{k}"] == v)}
 
     ident = {group: keep(node, f"{group}.") for group, node in settings.items() if group not in NOT_IDENTITY_GROUPS
-             and not (group in NEUTRAL_DEFAULTS and NEUTRAL_DEFAULTS[group] == node)}
+             and not (group in NEUTRAL_GROUPS and NEUTRAL_GROUPS[group](node))}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

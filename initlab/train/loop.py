@@ -162,6 +162,7 @@ class Training:
         matmul_precision(t["tf32"])
         self.data = datasets.load(settings["data"], device)
         self.shuffle = torch.Generator().manual_seed(t["seed"])
+        self._fixed: Optional[torch.Tensor] = None  # trainer.fixed_batch's batch
         self.model = build_model(settings, self.data, device)
         self.symmetric = symmetric_of(self.model)
         self.theory = predictions.for_model(self.model, settings["model"], self.data.input_second_moment)
@@ -219,6 +220,9 @@ class Training:
         t, y_all = self.trainer, self.data.train_y
         order = torch.randperm(len(y_all), generator=self.shuffle).to(self.device)
         batches = order.split(t["batch_size"])[: self.total_steps - self.step]
+        if t.get("fixed_batch"):  # the first batch of the first epoch, at every step
+            self._fixed = batches[0] if self._fixed is None else self._fixed
+            batches = [self._fixed] * len(batches)
         losses = []
         show = t["progress"] and sys.stderr.isatty()
         # No tqdm object at all when the bar is off: the loop runs thousands of times.

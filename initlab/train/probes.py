@@ -92,7 +92,8 @@ class UpdateRatio(Probe):
 
 
 class Activations(Probe):
-    """Each layer's output over the batch: mean, std, pre-activation std, dead and saturated fractions.
+    """Each layer's output over the batch: mean, std, pre-activation std, dead and saturated fractions, and
+    the pre-activation's mean absolute value (`preact_l1`: microsoft/mup's coord-check `l1` of a Linear's output).
 
     A unit is dead for this batch when its output is exactly zero for every sample (a ReLU whose
     input is never positive). For the output layer with an output ReLU, a dead unit is a class
@@ -113,7 +114,7 @@ class Activations(Probe):
     87-92 (benchmarks/results/gpu-h200-2026-11-30.txt).
     """
 
-    metrics = ("act_mean", "act_std", "preact_std", "dead_fraction", "saturated_fraction")
+    metrics = ("act_mean", "act_std", "preact_std", "dead_fraction", "saturated_fraction", "preact_l1")
 
     def __init__(self, together: Optional[bool] = None) -> None:
         self.together = together
@@ -133,7 +134,8 @@ class Activations(Probe):
                 sat = torch.mean(rule(flat_post), dim=1, dtype=std.dtype)
             else:  # cannot saturate: one zero serves every such layer
                 sat = zero = std.new_zeros(std.shape) if zero is None else zero
-            values += [mean, std, pre.flatten(1).std(1), dead, sat]
+            flat_pre = pre.flatten(1)
+            values += [mean, std, flat_pre.std(1), dead, sat, flat_pre.abs().mean(1)]
         m = layers.weights[0].shape[0]
         return torch.stack(values, 1).view(m, len(layers.taps), len(self.metrics))
 
@@ -155,6 +157,7 @@ class Activations(Probe):
             with side_streams.on(fork, 2 * r):
                 both = torch.stack(posts + [pre for pre, _ in taps], 1)  # (M, 2k, batch, out)
                 std, mean = torch.std_mean(both.flatten(2), dim=2)  # (M, 2k): the outputs', then the pre-activations'
+                l1 = both[:, k:].flatten(2).abs().mean(2)  # (M, k): the pre-activations' mean |value|
             with side_streams.on(fork, 2 * r + 1):
                 # dead_units, layer by layer (not of `both`: this part does not wait for the stack)
                 largest = torch.stack([largest_outputs(post) for post in posts], 1)  # (M, k, out)
@@ -163,11 +166,11 @@ class Activations(Probe):
                 sat = None if rule is None else torch.stack([torch.mean(rule(p.flatten(1)), dim=1, dtype=std.dtype)
                                                              for p in posts], 1)
             if fork is not None:
-                fork.hand_back(std, mean, dead, *([] if sat is None else [sat]))
+                fork.hand_back(std, mean, l1, dead, *([] if sat is None else [sat]))
             if sat is None:  # cannot saturate: one zero serves every such run
                 zero = std.new_zeros(()) if zero is None else zero
                 sat = zero.expand(dead.shape)
-            for part, value in zip(parts, (mean[:, :k], std[:, :k], std[:, k:], dead, sat)):
+            for part, value in zip(parts, (mean[:, :k], std[:, :k], std[:, k:], dead, sat, l1)):
                 part.append(value[:, None])
         if fork is not None:
             fork.join()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from initlab.report import width
 from initlab.report.figures import heatmaps, lines as plots, processes as figure_processes, theory_figures
+from initlab.report.figures import width as width_figures
 from initlab.report.figures.facets import Drawn
 from initlab.report.tables import Sweep
 
@@ -31,12 +33,22 @@ def all_figures(sweep: Sweep, palette: dict, folder: Path, workers: int = 1) -> 
             sweep, folder / "diagnosis_heatmap.png")},
         "dead units": lambda: {"Dead units": plots.dead_units(sweep, palette, folder / "dead_units.png")},
         "theory": lambda: theory_figures.all_theory_figures(sweep, palette, folder),  # none to two
+        "width": lambda: _coord_check(sweep, folder),  # none or one
     }
     # The slowest first (1.4 to 1.8 s each for 1,024 runs on the 2-core VM; the heatmaps of
     # accuracy, diagnosis and gradient norms and the dead units 0.6 to 0.9 s), so workers end together.
     slow_first = sorted(figures, key=lambda name: name not in SLOW_FIGURES)
     drawn = dict(zip(slow_first, figure_processes.draw([figures[name] for name in slow_first], workers)))
     return {title: figure for name in figures for title, figure in drawn[name].items()}
+
+
+def _coord_check(sweep: Sweep, folder: Path) -> dict[str, Drawn]:
+    table = width.coord_table(sweep)
+    if table is None:
+        return {}
+    keys = width.other_keys(sweep)
+    return {"Coord check (width)": width_figures.coord_check(table, keys, width.slopes(table, keys),
+                                                            folder / "coord_check.png")}
 
 
 SLOW_FIGURES = ("gradient flow", "backprop flow", "theory", "curves", "signature")
