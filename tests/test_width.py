@@ -62,3 +62,41 @@ def test_the_coord_check_experiment_end_to_end(tmp_path):
     assert "## Width (coord check)" in page and "param=standard: layer 2 (readout) is **width_unstable** from step 1" in page
     assert "param=mup: layer 2 (readout) is **width_unstable** from step 0" in page and "at init only, by design" in page
     assert (report / "figures" / "coord_check.png").stat().st_size > 10_000
+
+
+def test_the_best_rate_per_width_and_its_drift_in_octaves():
+    """best_rates against a grid whose minimum is known: standard's best rate halves per doubling of width
+    (drift 2 octaves over 64-256), muP's stays put (0); a diverged point is never the best."""
+    rows = []
+    for param, shift in (("standard", 1.0), ("mup", 0.0)):
+        for i, w in enumerate((64, 128, 256)):
+            best = -6 - shift * i  # log2 of the best rate
+            for e in range(-10, 0):
+                loss = 0.1 + 0.05 * (e - best) ** 2
+                rows.append((param, w, 2.0 ** e, np.inf if (param, w, e) == ("mup", 64, -7) else loss, 1))
+    table = pd.DataFrame(rows, columns=["param", "width", "lr", "train_loss", "runs"])
+    best = width.best_rates(table, ["param"])
+    got = {(r.param, r.width): r.best_lr for r in best.itertuples()}
+    assert got == {("standard", 64): 2**-6, ("standard", 128): 2**-7, ("standard", 256): 2**-8,
+                   ("mup", 64): 2**-6, ("mup", 128): 2**-6, ("mup", 256): 2**-6}
+    assert set(best[best.param == "standard"].drift_octaves) == {2.0}
+    assert set(best[best.param == "mup"].drift_octaves) == {0.0}
+
+
+@pytest.mark.slow  # ~15 s, most of it the report
+def test_the_lr_transfer_experiment_end_to_end(tmp_path):
+    """The named study, small, on generated data: each width's best rate and its drift, and the figure."""
+    result = run_initlab(["experiment=lr_transfer", "data=synthetic", "model.width=32,128", "optim=adam",
+                          "param=standard,mup", "lr.value=0.001,0.01,0.1", "trainer.max_steps=20",
+                          f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = tmp_path / "sweep" / "report"
+    best = pd.read_csv(report / "lr_transfer.csv")
+    assert {"param", "width", "best_lr", "train_loss", "drift_octaves"} <= set(best.columns)
+    assert len(best) == 4 and set(best.best_lr) <= {0.001, 0.01, 0.1}
+    runs = pd.read_csv(report / "runs.csv")
+    for row in best.itertuples():  # the best rate is the lowest final training loss of its width and param
+        mine = runs[(runs.param == row.param) & (runs["model.width"] == row.width)]
+        assert row.best_lr == mine.loc[mine.train_loss.idxmin(), "lr.value"]
+    assert "## Learning-rate transfer (width)" in (report / "report.md").read_text()
+    assert (report / "figures" / "lr_transfer.png").stat().st_size > 10_000

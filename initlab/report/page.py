@@ -167,6 +167,7 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
         *(_trailing(sweep) or ["None." if comparison_keys(sweep.swept)[0]
                               else f"Nothing to compare: the sweep varies none of {', '.join(COMPARED)}."]), "",
         *_width_section(sweep, out),
+        *_transfer_section(sweep, out),
         "## Figures", "",
     ]
     if not figures:
@@ -187,6 +188,25 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
         print(f"initlab-report: {corrupt} of {len(sweep.runs)} runs damaged (status corrupt): the file and the "
               f"problem of each are in {out / 'report.md'} and runs.csv; a resumed sweep runs them again")
     return Written(out, len(sweep.runs), corrupt)
+
+
+def _transfer_section(sweep, out: Path) -> list[str]:
+    """The best learning rate per width (report/width.py) of a sweep that varies model.width and lr.value."""
+    table = width.transfer_table(sweep)
+    if table is None:
+        return []
+    keys = [k for k in width.other_keys(sweep) if k != width.LR]
+    best = width.best_rates(table, keys)
+    best.to_csv(out / "lr_transfer.csv", index=False)
+    drift = best.groupby(keys, sort=True).agg(widths=("width", "size"), best_lr_min=("best_lr", "min"),
+                                               best_lr_max=("best_lr", "max"), drift_octaves=("drift_octaves", "first")
+                                               ).reset_index() if keys else best.head(1)
+    return ["## Learning-rate transfer (width)", "",
+            "Per width, the learning rate with the lowest final training loss (mean over seeds; a diverged run is "
+            "never the best), and its drift across widths in octaves (log2 of the largest best rate over the "
+            "smallest; 0: the best rate transfers). All of them: `lr_transfer.csv`.", "",
+            markdown_table(drift, ".4g"), "",
+            markdown_table(best.drop(columns=["best_lr_log2", "drift_octaves"]), ".4g"), ""]
 
 
 def _width_section(sweep, out: Path) -> list[str]:

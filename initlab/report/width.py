@@ -85,3 +85,33 @@ def findings(slope_table: pd.DataFrame, keys: list[str]) -> list[str]:
                      f"from step {first.step}: its l1 {way} like width^{first.slope:.2f} over widths "
                      f"{first.min_width}-{first.max_width} (flagged at steps {steps}){design}")
     return lines
+
+
+LR = "lr.value"
+
+
+def transfer_table(sweep: Sweep) -> Optional[pd.DataFrame]:
+    """For a sweep that varies model.width and lr.value: per configuration of the other swept keys (param,
+    optim, ...), width and learning rate, the final training loss (mean over seeds; a run that diverged or
+    failed counts as +inf: never the best) and the number of runs. None for other sweeps."""
+    if WIDTH not in sweep.swept or LR not in sweep.swept:
+        return None
+    keys = [k for k in other_keys(sweep) if k != LR]
+    runs = sweep.runs
+    loss = pd.to_numeric(runs.train_loss, errors="coerce").where(runs.status == "completed")
+    frame = pd.DataFrame({**{k: runs[k].astype(str) for k in keys}, "width": runs[WIDTH].astype(int),
+                          "lr": runs[LR].astype(float), "train_loss": loss.fillna(np.inf)})
+    table = frame.groupby([*keys, "width", "lr"], sort=True).agg(
+        train_loss=("train_loss", "mean"), runs=("train_loss", "size")).reset_index()
+    return table
+
+
+def best_rates(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per (keys, width): the learning rate of the lowest final training loss, that loss, and per (keys) the
+    drift: log2 of the largest best rate over the smallest, in octaves (0: the best rate transfers)."""
+    finite = table[np.isfinite(table.train_loss)]
+    best = finite.loc[finite.groupby([*keys, "width"], sort=True).train_loss.idxmin()].reset_index(drop=True)
+    best = best.rename(columns={"lr": "best_lr"})[[*keys, "width", "best_lr", "train_loss"]]
+    octaves = np.log2(best.best_lr)
+    drift = octaves.groupby([best[k] for k in keys] if keys else np.zeros(len(best))).transform(lambda o: o.max() - o.min())
+    return best.assign(best_lr_log2=octaves, drift_octaves=drift)

@@ -34,6 +34,7 @@ def all_figures(sweep: Sweep, palette: dict, folder: Path, workers: int = 1) -> 
         "dead units": lambda: {"Dead units": plots.dead_units(sweep, palette, folder / "dead_units.png")},
         "theory": lambda: theory_figures.all_theory_figures(sweep, palette, folder),  # none to two
         "width": lambda: _coord_check(sweep, folder),  # none or one
+        "lr transfer": lambda: _lr_transfer(sweep, folder),  # none or one
     }
     # The slowest first (1.4 to 1.8 s each for 1,024 runs on the 2-core VM; the heatmaps of
     # accuracy, diagnosis and gradient norms and the dead units 0.6 to 0.9 s), so workers end together.
@@ -49,6 +50,15 @@ def _coord_check(sweep: Sweep, folder: Path) -> dict[str, Drawn]:
     keys = width.other_keys(sweep)
     return {"Coord check (width)": width_figures.coord_check(table, keys, width.slopes(table, keys),
                                                             folder / "coord_check.png")}
+
+
+def _lr_transfer(sweep: Sweep, folder: Path) -> dict[str, Drawn]:
+    table = width.transfer_table(sweep)
+    if table is None:
+        return {}
+    keys = [k for k in width.other_keys(sweep) if k != width.LR]
+    return {"Learning-rate transfer (width)": width_figures.lr_transfer(table, keys, width.best_rates(table, keys),
+                                                                       folder / "lr_transfer.png")}
 
 
 SLOW_FIGURES = ("gradient flow", "backprop flow", "theory", "curves", "signature")

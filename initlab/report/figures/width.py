@@ -12,6 +12,7 @@ import pandas as pd
 from initlab.report.figures import toolkit as tk
 from initlab.report.figures.facets import Drawn
 
+CUT = 20.0  # lr_transfer's y axis: up to this multiple of a panel's worst best loss
 MAX_STEPS = 6  # panels per row; more recorded steps: the first, the last and evenly spaced ones between
 
 
@@ -72,4 +73,57 @@ def coord_check(table: pd.DataFrame, keys: list[str], slope_table: pd.DataFrame,
                bbox_to_anchor=fig._initlab_legend_at, frameon=False)
     tk.title(fig, "Coord check: each layer's l1 against width (slope of log l1 on log width in each panel; "
                   "! = width_unstable)", note)
+    return tk.save(fig, path, note)
+
+
+def lr_transfer(table: pd.DataFrame, keys: list[str], best: pd.DataFrame, path: Path) -> Drawn:
+    """Final training loss against the learning rate, a curve per width (darker = wider), each width's best
+    rate starred; a panel per configuration of the other swept keys. Diverged runs are left out of a curve
+    (gaps), and the note says how many."""
+    import matplotlib.pyplot as plt
+
+    configs = [tuple(g) if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+    widths = sorted(table.width.unique())
+    cmap = plt.get_cmap("viridis")
+    colours = {w: cmap(0.85 * i / max(1, len(widths) - 1)) for i, w in enumerate(widths)}
+    diverged = int((~np.isfinite(table.train_loss)).sum())
+    # Each panel's y axis stops at CUT x its worst best loss: the minima are the point; past it, the runs blowing up
+    finite = table.train_loss[np.isfinite(table.train_loss)]
+    above = int((finite > CUT * best.train_loss.max()).sum()) if len(best) else 0
+    note = tk.notes(f"{diverged} of {len(table)} (width, rate) points diverged or failed in every seed: gaps in their curves"
+                    if diverged else "",
+                    f"{above} points with a loss past {CUT:g}x the panel's worst best loss are above the axis" if above else "")
+    cols = min(len(configs), 2)
+    rows = -(-len(configs) // cols)
+    fig, axes = tk.panels(rows, cols, 4.6, 3.2, tk.title_lines(note))
+    for i, config in enumerate(configs):
+        ax = axes[i // cols, i % cols]
+        part, mine = table, best
+        for k, v in zip(keys, config):
+            part, mine = part[part[k] == v], mine[mine[k] == v]
+        for w in widths:
+            line = part[part.width == w].sort_values("lr")
+            y = line.train_loss.where(np.isfinite(line.train_loss))
+            ax.plot(line.lr, y, color=colours[w], marker="o", markersize=2.5, lw=1.3)
+            star = mine[mine.width == w]
+            if len(star):
+                ax.plot(star.best_lr, star.train_loss, marker="*", markersize=11, color=colours[w],
+                        markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
+        ax.set_xscale("log", base=2)
+        tk.log_scale(ax)
+        if len(mine):
+            low = part.train_loss[np.isfinite(part.train_loss)].min()
+            ax.set_ylim(0.8 * low, CUT * mine.train_loss.max())
+        drift = mine.drift_octaves.iloc[0] if len(mine) else float("nan")
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, config)) or "all runs"
+        ax.set_title(f"{label}\nbest rate drifts {drift:.0f} octave(s) across widths", fontsize=9)
+        ax.set_xlabel("learning rate (lr.value)", fontsize=8)
+        ax.set_ylabel("final training loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+    tk.hide_unused(axes, len(configs), cols)
+    handles = [tk.Line2D([], [], color=colours[w], marker="o", markersize=4) for w in widths]
+    handles.append(tk.Line2D([], [], color="0.5", marker="*", markersize=10, markeredgecolor="black", linestyle="none"))
+    fig.legend(handles, [str(w) for w in widths] + ["best rate"], title="width", loc="upper left",
+               bbox_to_anchor=fig._initlab_legend_at, frameon=False)
+    tk.title(fig, "Learning-rate transfer: final training loss against the rate, a curve per width", note)
     return tk.save(fig, path, note)
