@@ -59,7 +59,9 @@ def from_moments(found_moments: list[list[float]], shapes: list[tuple[int, int]]
     sigma_w2, mean_w, std_w, mu_b, sigma_b2 = found_moments
     if not all(map(math.isfinite, sigma_w2 + mean_w + std_w + mu_b + sigma_b2 + [q0])):
         return None
-    found = {"q0": q0, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "bias_mean": mu_b}
+    # The maps are the infinite-width limit; `widths` says at which widths (each layer's fan-out) they are compared
+    found = {"q0": q0, "widths": [fan_out for fan_out, _ in shapes], "sigma_w2": sigma_w2, "sigma_b2": sigma_b2,
+             "bias_mean": mu_b}
     why_not = outside_the_theory(mean_w, std_w, shapes)
     if why_not is not None:
         return {"applies": False, "why_not": why_not, **found,
