@@ -198,9 +198,10 @@ def _transfer_section(sweep, out: Path) -> list[str]:
     keys = [k for k in width.other_keys(sweep) if k != width.LR]
     best = width.best_rates(table, keys)
     best.to_csv(out / "lr_transfer.csv", index=False)
-    drift = best.groupby(keys, sort=True).agg(widths=("width", "size"), best_lr_min=("best_lr", "min"),
-                                               best_lr_max=("best_lr", "max"), drift_octaves=("drift_octaves", "first")
-                                               ).reset_index() if keys else best.head(1)
+    by = keys or (lambda _: "all runs")
+    drift = best.groupby(by, sort=True).agg(widths=("width", "size"), best_lr_min=("best_lr", "min"),
+                                             best_lr_max=("best_lr", "max"), drift_octaves=("drift_octaves", "first")
+                                             ).reset_index().rename(columns={"index": "runs of"})
     return ["## Learning-rate transfer (width)", "",
             "Per width, the learning rate with the lowest final training loss (mean over seeds; a diverged run is "
             "never the best), and its drift across widths in octaves (log2 of the largest best rate over the "

@@ -97,7 +97,9 @@ def transfer_table(sweep: Sweep) -> Optional[pd.DataFrame]:
     if WIDTH not in sweep.swept or LR not in sweep.swept:
         return None
     keys = [k for k in other_keys(sweep) if k != LR]
-    runs = sweep.runs
+    runs = sweep.runs[sweep.runs[WIDTH].notna() & sweep.runs[LR].notna()]  # a damaged run may say neither
+    if runs.empty:
+        return None
     loss = pd.to_numeric(runs.train_loss, errors="coerce").where(runs.status == "completed")
     frame = pd.DataFrame({**{k: runs[k].astype(str) for k in keys}, "width": runs[WIDTH].astype(int),
                           "lr": runs[LR].astype(float), "train_loss": loss.fillna(np.inf)})

@@ -14,6 +14,17 @@ from initlab.report.figures.facets import Drawn
 
 CUT = 20.0  # lr_transfer's y axis: up to this multiple of a panel's worst best loss
 MAX_STEPS = 6  # panels per row; more recorded steps: the first, the last and evenly spaced ones between
+MAX_ROWS = 8  # configurations drawn (rows of the coord check, panels of lr transfer): past it, those that follow width most
+
+
+def _steepest(configs: list[tuple], keys: list[str], table: pd.DataFrame, score: str, limit: int) -> list[tuple]:
+    """At most `limit` configurations, those with the largest |score| (slope, drift) in `table`, in their order."""
+    if len(configs) <= limit:
+        return configs
+    worst = table.assign(_s=table[score].abs()).groupby([table[k].astype(str) for k in keys]
+                                                        )._s.max().sort_values(ascending=False)
+    keep = {tuple(i) if isinstance(i, tuple) else (i,) for i in worst.index[:limit]}
+    return [c for c in configs if tuple(map(str, c)) in keep]
 
 
 def shown_steps(steps: list[int]) -> list[int]:
@@ -26,12 +37,15 @@ def shown_steps(steps: list[int]) -> list[int]:
 def coord_check(table: pd.DataFrame, keys: list[str], slope_table: pd.DataFrame, path: Path) -> Drawn:
     steps = sorted(table.step.unique())
     shown = shown_steps(steps)
-    configs = [tuple(g) if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+    every = [tuple(g) if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+    configs = _steepest(every, keys, slope_table, "slope", MAX_ROWS)
     layers = sorted(table.layer.unique())
     readout = int(table[table.readout].layer.max()) if table.readout.any() else None
     colours = dict(zip(layers, [f"C{i % 10}" for i in range(len(layers))]))
     names = {l: f"layer {l}" + (" (input)" if l == 0 else " (readout)" if l == readout else "") for l in layers}
-    note = tk.notes(f"steps {', '.join(map(str, shown))} of {len(steps)} recorded" if shown != steps else "")
+    note = tk.notes(f"steps {', '.join(map(str, shown))} of {len(steps)} recorded" if shown != steps else "",
+                    f"the {len(configs)} of {len(every)} configurations whose layers follow width most (largest |slope|)"
+                    if len(configs) < len(every) else "")
     fig, axes = tk.panels(len(configs), len(shown), 2.7, 2.3, tk.title_lines(note) + 1)
     widths = sorted(table.width.unique())
     for r, config in enumerate(configs):
@@ -82,7 +96,8 @@ def lr_transfer(table: pd.DataFrame, keys: list[str], best: pd.DataFrame, path: 
     (gaps), and the note says how many."""
     import matplotlib.pyplot as plt
 
-    configs = [tuple(g) if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+    every = [tuple(g) if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+    configs = _steepest(every, keys, best, "drift_octaves", MAX_ROWS)
     widths = sorted(table.width.unique())
     cmap = plt.get_cmap("viridis")
     colours = {w: cmap(0.85 * i / max(1, len(widths) - 1)) for i, w in enumerate(widths)}
@@ -92,7 +107,8 @@ def lr_transfer(table: pd.DataFrame, keys: list[str], best: pd.DataFrame, path: 
     above = int((finite > CUT * best.train_loss.max()).sum()) if len(best) else 0
     note = tk.notes(f"{diverged} of {len(table)} (width, rate) points diverged or failed in every seed: gaps in their curves"
                     if diverged else "",
-                    f"{above} points with a loss past {CUT:g}x the panel's worst best loss are above the axis" if above else "")
+                    f"{above} points with a loss past {CUT:g}x the panel's worst best loss are above the axis" if above else "",
+                    f"the {len(configs)} of {len(every)} configurations whose best rate drifts most" if len(configs) < len(every) else "")
     cols = min(len(configs), 2)
     rows = -(-len(configs) // cols)
     fig, axes = tk.panels(rows, cols, 4.6, 3.2, tk.title_lines(note))
