@@ -35,9 +35,7 @@ from typing import Annotated, Iterable, Optional
 
 import torch
 
-from initlab.config.schema import AT_LEAST_ONE, POSITIVE, UPDATES
-
-STANDARD_TARGET = "initlab.param.standard"
+from initlab.config.schema import AT_LEAST_ONE, POSITIVE, STANDARD_PARAM, UPDATES
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,7 @@ def of(settings: dict) -> Parameterization:
     """The run's parameterization (a config without a `param` group is standard: recorded before it existed)."""
     from initlab.config.targets import resolve
 
-    node = settings.get("param") or {"_target_": STANDARD_TARGET}
+    node = settings.get("param") or {"_target_": STANDARD_PARAM}
     return resolve(node["_target_"])(**{k: v for k, v in node.items() if k != "_target_"})
 
 

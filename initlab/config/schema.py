@@ -153,6 +153,8 @@ OPTIMIZER_RULES = {"weight_decay": NON_NEGATIVE, "momentum": FRACTION, "dampenin
 # The optimizers initlab builds, and the kind of update each makes: a parameterization scales an SGD-like
 # update's learning rate differently from an Adam-like (entrywise normalized) one's (build/param.py).
 UPDATES = {"torch.optim.SGD": "sgd", "torch.optim.Adam": "adam", "torch.optim.AdamW": "adam"}
+# The standard parameterization (build/param.py): the default, and what every run before the param group computed
+STANDARD_PARAM = "initlab.param.standard"
 OPTIMIZERS = tuple(UPDATES)
 NESTEROV = ("nesterov needs momentum > 0 and dampening = 0",
             lambda c: not c.get("nesterov") or (c.get("momentum", 0) > 0 and c.get("dampening", 0) == 0))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 # What is left out of the identity (settings that say where or how visibly a run happens; groups
 # that change the verdict, the bookkeeping or where records are copied) is store/keys.py's table.
 from initlab.store.keys import NOT_IDENTITY_GROUPS, WHERE_NOT_WHAT
+from initlab.config.schema import STANDARD_PARAM
 
 if TYPE_CHECKING:  # the report reads provenance too, and must not wait a second for torch to import
     import torch
@@ -40,7 +41,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
 # Whole groups added later, left out of the identity while they compute what every earlier run computed.
 NEUTRAL_GROUPS: dict[str, Callable[[dict], bool]] = {
     # added in 0.3: the standard parameterization, whatever its (unused) base_width
-    "param": lambda node: node.get("_target_") == "initlab.param.standard",
+    "param": lambda node: node.get("_target_") == STANDARD_PARAM,
 }
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
