@@ -110,7 +110,8 @@ def _mup(p: Parameterization, m_in: float, m_out: float, in_w: bool, out_w: bool
                   weight_lr=weight_lr, bias_lr=bias_lr, weight_decay=1.0 / weight_lr, bias_decay=1.0 / bias_lr)
 
 
-# The config group's options: each function's signature is its schema (config/check.py).
+# The config group's options: each function's signature is its schema (config/check.py). A user's own option
+# names a function of theirs (param._target_) returning anything with Parameterization's `scales` method.
 
 def standard(base_width: Annotated[Optional[int], AT_LEAST_ONE] = None) -> Parameterization:
     """The standard parameterization: the init scheme's draw, no multipliers, one learning rate. It is the
