@@ -3,6 +3,7 @@ set_base_shapes, MuSGD / MuAdam / MuAdamW), param=standard against plain torch, 
 its definition (the standard net's function at init, base_width / fan_in smaller updates)."""
 
 import copy
+from typing import Optional
 
 import pytest
 import torch
@@ -174,3 +175,21 @@ def test_a_wrong_param_value_is_one_line():
         settings("param=mup", "param.base_width=0")
     with pytest.raises(ConfigError, match=r"param.zero_readout: not a setting of initlab.param.ntk"):
         settings("param=ntk", "+param.zero_readout=true")
+
+
+class Halved:
+    """A user's own parameterization: every weight drawn half as large."""
+
+    def scales(self, shapes, update):
+        return [param.Scales(weight_init=0.5)] * len(shapes)
+
+
+def halved(base_width: Optional[int] = None) -> Halved:  # (a base width, as a sweep over param may set)
+    return Halved()
+
+
+def test_a_users_own_parameterization_plugs_in():
+    mine, _ = built(settings("param._target_=test_param.halved"))
+    standard, _ = built(settings())
+    for a, b in zip(mine.linears, standard.linears):
+        assert torch.equal(a.weight, 0.5 * b.weight) and torch.equal(a.bias, b.bias)
