@@ -147,7 +147,8 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
     summary = worst_first(summary, "test_accuracy_mean")  # the pages: what went wrong first
     (out / "summary.md").write_text(markdown_table(summary) + "\n")
 
-    figures = catalogue.all_figures(sweep, init_palette(sweep), figures_dir, workers)
+    widths = width.analyse(sweep)
+    figures = catalogue.all_figures(sweep, init_palette(sweep), figures_dir, widths, workers)
     counts = sweep.runs.status.value_counts()
     status_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in report.STATUSES)
     diagnoses = sweep.runs.diagnosis.fillna(sweep.runs.status).value_counts().rename_axis("diagnosis").reset_index()
@@ -166,8 +167,8 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
         f"that differs only in {', '.join(f'`{g}`' for g in COMPARED)})", "",
         *(_trailing(sweep) or ["None." if comparison_keys(sweep.swept)[0]
                               else f"Nothing to compare: the sweep varies none of {', '.join(COMPARED)}."]), "",
-        *_width_section(sweep, out),
-        *_transfer_section(sweep, out),
+        *_width_section(widths, out),
+        *_transfer_section(widths, out),
         "## Figures", "",
     ]
     if not figures:
@@ -190,13 +191,11 @@ def write_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, 
     return Written(out, len(sweep.runs), corrupt)
 
 
-def _transfer_section(sweep, out: Path) -> list[str]:
+def _transfer_section(widths: width.WidthTables, out: Path) -> list[str]:
     """The best learning rate per width (report/width.py) of a sweep that varies model.width and lr.value."""
-    table = width.transfer_table(sweep)
-    if table is None:
+    if widths.best is None:
         return []
-    keys = [k for k in width.other_keys(sweep) if k != width.LR]
-    best = width.best_rates(table, keys)
+    keys, best = widths.transfer_keys, widths.best
     best.to_csv(out / "lr_transfer.csv", index=False)
     by = keys or (lambda _: "all runs")
     drift = best.groupby(by, sort=True).agg(widths=("width", "size"), best_lr_min=("best_lr", "min"),
@@ -210,13 +209,11 @@ def _transfer_section(sweep, out: Path) -> list[str]:
             markdown_table(best.drop(columns=["best_lr_log2", "drift_octaves"]), ".4g"), ""]
 
 
-def _width_section(sweep, out: Path) -> list[str]:
+def _width_section(widths: width.WidthTables, out: Path) -> list[str]:
     """The coord check (report/width.py) of a sweep that varies model.width: its tables as CSV, its findings."""
-    table = width.coord_table(sweep)
-    if table is None:
+    if widths.coord is None:
         return []
-    keys = width.other_keys(sweep)
-    slopes = width.slopes(table, keys)
+    table, keys, slopes = widths.coord, widths.coord_keys, widths.slopes
     table.to_csv(out / "coord_check.csv", index=False)
     slopes.to_csv(out / "coord_slopes.csv", index=False)
     found = width.findings(slopes, keys)

@@ -12,6 +12,7 @@ sweep-level finding, beside `outlier` and `trails`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -90,13 +91,18 @@ def findings(slope_table: pd.DataFrame, keys: list[str]) -> list[str]:
 LR = "lr.value"
 
 
+def transfer_keys(sweep: Sweep) -> list[str]:
+    """The swept keys an lr-transfer study compares besides width and the rate (param, optim, ...)."""
+    return [k for k in other_keys(sweep) if k != LR]
+
+
 def transfer_table(sweep: Sweep) -> Optional[pd.DataFrame]:
     """For a sweep that varies model.width and lr.value: per configuration of the other swept keys (param,
     optim, ...), width and learning rate, the final training loss (mean over seeds; a run that diverged or
     failed counts as +inf: never the best) and the number of runs. None for other sweeps."""
     if WIDTH not in sweep.swept or LR not in sweep.swept:
         return None
-    keys = [k for k in other_keys(sweep) if k != LR]
+    keys = transfer_keys(sweep)
     runs = sweep.runs[sweep.runs[WIDTH].notna() & sweep.runs[LR].notna()]  # a damaged run may say neither
     if runs.empty:
         return None
@@ -117,3 +123,22 @@ def best_rates(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     octaves = np.log2(best.best_lr)
     drift = octaves.groupby([best[k] for k in keys] if keys else np.zeros(len(best))).transform(lambda o: o.max() - o.min())
     return best.assign(best_lr_log2=octaves, drift_octaves=drift)
+
+
+@dataclass
+class WidthTables:
+    """A sweep's width analyses, made once for the report's page and its figures (None where they do not apply)."""
+
+    coord_keys: list[str]
+    coord: Optional[pd.DataFrame]
+    slopes: Optional[pd.DataFrame]
+    transfer_keys: list[str]
+    transfer: Optional[pd.DataFrame]
+    best: Optional[pd.DataFrame]
+
+
+def analyse(sweep: Sweep) -> WidthTables:
+    coord, keys = coord_table(sweep), other_keys(sweep)
+    transfer, tkeys = transfer_table(sweep), transfer_keys(sweep)
+    return WidthTables(keys, coord, None if coord is None else slopes(coord, keys),
+                       tkeys, transfer, None if transfer is None else best_rates(transfer, tkeys))

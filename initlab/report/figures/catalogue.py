@@ -11,8 +11,9 @@ from initlab.report.figures.facets import Drawn
 from initlab.report.tables import Sweep
 
 
-def all_figures(sweep: Sweep, palette: dict, folder: Path, workers: int = 1) -> dict[str, Drawn]:
+def all_figures(sweep: Sweep, palette: dict, folder: Path, widths: width.WidthTables, workers: int = 1) -> dict[str, Drawn]:
     """Every figure of a report, by name; none when no run has records (all unfinished or corrupt).
+    `widths`: the sweep's width analyses (width.analyse), which the report's page reads too.
     With workers > 1, drawn by that many forked processes at once (figure_processes: only where
     nothing else runs in this process)."""
     if sweep.layers.empty and sweep.curves.empty:
@@ -33,32 +34,16 @@ def all_figures(sweep: Sweep, palette: dict, folder: Path, workers: int = 1) -> 
             sweep, folder / "diagnosis_heatmap.png")},
         "dead units": lambda: {"Dead units": plots.dead_units(sweep, palette, folder / "dead_units.png")},
         "theory": lambda: theory_figures.all_theory_figures(sweep, palette, folder),  # none to two
-        "width": lambda: _coord_check(sweep, folder),  # none or one
-        "lr transfer": lambda: _lr_transfer(sweep, folder),  # none or one
+        "width": lambda: {} if widths.coord is None else {"Coord check (width)": width_figures.coord_check(
+            widths.coord, widths.coord_keys, widths.slopes, folder / "coord_check.png")},
+        "lr transfer": lambda: {} if widths.transfer is None else {"Learning-rate transfer (width)": width_figures.lr_transfer(
+            widths.transfer, widths.transfer_keys, widths.best, folder / "lr_transfer.png")},
     }
     # The slowest first (1.4 to 1.8 s each for 1,024 runs on the 2-core VM; the heatmaps of
     # accuracy, diagnosis and gradient norms and the dead units 0.6 to 0.9 s), so workers end together.
     slow_first = sorted(figures, key=lambda name: name not in SLOW_FIGURES)
     drawn = dict(zip(slow_first, figure_processes.draw([figures[name] for name in slow_first], workers)))
     return {title: figure for name in figures for title, figure in drawn[name].items()}
-
-
-def _coord_check(sweep: Sweep, folder: Path) -> dict[str, Drawn]:
-    table = width.coord_table(sweep)
-    if table is None:
-        return {}
-    keys = width.other_keys(sweep)
-    return {"Coord check (width)": width_figures.coord_check(table, keys, width.slopes(table, keys),
-                                                            folder / "coord_check.png")}
-
-
-def _lr_transfer(sweep: Sweep, folder: Path) -> dict[str, Drawn]:
-    table = width.transfer_table(sweep)
-    if table is None:
-        return {}
-    keys = [k for k in width.other_keys(sweep) if k != width.LR]
-    return {"Learning-rate transfer (width)": width_figures.lr_transfer(table, keys, width.best_rates(table, keys),
-                                                                       folder / "lr_transfer.png")}
 
 
 SLOW_FIGURES = ("gradient flow", "backprop flow", "theory", "curves", "signature")

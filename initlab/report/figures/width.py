@@ -1,6 +1,7 @@
-"""The coord check's figure (microsoft/mup's `plot_coord_data`): per configuration a row, per step a
-panel, l1 against width on log-log axes, a line per layer (the mean over seeds, the seeds' range as
-a band), each layer's fitted slope written in its panel."""
+"""The width figures (report/width.py's tables): the coord check's (microsoft/mup's `plot_coord_data`:
+per configuration a row, per step a panel, l1 against width on log-log axes, a line per layer, the mean
+over seeds and the seeds' range as a band, each layer's fitted slope written in its panel), and the
+learning-rate transfer's (final training loss against the rate, a curve per width)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,22 @@ from initlab.report.figures.facets import Drawn
 CUT = 20.0  # lr_transfer's y axis: up to this multiple of a panel's worst best loss
 MAX_STEPS = 6  # panels per row; more recorded steps: the first, the last and evenly spaced ones between
 MAX_ROWS = 8  # configurations drawn (rows of the coord check, panels of lr transfer): past it, those that follow width most
+
+
+def _configs(table: pd.DataFrame, keys: list[str]) -> list[tuple]:
+    """The configurations of `keys` in `table`, each a tuple of its values, in order."""
+    return [g if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+
+
+def _only(frame: pd.DataFrame, keys: list[str], config: tuple) -> pd.DataFrame:
+    """The rows of `frame` of one configuration (its keys hold strings, as the width tables make them)."""
+    for k, v in zip(keys, config):
+        frame = frame[frame[k] == v]
+    return frame
+
+
+def _label(keys: list[str], config: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, config)) or "all runs"
 
 
 def _steepest(configs: list[tuple], keys: list[str], table: pd.DataFrame, score: str, limit: int) -> list[tuple]:
@@ -37,7 +54,7 @@ def shown_steps(steps: list[int]) -> list[int]:
 def coord_check(table: pd.DataFrame, keys: list[str], slope_table: pd.DataFrame, path: Path) -> Drawn:
     steps = sorted(table.step.unique())
     shown = shown_steps(steps)
-    every = [tuple(g) if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+    every = _configs(table, keys)
     configs = _steepest(every, keys, slope_table, "slope", MAX_ROWS)
     layers = sorted(table.layer.unique())
     readout = int(table[table.readout].layer.max()) if table.readout.any() else None
@@ -49,10 +66,8 @@ def coord_check(table: pd.DataFrame, keys: list[str], slope_table: pd.DataFrame,
     fig, axes = tk.panels(len(configs), len(shown), 2.7, 2.3, tk.title_lines(note) + 1)
     widths = sorted(table.width.unique())
     for r, config in enumerate(configs):
-        rows = table
-        for k, v in zip(keys, config):
-            rows = rows[rows[k] == v]
-        label = ", ".join(f"{k}={v}" for k, v in zip(keys, config)) or "all runs"
+        rows, fits = _only(table, keys, config), _only(slope_table, keys, config)
+        label = _label(keys, config)
         for c, step in enumerate(shown):
             ax = axes[r, c]
             part = rows[rows.step == step]
@@ -63,9 +78,7 @@ def coord_check(table: pd.DataFrame, keys: list[str], slope_table: pd.DataFrame,
                 if (line["max"] > line["min"]).any():
                     ax.fill_between(line.width, line["min"].clip(lower=tk.FLOOR), line["max"].clip(lower=tk.FLOOR),
                                     color=colours[layer], alpha=0.18, lw=0)
-                fit = slope_table[(slope_table.step == step) & (slope_table.layer == layer)]
-                for k, v in zip(keys, config):
-                    fit = fit[fit[k].astype(str) == str(v)]
+                fit = fits[(fits.step == step) & (fits.layer == layer)]
                 if len(fit) and np.isfinite(fit.slope.iloc[0]):
                     texts.append((colours[layer], f"{fit.slope.iloc[0]:+.2f}" + (" !" if fit.width_unstable.iloc[0] else "")))
             ax.set_xscale("log", base=2)
@@ -91,20 +104,21 @@ def coord_check(table: pd.DataFrame, keys: list[str], slope_table: pd.DataFrame,
 
 
 def lr_transfer(table: pd.DataFrame, keys: list[str], best: pd.DataFrame, path: Path) -> Drawn:
-    """Final training loss against the learning rate, a curve per width (darker = wider), each width's best
+    """Final training loss against the learning rate, a curve per width (darker = narrower), each width's best
     rate starred; a panel per configuration of the other swept keys. Diverged runs are left out of a curve
     (gaps), and the note says how many."""
     import matplotlib.pyplot as plt
 
-    every = [tuple(g) if isinstance(g, tuple) else (g,) for g, _ in table.groupby(keys, sort=True)] if keys else [()]
+    every = _configs(table, keys)
     configs = _steepest(every, keys, best, "drift_octaves", MAX_ROWS)
+    panels = [(config, _only(table, keys, config), _only(best, keys, config)) for config in configs]
     widths = sorted(table.width.unique())
     cmap = plt.get_cmap("viridis")
     colours = {w: cmap(0.85 * i / max(1, len(widths) - 1)) for i, w in enumerate(widths)}
     diverged = int((~np.isfinite(table.train_loss)).sum())
     # Each panel's y axis stops at CUT x its worst best loss: the minima are the point; past it, the runs blowing up
-    finite = table.train_loss[np.isfinite(table.train_loss)]
-    above = int((finite > CUT * best.train_loss.max()).sum()) if len(best) else 0
+    above = sum(int((part.train_loss[np.isfinite(part.train_loss)] > CUT * mine.train_loss.max()).sum())
+                for _, part, mine in panels if len(mine))
     note = tk.notes(f"{diverged} of {len(table)} (width, rate) points diverged or failed in every seed: gaps in their curves"
                     if diverged else "",
                     f"{above} points with a loss past {CUT:g}x the panel's worst best loss are above the axis" if above else "",
@@ -112,11 +126,8 @@ def lr_transfer(table: pd.DataFrame, keys: list[str], best: pd.DataFrame, path: 
     cols = min(len(configs), 2)
     rows = -(-len(configs) // cols)
     fig, axes = tk.panels(rows, cols, 4.6, 3.2, tk.title_lines(note))
-    for i, config in enumerate(configs):
+    for i, (config, part, mine) in enumerate(panels):
         ax = axes[i // cols, i % cols]
-        part, mine = table, best
-        for k, v in zip(keys, config):
-            part, mine = part[part[k] == v], mine[mine[k] == v]
         for w in widths:
             line = part[part.width == w].sort_values("lr")
             y = line.train_loss.where(np.isfinite(line.train_loss))
@@ -131,8 +142,7 @@ def lr_transfer(table: pd.DataFrame, keys: list[str], best: pd.DataFrame, path: 
             low = part.train_loss[np.isfinite(part.train_loss)].min()
             ax.set_ylim(0.8 * low, CUT * mine.train_loss.max())
         drift = mine.drift_octaves.iloc[0] if len(mine) else float("nan")
-        label = ", ".join(f"{k}={v}" for k, v in zip(keys, config)) or "all runs"
-        ax.set_title(f"{label}\nbest rate drifts {drift:.0f} octave(s) across widths", fontsize=9)
+        ax.set_title(f"{_label(keys, config)}\nbest rate drifts {drift:.0f} octave(s) across widths", fontsize=9)
         ax.set_xlabel("learning rate (lr.value)", fontsize=8)
         ax.set_ylabel("final training loss", fontsize=8)
         ax.tick_params(labelsize=7)
