@@ -150,7 +150,7 @@ def lsuv_rescale(model: nn.Module, x: torch.Tensor, *, tol: float = 0.1, max_pas
     the layers already fixed, so a pass costs one layer; any other model is run whole per pass."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     sequential = hasattr(model, "linears") and hasattr(model, "activations") and list(model.linears) == linears \
-        and all(m == 1.0 for m in getattr(model, "multipliers", ()))  # a layer alone would skip its multiplier
+        and all(s.multiplier == 1.0 for s in getattr(model, "scales", ()))  # a layer alone would skip its multiplier
     taken = []
     with torch.no_grad():
         inputs = x

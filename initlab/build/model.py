@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from initlab.activations import ACTIVATIONS, NAMES
+from initlab.build.param import Scales
 from initlab.config.schema import AT_LEAST_ONE, NON_NEGATIVE, one_of
 from initlab.config.targets import resolve
 
@@ -76,17 +77,18 @@ class MLP(nn.Module):
         acts = [activation] * depth + [output_activation]
         self.activation_names = [a or "identity" for a in acts]  # per linear layer, for the probes
         self.activations = nn.ModuleList(activation_module(a, negative_slope) for a in acts)
-        # Each layer's forward multiplier on its input (build/param.py; 1 in the standard parameterization)
-        self.multipliers = [1.0] * len(self.linears)
+        # Each layer's parameterization factors (build/param.py), its forward multiplier among them; the standard
+        # parameterization's until train/loop.py build_model sets the run's
+        self.scales = [Scales()] * len(self.linears)
 
     def effective_weights(self) -> list[torch.Tensor]:
         """Each layer's weight times its multiplier: what multiplies the layer's input (theory, Jacobian)."""
-        return [l.weight if m == 1.0 else l.weight * m for l, m in zip(self.linears, self.multipliers)]
+        return [l.weight if s.multiplier == 1.0 else l.weight * s.multiplier for l, s in zip(self.linears, self.scales)]
 
     def forward(self, x: torch.Tensor, taps: Optional[list] = None) -> torch.Tensor:
         """The network's output; with `taps`, also each layer's (pre-, post-activation) (see `tap`)."""
-        for linear, act, m in zip(self.linears, self.activations, self.multipliers):
-            pre = linear(x if m == 1.0 else x * m)
+        for linear, act, s in zip(self.linears, self.activations, self.scales):
+            pre = linear(x if s.multiplier == 1.0 else x * s.multiplier)
             x = act(pre)
             tap(taps, pre, x)
         return x

@@ -56,9 +56,7 @@ class GroupTraining:
         self.members, self.device, self.trainer = members, device, base["trainer"]
         matmul_precision(base["trainer"]["tf32"])
         self.data = datasets.load(base["data"], device)
-        models = [build_model(s, self.data, device) for s in members]
-        self.net, self.net_scales = StackedMLP(models), models[0].scales  # the parameterization's: one group's
-        del models
+        self.net = StackedMLP([build_model(s, self.data, device) for s in members])
         # What an ordinary run measures at init, for every member in one pass (at_init.py). J J^T here (the
         # weights change once training starts), the spectra on a thread while the group trains
         # (jacobian.singular_values_of: the CPU's eigendecompositions).
@@ -66,9 +64,9 @@ class GroupTraining:
         self.theory = at_init.theory(self.net, base["model"], self.data.input_second_moment)
         self._jacobian = _in_background(_spectra, at_init.grams(self.net, self.data.train_x,
                                                                base["trainer"]["jacobian_inputs"]))
-        scales = self.net_scales
         self.optimizer = OPTIMIZERS[base["optim"]["_target_"]](self.net.parameters(), [s["optim"] for s in members],
-                                                               param.lr_factors(scales), param.decay_factors(scales))
+                                                               param.lr_factors(self.net.scales),
+                                                               param.decay_factors(self.net.scales))
         self.lr_at = [schedule.build(s["lr"]) for s in members]
         self.constant_lr = all(s["lr"]["_target_"] == "initlab.schedule.constant" for s in members)
         self.shuffles = [torch.Generator().manual_seed(s["trainer"]["seed"]) for s in members]

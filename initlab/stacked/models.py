@@ -58,12 +58,13 @@ class StackedMLP:
                        for i in range(len(models[0].linears))]
         self.activations = models[0].activations  # stateless modules, the same for every member
         self.activation_names = models[0].activation_names
-        self.multipliers = models[0].multipliers  # the parameterization's, one group's (store/keys.py: param)
+        # the parameterization's factors (build/param.py): one group's, as its members share `param` (store/keys.py)
+        self.scales = models[0].scales
         self.members = len(models)
 
     def effective_weights(self) -> list[torch.Tensor]:
         """Each layer's stacked weight times its multiplier (MLP.effective_weights)."""
-        return [w if m == 1.0 else w * m for w, m in zip(self.weights, self.multipliers)]
+        return [w if s.multiplier == 1.0 else w * s.multiplier for w, s in zip(self.weights, self.scales)]
 
     def parameters(self) -> list[torch.Tensor]:
         return [t for pair in zip(self.weights, self.biases) for t in pair]
@@ -72,10 +73,10 @@ class StackedMLP:
         """x: (M, batch, in) -> (M, batch, classes); with `taps`, each layer's (pre, post) too.
         `members`: only those members (x then has their count as its first dimension). Training
         passes none: even w[:] is a view whose backward copies the weight gradient into a new tensor."""
-        for w, b, act, m in zip(self.weights, self.biases, self.activations, self.multipliers):
+        for w, b, act, s in zip(self.weights, self.biases, self.activations, self.scales):
             if members is not None:
                 w, b = w[members], b[members]
-            pre = StackedLinear.apply(x if m == 1.0 else x * m, w, b)
+            pre = StackedLinear.apply(x if s.multiplier == 1.0 else x * s.multiplier, w, b)
             x = act(pre)
             tap(taps, pre, x)
         return x

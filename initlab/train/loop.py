@@ -111,9 +111,8 @@ def build_model(settings: dict, data: datasets.Tensors, device: torch.device) ->
         torch.manual_seed(seed)
     model = construct(m, in_features=data.in_features, num_classes=data.num_classes).to(device)
     apply_init(model, settings["init"], settings["bias"], m["activation"], m["negative_slope"])
-    # The parameterization's factors on the draw, its multipliers; the optimizer reads model.scales (param.py)
+    # The parameterization's factors: on the draw here, the multipliers in the forward pass, the optimizer's (param.py)
     model.scales = param.scales_of(settings, [tuple(l.weight.shape) for l in model.linears])
-    model.multipliers = [s.multiplier for s in model.scales]
     param.rescale([l.weight for l in model.linears], [l.bias for l in model.linears], model.scales)
     data_pass = getattr(resolve(settings["init"]["_target_"]), "data_pass", None)
     if data_pass is not None:  # a data-dependent init (LSUV): one training batch, the same for a seed on any path
