@@ -16,6 +16,7 @@ from initlab.report.figures import heatmaps
 from initlab.report.figures import lines as plots
 from initlab.train import loop as training_module
 from initlab.report.tables import Sweep, init_palette, load
+from initlab.report import page as page_module
 from initlab.report.page import write_report
 from initlab.train.runner import run
 
@@ -144,6 +145,9 @@ def test_heatmap_row_names_read_across(sweep_dir, tmp_path, monkeypatch, figure)
 
 
 def test_failed_and_unfinished_runs_are_reported(sweep_dir, tmp_path, monkeypatch):
+    # The tables and the page's lines are what this proves: the figures (drawn from the same tables, ~2.4 s)
+    # are not drawn (test_report_files_figures_and_page draws them)
+    monkeypatch.setattr(page_module.catalogue, "all_figures", lambda *a, **k: {})
     sweep = tmp_path / "sweep"
     shutil.copytree(sweep_dir, sweep, ignore=shutil.ignore_patterns("report"))
     sorted(sweep.glob("*/summary.json"))[1].unlink()  # killed half way: its config is there, no summary
@@ -289,9 +293,11 @@ def test_a_sweep_without_theory_keys_draws_no_theory_grid(sweep_dir):
     assert not (figures / "edge_of_chaos.png").exists() and not (figures / "jacobian_depth.png").exists()
 
 
-def test_curves_say_which_runs_have_no_test_accuracy(sweep_dir, tmp_path):
+def test_curves_say_which_runs_have_no_test_accuracy(sweep_dir, tmp_path, monkeypatch):
     # A run that diverged before its first evaluation has a loss curve and no accuracy point: the
-    # curves figure says so, on the figure and on the page.
+    # curves figure says so, on the figure and on the page. (Only that figure is drawn: ~2 s less.)
+    real = page_module.catalogue.all_figures
+    monkeypatch.setattr(page_module.catalogue, "all_figures", lambda *a, **k: real(*a, **k, only=("curves",)))
     sweep = tmp_path / "sweep"
     shutil.copytree(sweep_dir, sweep, ignore=shutil.ignore_patterns("report"))
     diverged = run(make_config(*SMALL, "init=normal", "init.std=10", "lr.value=100", "trainer.batch_size=50",
@@ -300,6 +306,17 @@ def test_curves_say_which_runs_have_no_test_accuracy(sweep_dir, tmp_path):
     page = (write_report([sweep]).out / "report.md").read_text()
     assert "accuracy panels without the 1 run that diverged before its first evaluation" in page
     assert "diverged before" not in (sweep_dir / "report" / "report.md").read_text()  # (the callback's report)
+
+
+def test_only_some_figures_are_drawn_when_named(sweep_dir, tmp_path):
+    sweep = load([sweep_dir])
+    drawn = page_module.catalogue.all_figures(sweep, init_palette(sweep), tmp_path, page_module.width.analyse(sweep),
+                                              only=("curves", "accuracy"))
+    assert list(drawn) == ["Training curves", "Final accuracy"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["accuracy_heatmap.png", "curves.png"]
+    with pytest.raises(ValueError, match=r"no figure named \['curve'\]: the figures are \['curves', "):
+        page_module.catalogue.all_figures(sweep, init_palette(sweep), tmp_path, page_module.width.analyse(sweep),
+                                          only=("curve",))
 
 
 def _section(page: str, heading: str) -> str:

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ from initlab.train.runner import run
 from initlab.build.data import load as load_data, shapes as data_shapes
 from initlab.stacked.sizes import CPU_TENSOR_BYTES, member_tensor_bytes
 
-from conftest import make_config
+from conftest import make_config, run_initlab
 from test_sweeps import BIGGER, initlab_cmd, run_cli, summaries
 
 SMALL = ("data=synthetic", "data.source.num_train=1000", "data.source.num_test=200", "model.width=48",
@@ -178,11 +177,9 @@ def test_group_sizes_come_from_the_datas_own_shapes():
 
 def test_a_callback_at_job_end_finds_the_records_on_disk(tmp_path):
     # The launcher writes files on a background thread, but not when a callback may read them.
-    env_path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
-    result = subprocess.run(initlab_cmd("-m", *SMALL, "trainer.seed=0,1,2", "hydra/launcher=vectorized",
-                                        "hydra.sweep.dir=sweep",
-                                        "+hydra.callbacks.probe._target_=job_end_probe.RecordsAtJobEnd"),
-                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": env_path})
+    # (In this process, conftest.run_initlab: tests/, where job_end_probe is, is on sys.path.)
+    result = run_initlab(["-m", *SMALL, "trainer.seed=0,1,2", "hydra/launcher=vectorized", "hydra.sweep.dir=sweep",
+                          "+hydra.callbacks.probe._target_=job_end_probe.RecordsAtJobEnd"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     seen = [p.read_text() for p in (tmp_path / "sweep").glob("*/records_at_job_end.txt")]
     assert seen == ["True"] * 3
