@@ -177,9 +177,11 @@ def test_group_sizes_come_from_the_datas_own_shapes():
 
 def test_a_callback_at_job_end_finds_the_records_on_disk(tmp_path):
     # The launcher writes files on a background thread, but not when a callback may read them.
-    # (In this process, conftest.run_initlab: tests/, where job_end_probe is, is on sys.path.)
+    # (In this process, conftest.run_initlab, where tests/ is on sys.path; PYTHONPATH for INITLAB_TEST_SUBPROCESS=1.)
+    tests = os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])
     result = run_initlab(["-m", *SMALL, "trainer.seed=0,1,2", "hydra/launcher=vectorized", "hydra.sweep.dir=sweep",
-                          "+hydra.callbacks.probe._target_=job_end_probe.RecordsAtJobEnd"], tmp_path)
+                          "+hydra.callbacks.probe._target_=job_end_probe.RecordsAtJobEnd"], tmp_path,
+                         env={"PYTHONPATH": tests})
     assert result.returncode == 0, result.stderr[-2000:]
     seen = [p.read_text() for p in (tmp_path / "sweep").glob("*/records_at_job_end.txt")]
     assert seen == ["True"] * 3
