@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_launcher_overhead import hand_step_seconds  # noqa: E402  (the same unit as the overhead benchmark)
+from common import timed  # noqa: E402
 
 SIZES = (784, 200, 200, 10)
 
 
 def median_seconds(fn, repeat: int) -> float:
     fn()  # once to warm up
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(timed(fn)[0] for _ in range(repeat))
 
 
 def draw_net() -> list[torch.Tensor]:

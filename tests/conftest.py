@@ -50,6 +50,15 @@ def replayed(monkeypatch):
     put_in_place(monkeypatch)
 
 
+def draw_only(monkeypatch, *names: str) -> None:
+    """Reports written in this test draw only the figures named (catalogue.all_figures' keys): for a test
+    that reads those alone (every figure is drawn and checked by test_report_files_figures_and_page)."""
+    from initlab.report import page
+
+    real = page.catalogue.all_figures
+    monkeypatch.setattr(page.catalogue, "all_figures", lambda *a, **k: real(*a, **k, only=names))
+
+
 # --- the `initlab` command in this process -------------------------------------------------------------
 
 

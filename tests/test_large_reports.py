@@ -14,9 +14,9 @@ from initlab.report.figures import facets
 
 from initlab.report.figures import heatmaps
 from initlab.report.tables import load
-from initlab.report import page as page_module
 from initlab.report.page import write_report
 
+from conftest import draw_only
 from test_cli import SMALL
 from test_sweeps import run_cli
 
@@ -99,9 +99,7 @@ def test_the_grid_layout_takes_init_rows_and_the_key_with_most_values_as_columns
 
 def test_a_large_grids_report_says_what_each_figure_shows_and_groups_findings(grid_sweep, tmp_path, monkeypatch):
     # the three heatmaps this looks at are drawn; the others (~3 s) are the slow test's below
-    real = page_module.catalogue.all_figures
-    monkeypatch.setattr(page_module.catalogue, "all_figures", lambda *a, **k: real(
-        *a, **k, only=("gradient heatmap", "signature", "diagnosis")))
+    draw_only(monkeypatch, "gradient heatmap", "signature", "diagnosis")
     out = write_report([grid_sweep], tmp_path / "report").out
     page = (out / "report.md").read_text()
     sweep = load([grid_sweep])

@@ -20,7 +20,7 @@ from initlab.report import page as page_module
 from initlab.report.page import write_report
 from initlab.train.runner import run
 
-from conftest import make_config
+from conftest import draw_only, make_config
 from test_cli import SMALL, initlab
 
 FIGURES = ("curves.png", "gradient_flow.png", "backprop_flow.png", "grad_heatmap.png", "accuracy_heatmap.png",
@@ -296,8 +296,7 @@ def test_a_sweep_without_theory_keys_draws_no_theory_grid(sweep_dir):
 def test_curves_say_which_runs_have_no_test_accuracy(sweep_dir, tmp_path, monkeypatch):
     # A run that diverged before its first evaluation has a loss curve and no accuracy point: the
     # curves figure says so, on the figure and on the page. (Only that figure is drawn: ~2 s less.)
-    real = page_module.catalogue.all_figures
-    monkeypatch.setattr(page_module.catalogue, "all_figures", lambda *a, **k: real(*a, **k, only=("curves",)))
+    draw_only(monkeypatch, "curves")
     sweep = tmp_path / "sweep"
     shutil.copytree(sweep_dir, sweep, ignore=shutil.ignore_patterns("report"))
     diverged = run(make_config(*SMALL, "init=normal", "init.std=10", "lr.value=100", "trainer.batch_size=50",
@@ -310,13 +309,12 @@ def test_curves_say_which_runs_have_no_test_accuracy(sweep_dir, tmp_path, monkey
 
 def test_only_some_figures_are_drawn_when_named(sweep_dir, tmp_path):
     sweep = load([sweep_dir])
-    drawn = page_module.catalogue.all_figures(sweep, init_palette(sweep), tmp_path, page_module.width.analyse(sweep),
-                                              only=("curves", "accuracy"))
+    palette, widths = init_palette(sweep), page_module.width.analyse(sweep)
+    drawn = page_module.catalogue.all_figures(sweep, palette, tmp_path, widths, only=("curves", "accuracy"))
     assert list(drawn) == ["Training curves", "Final accuracy"]
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["accuracy_heatmap.png", "curves.png"]
     with pytest.raises(ValueError, match=r"no figure named \['curve'\]: the figures are \['curves', "):
-        page_module.catalogue.all_figures(sweep, init_palette(sweep), tmp_path, page_module.width.analyse(sweep),
-                                          only=("curve",))
+        page_module.catalogue.all_figures(sweep, palette, tmp_path, widths, only=("curve",))
 
 
 def _section(page: str, heading: str) -> str:
