@@ -136,14 +136,27 @@ def say_in_panel(ax, text: str) -> None:
 
 
 def draw_bands(ax, data: pd.DataFrame, x: str, palette: dict, marker: bool = False) -> None:
-    """One line (center) and band (low-high) per init of a `facets.band` table."""
+    """One line (center) and band (low-high) per init of a `facets.band` table.
+
+    An init with a single point (one evaluation: a sweep of one epoch) is a dot with its low-high range as
+    an error bar (a band of one x has no width); dots of several inits at the same x are spread a little
+    along x, in the inits' order, so that one with the same value does not hide another."""
     styles = fx.dashes(list(palette))
-    for init, part in data.groupby("init", sort=True):
-        part = part.sort_values(x)
+    groups = [(init, part.sort_values(x)) for init, part in data.groupby("init", sort=True)]
+    singles = [(init, part[x].iloc[0]) for init, part in groups if len(part) == 1]
+    step = 0.015 * max(abs(float(data[x].max())), 1.0) if len(data) else 0.0
+    for init, part in groups:
         colour = palette.get(init, "0.3")
-        # a line of one point draws nothing: a run that diverged within its first bin of steps is a dot
+        if len(part) == 1:
+            at = part[x].iloc[0]
+            beside = [i for i, v in singles if v == at]
+            xs = [at + step * (beside.index(init) - (len(beside) - 1) / 2)]
+            low, high = part.low.iloc[0], part.high.iloc[0]
+            ax.errorbar(xs, part.center, yerr=[[part.center.iloc[0] - low], [high - part.center.iloc[0]]] if high > low
+                        else None, color=colour, marker="o", markersize=3.5, capsize=2, lw=1.2, linestyle="none")
+            continue
         ax.plot(part[x], part.center, color=colour, linestyle=styles.get(init, "-"), lw=1.4,
-                marker="o" if marker or len(part) == 1 else None, markersize=3.5)
+                marker="o" if marker else None, markersize=3.5)
         if (part.high > part.low).any():
             ax.fill_between(part[x], part.low, part.high, color=colour, alpha=0.18, lw=0)
             # (on a log axis matplotlib leaves out a band's non-positive part; the line stays)
