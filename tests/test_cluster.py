@@ -76,7 +76,7 @@ def test_submitit_local_writes_what_the_in_process_launcher_writes(tmp_path, ref
         assert (folder.parent / ".hydra" / "config.yaml").exists() and (folder.parent / ".hydra" / "overrides.yaml").exists()
     assert len([p for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name.isdigit()]) == 2  # job ids
     # what a group's job sends back: each member's JobReturn with its return value (the final test loss, what
-    # a sweeper reads) and its task config, without the Hydra config its folder holds (cluster.light)
+    # a sweeper reads) and its task config, without the Hydra config its folder holds (cluster_job.light)
     by_overrides = {tuple(OmegaConf.load(p.parent / ".hydra" / "overrides.yaml")): records.load_run(p.parent)
                     for p in sweep.glob("*/summary.json")}
     returned = [ret for f in (sweep / ".submitit").glob("*/*_result.pkl") for ret in _success(f)]
@@ -143,7 +143,7 @@ def test_submitits_end_of_a_job_survives_a_signal_that_lands_inside_a_log_call()
     from submitit import JobEnvironment
     from submitit.core.utils import UncompletedJobError
 
-    from initlab.sweep.cluster import JobEnded, carry_the_end_past_handlers
+    from initlab.sweep.cluster_job import JobEnded, carry_the_end_past_handlers
 
     sig = JobEnvironment._usr_sig()
 
@@ -253,7 +253,7 @@ def test_a_groups_job_trains_on_the_cores_it_was_granted(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(cores + 8))  # never more than this process may use
     assert usable_cores() == cores
     # the local executor's parallel groups: each process pinned to its own share (in a child: pinning is for good)
-    probe = ("import os, torch; from types import SimpleNamespace as N; from initlab.sweep.cluster import take_share_of_cores; "
+    probe = ("import os, torch; from types import SimpleNamespace as N; from initlab.sweep.cluster_job import take_share_of_cores; "
              "take_share_of_cores(N(_EXECUTOR='local', parallel_groups=2), {slot}); "
              "print(sorted(os.sched_getaffinity(0)), torch.get_num_threads())")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}

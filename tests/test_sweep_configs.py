@@ -174,7 +174,7 @@ def test_a_task_key_that_reads_another_node_is_resolved_per_job(tmp_path):
 
 
 def test_a_loader_sent_with_a_groups_bases_derives_its_jobs_there(loaders):
-    # cluster.GroupTask: the launcher goes to a submitit job pickled, its loader with it, and the bases
+    # cluster_job.GroupTask: the launcher goes to a submitit job pickled, its loader with it, and the bases
     # its group's configs derive from go beside it; there the jobs derive as here, none composed in full.
     # (What pickle does with the state; Hydra's own loader is pickled as is, by submitit in test_cluster:
     # pickling it here would fail after Hydra's launcher tests re-import its config-source plugins.)

@@ -62,7 +62,7 @@ class SweepConfigs:
     def __getstate__(self) -> dict:
         """What another process gets (the launcher goes to each submitit job with its loader): the
         wrapped loader and the config groups. The bases a job needs go with it (`bases_of`,
-        cluster.GroupTask), not every base of the sweep; the caches are made anew there."""
+        cluster_job.GroupTask), not every base of the sweep; the caches are made anew there."""
         return {"loader": self.loader, "groups": self.groups}
 
     def __setstate__(self, state: dict) -> None:
